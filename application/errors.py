@@ -1,0 +1,38 @@
+"""Errors raised by the application layer (not domain rules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.errors import DomainError
+
+
+class ConcurrencyError(DomainError):
+    """The stream moved on since it was read: the expected version is stale."""
+
+    code = "VERSION_CONFLICT"
+
+    def __init__(self, stream_id: str, expected: int, actual: int | None) -> None:
+        super().__init__(
+            f"stream {stream_id} is at version {actual}, not {expected}",
+            stream_id=stream_id,
+            expected_version=expected,
+            current_version=actual,
+        )
+
+
+class PreconditionFailed(ConcurrencyError):
+    """The client's If-Match does not name the current version."""
+
+    code = "PRECONDITION_FAILED"
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, key: str, **details: Any) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different request", key=key, **details)
+
+
+class SourceUnavailable(DomainError):
+    code = "PLUGIN_SOURCE_INVALID"

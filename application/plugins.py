@@ -1,0 +1,179 @@
+"""Command handlers of the plugin lifecycle: load, call one aggregate method, append."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from application.commands import (
+    ConfigurePlugin,
+    DisablePlugin,
+    EnablePlugin,
+    InstallPlugin,
+    ReloadPlugin,
+    RestartPlugin,
+    RollBackPlugin,
+    UninstallPlugin,
+    UpdatePlugin,
+)
+from application.context import CommandContext, CommandResult
+from application.errors import PreconditionFailed
+from application.ports import ArchiveStore, PluginCatalog, SecretCipher
+from application.unit import Loaded, Repository
+from domain.configuration import MASK, changed_keys, is_sealed, secret_fields, validate_config
+from domain.errors import ManifestInvalid, PluginAlreadyInstalled, PluginNotFound
+from domain.manifest import Manifest, parse_manifest
+from domain.plugin import STREAM_TYPE, Plugin, plugin_uuid
+from domain.policies import check_dependencies, check_host_compatibility, check_no_dependents
+
+
+@dataclass
+class PluginServices:
+    repository: Repository
+    catalog: PluginCatalog
+    cipher: SecretCipher
+    archives: ArchiveStore
+    host_version: str
+
+
+async def load(services: PluginServices, plugin_id: str, ctx: CommandContext, must_exist: bool = True) -> Loaded[Plugin]:
+    loaded = await services.repository.load(Plugin, STREAM_TYPE, plugin_id, plugin_uuid(plugin_id))
+    if must_exist and loaded.aggregate is None:
+        raise PluginNotFound(f"plugin {plugin_id} is not known", plugin_id=plugin_id)
+    if ctx.expected_version is not None and ctx.expected_version != loaded.version:
+        raise PreconditionFailed(loaded.stream_id, ctx.expected_version, loaded.version)
+    return loaded
+
+
+async def save(services: PluginServices, loaded: Loaded[Plugin], ctx: CommandContext, command: str) -> CommandResult:
+    result = await services.repository.save(loaded, ctx.metadata(command), ctx.idempotency)
+    return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
+
+
+async def installed_versions(services: PluginServices, manifest: Manifest) -> dict[str, str | None]:
+    """Installed version of each dependency, read from its own stream (not from a lagging read model)."""
+    found: dict[str, str | None] = {}
+    for dep_id in manifest.dependencies:
+        dep = (await load(services, dep_id, CommandContext(), must_exist=False)).aggregate
+        found[dep_id] = dep.current_version if dep is not None and dep.installed else None
+    return found
+
+
+def seal(services: PluginServices, schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Encrypt the fields the schema marks secret, so they never reach the log in clear."""
+    secrets = secret_fields(schema)
+    return {k: (services.cipher.seal(v) if k in secrets else v) for k, v in config.items()}
+
+
+def unseal(services: PluginServices, config: dict[str, Any]) -> dict[str, Any]:
+    return {k: (services.cipher.unseal(v) if is_sealed(v) else v) for k, v in config.items()}
+
+
+async def check_installable(services: PluginServices, manifest: Manifest) -> None:
+    check_host_compatibility(manifest, services.host_version)
+    check_dependencies(manifest, await installed_versions(services, manifest))
+
+
+async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    manifest = parse_manifest(cmd.manifest)
+    loaded = await load(services, manifest.id, ctx, must_exist=False)
+    if loaded.aggregate is not None and loaded.aggregate.installed:
+        raise PluginAlreadyInstalled(
+            f"plugin {manifest.id} is already installed at {loaded.aggregate.current_version}",
+            plugin_id=manifest.id,
+            version=loaded.aggregate.current_version,
+        )
+    await check_installable(services, manifest)
+    validate_config(manifest.config_schema, cmd.config)
+    config = seal(services, manifest.config_schema, cmd.config)
+    if cmd.archive is not None:
+        await services.archives.put(cmd.archive)
+    args = dict(manifest=manifest.to_dict(), source=cmd.source, config=config, enabled=cmd.auto_enable)
+    if loaded.aggregate is None:
+        loaded.aggregate = Plugin(plugin_id=manifest.id, **args)
+    else:
+        loaded.aggregate.reinstall(**args)
+    return await save(services, loaded, ctx, "InstallPlugin")
+
+
+async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    manifest = parse_manifest(cmd.manifest)
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
+    if manifest.id != cmd.plugin_id:
+        raise ManifestInvalid(f"manifest.id {manifest.id!r} does not match plugin {cmd.plugin_id!r}", field="manifest.id")
+    plugin.check_installed()
+    await check_installable(services, manifest)
+    validate_config(manifest.config_schema, unseal(services, plugin.config))
+    if cmd.archive is not None:
+        await services.archives.put(cmd.archive)
+    plugin.update(manifest.to_dict(), cmd.source)
+    return await save(services, loaded, ctx, "UpdatePlugin")
+
+
+async def roll_back_plugin(cmd: RollBackPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    target = loaded.aggregate.previous_version(cmd.to_version)
+    check_host_compatibility(parse_manifest(target["manifest"]), services.host_version)
+    loaded.aggregate.roll_back(cmd.to_version)
+    return await save(services, loaded, ctx, "RollBackPlugin")
+
+
+async def enable_plugin(cmd: EnablePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.check_installed()
+    check_dependencies(loaded.aggregate.manifest, await installed_versions(services, loaded.aggregate.manifest))
+    loaded.aggregate.enable(cmd.reason)
+    return await save(services, loaded, ctx, "EnablePlugin")
+
+
+async def disable_plugin(cmd: DisablePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.disable(cmd.reason)
+    return await save(services, loaded, ctx, "DisablePlugin")
+
+
+async def restart_plugin(cmd: RestartPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.restart(cmd.reason)
+    return await save(services, loaded, ctx, "RestartPlugin")
+
+
+async def reload_plugin(cmd: ReloadPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.reload(cmd.reason)
+    return await save(services, loaded, ctx, "ReloadPlugin")
+
+
+async def configure_plugin(cmd: ConfigurePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
+    plugin.check_installed()
+    schema = plugin.manifest.config_schema
+    old = unseal(services, plugin.config)
+    # A secret sent back masked (as read) keeps its stored value.
+    clear = {k: (old[k] if v == MASK and k in secret_fields(schema) and k in old else v) for k, v in cmd.config.items()}
+    validate_config(schema, clear)
+    plugin.configure(seal(services, schema, clear), changed_keys(old, clear))
+    return await save(services, loaded, ctx, "ConfigurePlugin")
+
+
+async def uninstall_plugin(cmd: UninstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.check_installed()
+    check_no_dependents(cmd.plugin_id, await services.catalog.dependents_of(cmd.plugin_id), cmd.force)
+    loaded.aggregate.uninstall(cmd.reason, cmd.force, cmd.cleanup_data)
+    return await save(services, loaded, ctx, "UninstallPlugin")
+
+
+HANDLERS = {
+    InstallPlugin: install_plugin,
+    UpdatePlugin: update_plugin,
+    RollBackPlugin: roll_back_plugin,
+    EnablePlugin: enable_plugin,
+    DisablePlugin: disable_plugin,
+    RestartPlugin: restart_plugin,
+    ReloadPlugin: reload_plugin,
+    ConfigurePlugin: configure_plugin,
+    UninstallPlugin: uninstall_plugin,
+}

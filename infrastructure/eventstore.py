@@ -1,0 +1,302 @@
+"""The PostgreSQL event store: group-committed appends, stream reads and the never-skip global order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+import structlog
+
+from application.errors import ConcurrencyError, IdempotencyKeyReused
+from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
+from infrastructure import metrics
+
+log = structlog.get_logger(__name__)
+
+GENESIS = bytes(32)
+NOTIFY_CHANNEL = "charter_events"
+
+_INSERT_EVENTS = """
+INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, schema_version,
+                    payload, metadata, site_id, recorded_at, hash)
+SELECT e.event_id, e.stream_id, e.stream_type, e.stream_version, e.event_type, e.schema_version,
+       e.payload::jsonb, e.metadata::jsonb, e.site_id, e.recorded_at, e.hash
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+            $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[])
+     WITH ORDINALITY AS e(event_id, stream_id, stream_type, stream_version, event_type, schema_version,
+                          payload, metadata, site_id, recorded_at, hash, n)
+ORDER BY e.n
+ON CONFLICT DO NOTHING
+RETURNING event_id, position
+"""
+
+_INSERT_KEYS = """
+INSERT INTO idempotency_keys (key, fingerprint, stream_id, version, position)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])
+ON CONFLICT DO NOTHING
+RETURNING key
+"""
+
+EVENT_COLUMNS = (
+    "position, transaction_id::text::bigint AS transaction_id, event_id, stream_id, stream_type, stream_version,"
+    " event_type, schema_version, payload, metadata, site_id, recorded_at, hash"
+)
+
+# Rows below the oldest transaction still running can no longer be joined by a row with a lower
+# (transaction_id, position): reading only those, in that order, never skips an event.
+_READ_GLOBAL = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE (transaction_id, position) > ($1::text::xid8, $2::bigint)
+  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY transaction_id, position
+LIMIT $3
+"""
+
+
+def event_hash(prev: bytes, event: NewEvent | StoredEvent) -> bytes:
+    """Chain an event to the previous event of its stream."""
+    body = msgspec.json.encode(
+        [str(event.event_id), event.stream_id, event.stream_version, event.event_type, event.payload],
+        order="sorted",
+    )
+    return hashlib.sha256(prev + body).digest()
+
+
+def record(row: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(**dict(row))
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Decode json/jsonb with msgspec on every pooled connection."""
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename,
+            encoder=lambda v: msgspec.json.encode(v).decode(),
+            decoder=msgspec.json.decode,
+            schema="pg_catalog",
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, **kwargs: Any) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs)
+
+
+async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[StoredEvent]:
+    """Events committed after the cursor `(transaction_id, position)`, in the never-skip global order."""
+    rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit)
+    return [record(r) for r in rows]
+
+
+@dataclass
+class _Pending:
+    request: AppendRequest
+    future: asyncio.Future[AppendResult]
+
+
+class _Settled(Exception):
+    """Some commands of a batch were settled (conflict or idempotent hit); commit the rest without them."""
+
+    def __init__(self, settled: dict[int, AppendResult | BaseException]) -> None:
+        super().__init__(f"{len(settled)} commands settled")
+        self.settled = settled
+
+
+class EventStore:
+    """Appends through a group committer: concurrent commands share a transaction and one WAL flush.
+
+    Each writer task takes whatever is queued the moment it becomes free (no fixed delay), so a lone
+    command commits at once and a burst is committed in a few transactions. A version clash or an
+    idempotency hit settles only its own command; the rest of the batch is retried without it.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, writers: int = 4, max_batch: int = 512) -> None:
+        self.pool = pool
+        self.writers = writers
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._writer(), name=f"charter-writer-{i}") for i in range(self.writers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("event store stopped"))
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    async def append(self, request: AppendRequest) -> AppendResult:
+        """Append all events of one stream atomically at `expected_version`, or none."""
+        if not request.events:
+            return AppendResult(request.stream_id, request.expected_version, None)
+        prev = request.prev_hash
+        request.hashes = []
+        for event in request.events:
+            prev = event_hash(prev, event)
+            request.hashes.append(prev)
+        if not self._tasks:
+            await self.start()
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(request, future))
+        return await future
+
+    async def _writer(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # connection lost, server gone: every command of the batch fails
+                log.error("append batch failed", error=str(exc), commands=len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(exc)
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        pending = [p for p in batch if not p.future.cancelled()]
+        async with self.pool.acquire() as conn:
+            while pending:
+                try:
+                    async with conn.transaction():
+                        results = await self._insert(conn, [p.request for p in pending])
+                except _Settled as settled:
+                    for index, outcome in settled.settled.items():
+                        await self._settle(conn, pending[index], outcome)
+                    pending = [p for i, p in enumerate(pending) if i not in settled.settled]
+                    continue
+                metrics.APPEND_BATCH.observe(len(pending))
+                metrics.EVENTS_APPENDED.inc(sum(len(p.request.events) for p in pending))
+                for p, result in zip(pending, results):
+                    if not p.future.done():
+                        p.future.set_result(result)
+                return
+
+    async def _settle(self, conn: asyncpg.Connection, pending: _Pending, outcome: AppendResult | BaseException) -> None:
+        if isinstance(outcome, ConcurrencyError):
+            current = await conn.fetchval(
+                "SELECT max(stream_version) FROM events WHERE stream_id = $1", pending.request.stream_id
+            )
+            outcome = ConcurrencyError(pending.request.stream_id, pending.request.expected_version, current or 0)
+        elif isinstance(outcome, AppendResult) and outcome.position is None and pending.request.idempotency:
+            outcome = await self.idempotent_result(pending.request.idempotency, conn) or outcome
+        if pending.future.done():
+            return
+        if isinstance(outcome, BaseException):
+            pending.future.set_exception(outcome)
+        else:
+            pending.future.set_result(outcome)
+
+    async def _insert(self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        events = [(r, e, h) for r in requests for e, h in zip(r.events, r.hashes)]
+        rows = await conn.fetch(
+            _INSERT_EVENTS,
+            [e.event_id for _, e, _ in events],
+            [e.stream_id for _, e, _ in events],
+            [e.stream_type for _, e, _ in events],
+            [e.stream_version for _, e, _ in events],
+            [e.event_type for _, e, _ in events],
+            [e.schema_version for _, e, _ in events],
+            [msgspec.json.encode(e.payload).decode() for _, e, _ in events],
+            [msgspec.json.encode(e.metadata).decode() for _, e, _ in events],
+            [e.site_id for _, e, _ in events],
+            [e.recorded_at for _, e, _ in events],
+            [h for _, _, h in events],
+        )
+        written = {r["event_id"]: r["position"] for r in rows}
+        settled: dict[int, AppendResult | BaseException] = {}
+        missing = [e.event_id for _, e, _ in events if e.event_id not in written]
+        existing = await self._existing(conn, missing) if missing else {}
+        results = []
+        for index, request in enumerate(requests):
+            ids = [e.event_id for e in request.events]
+            last = request.events[-1].stream_version
+            if all(i in written for i in ids):
+                results.append(AppendResult(request.stream_id, last, written[ids[-1]]))
+            elif all(i in existing for i in ids):  # the very same events were appended before
+                settled[index] = AppendResult(request.stream_id, last, existing[ids[-1]], duplicate=True)
+            else:
+                settled[index] = ConcurrencyError(request.stream_id, request.expected_version, None)
+        if not settled:
+            settled.update(await self._record_keys(conn, requests, results))
+        if settled:
+            raise _Settled(settled)
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(max(r.position or 0 for r in results)))
+        return results
+
+    async def _existing(self, conn: asyncpg.Connection, event_ids: list[Any]) -> dict[Any, int]:
+        rows = await conn.fetch("SELECT event_id, position FROM events WHERE event_id = any($1::uuid[])", event_ids)
+        return {r["event_id"]: r["position"] for r in rows}
+
+    async def _record_keys(
+        self, conn: asyncpg.Connection, requests: Sequence[AppendRequest], results: list[AppendResult]
+    ) -> dict[int, AppendResult | BaseException]:
+        keyed = [(i, r, results[i]) for i, r in enumerate(requests) if r.idempotency]
+        if not keyed:
+            return {}
+        rows = await conn.fetch(
+            _INSERT_KEYS,
+            [r.idempotency.key for _, r, _ in keyed],
+            [r.idempotency.fingerprint for _, r, _ in keyed],
+            [res.stream_id for _, _, res in keyed],
+            [res.version for _, _, res in keyed],
+            [res.position for _, _, res in keyed],
+        )
+        inserted = {r["key"] for r in rows}
+        seen: set[str] = set()
+        settled: dict[int, AppendResult | BaseException] = {}
+        for index, request, result in keyed:
+            key = request.idempotency.key
+            if key not in inserted or key in seen:
+                # Another command took this key first: answer with its result (looked up after rollback).
+                settled[index] = AppendResult(result.stream_id, request.expected_version, None, duplicate=True)
+            seen.add(key)
+        return settled
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def idempotent_result(
+        self, idempotency: Idempotency, conn: asyncpg.Connection | None = None
+    ) -> AppendResult | None:
+        """The result first given for this Idempotency-Key, or None when the key is new."""
+        query = "SELECT fingerprint, stream_id, version, position FROM idempotency_keys WHERE key = $1"
+        if conn is None:
+            row = await self.pool.fetchrow(query, idempotency.key)
+        else:
+            row = await conn.fetchrow(query, idempotency.key)
+        if row is None:
+            return None
+        if row["fingerprint"] != idempotency.fingerprint:
+            raise IdempotencyKeyReused(idempotency.key)
+        return AppendResult(row["stream_id"], row["version"], row["position"], duplicate=True)
+
+    async def read_stream(self, stream_id: str) -> list[StoredEvent]:
+        rows = await self.pool.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
+        )
+        return [record(r) for r in rows]
+
+    async def verify_stream(self, stream_id: str) -> bool:
+        """Recompute the hash chain of a stream; False when any stored event was altered."""
+        prev = GENESIS
+        for event in await self.read_stream(stream_id):
+            prev = event_hash(prev, event)
+            if prev != event.hash:
+                return False
+        return True
+
+    async def head(self) -> int:
+        """The highest position committed and visible now (0 for an empty log)."""
+        return await self.pool.fetchval("SELECT coalesce(max(position), 0) FROM events")

@@ -1,0 +1,16 @@
+"""Prometheus metrics of Charter (exposed at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HTTP_REQUESTS = Counter("charter_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_LATENCY = Histogram("charter_http_request_seconds", "HTTP request latency", ["method", "route"])
+COMMANDS = Counter("charter_commands_total", "Commands handled", ["command", "outcome"])
+COMMAND_LATENCY = Histogram("charter_command_seconds", "Command latency", ["command"])
+EVENTS_APPENDED = Counter("charter_events_appended_total", "Events appended to the log")
+APPEND_BATCH = Histogram(
+    "charter_append_batch_commands", "Commands per group-commit transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+)
+PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"])
+PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])

@@ -1,0 +1,104 @@
+"""Maps `eventsourcing` aggregates to streams of the event store and back."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate, CanInitAggregate
+from eventsourcing.utils import get_topic
+
+from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
+from application.unit import Loaded
+from infrastructure.eventstore import GENESIS, EventStore
+
+A = TypeVar("A", bound=Aggregate)
+
+_ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+
+
+def event_type_of(aggregate_cls: type[Aggregate], event: Any) -> str:
+    return f"{aggregate_cls.__name__}.{type(event).__name__}"
+
+
+def to_new_events(
+    loaded: Loaded[A], metadata: dict[str, Any], site_id: str | None = None
+) -> list[NewEvent]:
+    """The aggregate's pending events as rows for its stream."""
+    out = []
+    for event in loaded.aggregate.collect_events():
+        payload = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in _ENVELOPE}
+        out.append(
+            NewEvent(
+                event_id=uuid4(),
+                stream_id=loaded.stream_id,
+                stream_type=loaded.stream_type,
+                stream_version=event.originator_version,
+                event_type=event_type_of(type(loaded.aggregate), event),
+                payload=payload,
+                metadata=metadata,
+                recorded_at=event.timestamp,
+                site_id=site_id,
+            )
+        )
+    return out
+
+
+def reconstruct(aggregate_cls: type[A], aggregate_id: UUID, events: list[StoredEvent]) -> A | None:
+    """Replay stored events into an aggregate (None for an empty stream)."""
+    aggregate: A | None = None
+    for stored in events:
+        event_cls = getattr(aggregate_cls, stored.event_type.split(".", 1)[1])
+        kwargs = dict(stored.payload)
+        kwargs.update(
+            originator_id=aggregate_id,
+            originator_version=stored.stream_version,
+            timestamp=stored.recorded_at.astimezone(timezone.utc),
+        )
+        if issubclass(event_cls, CanInitAggregate):
+            kwargs["originator_topic"] = get_topic(aggregate_cls)
+        aggregate = event_cls(**kwargs).mutate(aggregate)
+    return aggregate
+
+
+class AggregateRepository:
+    """Load and save aggregates of one type, each in the stream `<stream_type>:<key>`."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    async def load(self, aggregate_cls: type[A], stream_type: str, key: str, aggregate_id: UUID) -> Loaded[A]:
+        stream_id = f"{stream_type}:{key}"
+        events = await self.store.read_stream(stream_id)
+        aggregate = reconstruct(aggregate_cls, aggregate_id, events)
+        return Loaded(
+            aggregate=aggregate,
+            stream_id=stream_id,
+            stream_type=stream_type,
+            version=events[-1].stream_version if events else 0,
+            last_hash=events[-1].hash if events else GENESIS,
+        )
+
+    async def save(
+        self,
+        loaded: Loaded[A],
+        metadata: dict[str, Any],
+        idempotency: Idempotency | None = None,
+        site_id: str | None = None,
+    ) -> AppendResult:
+        events = to_new_events(loaded, metadata, site_id)
+        return await self.store.append(
+            AppendRequest(
+                stream_id=loaded.stream_id,
+                expected_version=loaded.version,
+                events=events,
+                prev_hash=loaded.last_hash,
+                idempotency=idempotency if events else None,
+            )
+        )
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,45 @@
+"""Typed settings, read from CHARTER_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+
+HOST_VERSION = "1.0.0"
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    database_url: str | None = None
+    nats_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".charter")
+    secret_key: str | None = None
+    host_version: str = HOST_VERSION
+    log_level: str = "info"
+    log_json: bool = True
+    writers: int = 4
+    max_batch: int = 512
+    pool_size: int = 20
+    run_projectors: bool = True
+    migrate_on_start: bool = True
+    consistency_timeout: float = 5.0
+    poll_interval: float = 0.5
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        """Build settings from CHARTER_<FIELD> variables; `overrides` win."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        for name in cls.__struct_fields__:
+            value = env.get(f"CHARTER_{name.upper()}")
+            if value is not None and value != "":
+                raw[name] = value
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(raw, type=cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(f"invalid setting: {exc} (from CHARTER_* environment variables)") from None
