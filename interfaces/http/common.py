@@ -1,0 +1,116 @@
+"""Small pieces every controller uses: body decoding, command context, write responses, consistency."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response
+from litestar.datastructures import State
+
+from application.context import CommandContext, CommandResult
+from interfaces.http.errors import ApiError
+from interfaces.http.schemas import Written
+from interfaces.runtime import Runtime
+
+T = TypeVar("T")
+
+MAX_LIMIT = 100
+
+
+def provide_runtime(state: State) -> Runtime:
+    return state.runtime
+
+
+def field_of(message: str) -> str | None:
+    match = re.search(r"at `\$\.?([^`]*)`", message)
+    if match:
+        return match.group(1) or None
+    match = re.search(r"Object missing required field `([^`]*)`", message)
+    return match.group(1) if match else None
+
+
+def decode(raw: bytes, type_: type[T], *, default: T | None = None, prefix: str = "") -> T:
+    """Decode a JSON body into `type_`, answering 400 with the offending field named."""
+    if not raw.strip():
+        if default is not None:
+            return default
+        raise ApiError(400, "VALIDATION_FAILED", "a JSON request body is required", field="body")
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        field = field_of(str(exc))
+        missing = re.search(r"missing required field `([^`]*)`", str(exc))
+        if missing:
+            field = ".".join(filter(None, [field, missing.group(1)])) if field != missing.group(1) else field
+        name = f"{prefix}{field}" if field else (prefix.rstrip(".") or "body")
+        raise ApiError(400, "VALIDATION_FAILED", f"{name}: {exc}", field=name) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "MALFORMED_JSON", f"request body is not valid JSON: {exc}", field="body") from None
+
+
+async def body(request: Request, type_: type[T], *, default: T | None = None) -> T:
+    return decode(await request.body(), type_, default=default)
+
+
+def expected_version(request: Request) -> int | None:
+    raw = request.headers.get("if-match")
+    if raw is None or raw.strip() == "*":
+        return None
+    match = re.fullmatch(r'\s*(?:W/)?"?(\d+)"?\s*', raw)
+    if not match:
+        raise ApiError(400, "VALIDATION_FAILED", 'If-Match must be an ETag such as "3"', field="If-Match")
+    return int(match.group(1))
+
+
+def command_context(request: Request) -> CommandContext:
+    state = request.scope.get("state", {})
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (1 <= len(key) <= 200):
+        raise ApiError(400, "VALIDATION_FAILED", "Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key")
+    return CommandContext(
+        actor=state.get("actor", "anonymous"),
+        request_id=state.get("request_id"),
+        correlation_id=request.headers.get("x-correlation-id"),
+        causation_id=request.headers.get("x-causation-id"),
+        traceparent=request.headers.get("traceparent"),
+        idempotency_key=key,
+        expected_version=expected_version(request),
+    )
+
+
+def written(result: CommandResult, resource_id: str, status: int = 200, location: str | None = None) -> Response:
+    headers = {"ETag": f'"{result.version}"'}
+    if result.position is not None:
+        headers["Charter-Position"] = str(result.position)
+    if result.duplicate:
+        headers["Idempotent-Replayed"] = "true"
+    if location:
+        headers["Location"] = location
+    payload = Written(resource_id, result.stream_id, result.version, result.position, result.duplicate)
+    return Response(payload, status_code=200 if result.duplicate and status == 201 else status, headers=headers)
+
+
+def page_params(skip: int, limit: int, sort_by: str, sort_order: str, sortable: dict[str, Any]) -> None:
+    if skip < 0:
+        raise ApiError(400, "VALIDATION_FAILED", "skip must be 0 or more", field="skip")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ApiError(400, "VALIDATION_FAILED", f"limit must be between 1 and {MAX_LIMIT}", field="limit")
+    if sort_by not in sortable:
+        raise ApiError(
+            400, "VALIDATION_FAILED", f"sort_by must be one of {', '.join(sorted(sortable))}", field="sort_by"
+        )
+    if sort_order not in ("asc", "desc"):
+        raise ApiError(400, "VALIDATION_FAILED", "sort_order must be asc or desc", field="sort_order")
+
+
+async def read_consistency(request: Request, runtime: Runtime, projection: str, consistent: bool) -> None:
+    """Read-your-writes: `?consistent=true` waits for everything committed; `Charter-Min-Position` for one write."""
+    raw = request.headers.get("charter-min-position")
+    if raw is not None:
+        if not raw.isdigit():
+            raise ApiError(400, "VALIDATION_FAILED", "Charter-Min-Position must be a position", field="Charter-Min-Position")
+        await runtime.wait_for(projection, int(raw))
+    elif consistent:
+        await runtime.wait_for(projection, None)

@@ -1,0 +1,95 @@
+"""The one error envelope: {"error": {"code", "message", "details", "request_id"}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+
+from application.errors import ConcurrencyError, PreconditionFailed
+from domain.errors import DomainError
+
+log = structlog.get_logger(__name__)
+
+STATUS_BY_CODE = {
+    "PLUGIN_NOT_FOUND": 404,
+    "PLUGIN_ALREADY_INSTALLED": 409,
+    "PLUGIN_NOT_INSTALLED": 409,
+    "PLUGIN_DEPENDENCY_ERROR": 409,
+    "PLUGIN_HAS_DEPENDENTS": 409,
+    "PLUGIN_VERSION_UNCHANGED": 409,
+    "PLUGIN_NO_PREVIOUS_VERSION": 409,
+    "PLUGIN_INCOMPATIBLE": 400,
+    "PLUGIN_CONFIGURATION_ERROR": 400,
+    "PLUGIN_SOURCE_INVALID": 400,
+    "MANIFEST_INVALID": 400,
+    "VERSION_CONFLICT": 409,
+    "PRECONDITION_FAILED": 412,
+    "IDEMPOTENCY_KEY_REUSED": 422,
+}
+
+
+class ApiError(Exception):
+    """An error raised by the HTTP layer itself (bad parameter, missing header, ...)."""
+
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def envelope(request: Request, status: int, code: str, message: str, details: Any = None, headers=None) -> Response:
+    body = {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": request.scope.get("state", {}).get("request_id"),
+        }
+    }
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def on_domain_error(request: Request, exc: DomainError) -> Response:
+    headers = None
+    if isinstance(exc, (ConcurrencyError, PreconditionFailed)) and exc.details.get("current_version") is not None:
+        headers = {"ETag": f'"{exc.details["current_version"]}"'}
+    return envelope(request, STATUS_BY_CODE.get(exc.code, 409), exc.code, exc.message, exc.details, headers)
+
+
+def on_api_error(request: Request, exc: ApiError) -> Response:
+    return envelope(request, exc.status, exc.code, exc.message, exc.details)
+
+
+def on_validation_error(request: Request, exc: ValidationException) -> Response:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    fields = [e.get("key") for e in extra if isinstance(e, dict) and e.get("key")]
+    details: dict[str, Any] = {"errors": extra}
+    if fields:
+        details["field"] = fields[0]
+    message = exc.detail
+    if extra and isinstance(extra[0], dict) and extra[0].get("message"):
+        message = f"{extra[0].get('key', 'request')}: {extra[0]['message']}"
+    return envelope(request, 400, "VALIDATION_FAILED", message, details)
+
+
+def on_http_error(request: Request, exc: HTTPException) -> Response:
+    codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
+    code = codes.get(exc.status_code, "HTTP_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR")
+    return envelope(request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None)
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", path=request.url.path)
+    return envelope(request, 500, "INTERNAL_ERROR", "an unexpected error occurred; see the server log for this request id")
+
+
+EXCEPTION_HANDLERS = {
+    DomainError: on_domain_error,
+    ApiError: on_api_error,
+    ValidationException: on_validation_error,
+    NotFoundException: on_http_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected,
+}

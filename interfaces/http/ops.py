@@ -1,0 +1,50 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.di import NamedDependency, Provide
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from interfaces.http.common import provide_runtime
+from interfaces.runtime import Runtime
+
+MAX_READY_LAG = 10_000
+
+
+class OpsController(Controller):
+    path = "/"
+    tags = ["operations"]
+    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+
+    @get("/health", operation_id="health", summary="Liveness: the process is up")
+    async def health(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
+        return {"status": "ok", "uptime_seconds": round(time.time() - runtime.started_at, 1)}
+
+    @get("/ready", operation_id="ready", summary="Readiness: database reachable, projections not far behind")
+    async def ready(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
+        checks: dict[str, Any] = {}
+        ok = True
+        try:
+            started = time.perf_counter()
+            await runtime.pool.fetchval("SELECT 1")
+            checks["database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+            lags = await runtime.projection_lag()
+            checks["projections"] = {
+                name: {"lag": value, "leading_here": any(r.leading for r in runtime.runners if r.projection.name == name)}
+                for name, value in lags.items()
+            }
+            if any(value > MAX_READY_LAG for value in lags.values()):
+                ok = False
+        except Exception as exc:  # readiness must answer, whatever is broken
+            checks["database"] = {"status": "unreachable", "error": str(exc)}
+            ok = False
+        return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+
+    @get("/metrics", operation_id="metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+    async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:
+        await runtime.projection_lag()
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,110 @@
+"""Request and response bodies of the HTTP API (msgspec Structs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class Page(msgspec.Struct, Generic[T]):
+    total: int
+    skip: int
+    limit: int
+    items: list[T]
+    has_more: bool
+
+
+class Written(msgspec.Struct):
+    """What every write answers: the stream's new version (also the ETag) and the global position."""
+
+    id: str
+    stream_id: str
+    stream_version: int
+    position: int | None
+    duplicate: bool = False
+
+
+class PluginVersion(msgspec.Struct):
+    version: str
+    source: dict[str, Any]
+    installed_at: datetime
+
+
+class DependencyRef(msgspec.Struct):
+    plugin_id: str
+    requirement: str
+
+
+class EventsDeclared(msgspec.Struct):
+    emits: list[str] = []
+    subscribes: list[str] = []
+
+
+class PluginSummary(msgspec.Struct):
+    id: str
+    name: str
+    version: str
+    description: str
+    author: str
+    category: str
+    tags: list[str]
+    capabilities: list[str]
+    status: str
+    enabled: bool
+    disabled_reason: str | None
+    dependents: list[str]
+    installed_at: datetime
+    updated_at: datetime
+    stream_version: int
+
+
+class Plugin(PluginSummary):
+    manifest: dict[str, Any]
+    dependencies: list[DependencyRef]
+    versions: list[PluginVersion]
+    events: EventsDeclared
+    configuration: dict[str, Any]
+    source: dict[str, Any]
+    restarts: int
+    reloads: int
+
+
+class PluginInstall(msgspec.Struct, forbid_unknown_fields=True):
+    """JSON body of `POST /plugins/install` (archives are uploaded as multipart/form-data instead)."""
+
+    source: Literal["entrypoint", "file", "url", "repository"]
+    entrypoint: str | None = None
+    version: str | None = None
+    config: dict[str, Any] = {}
+    auto_enable: bool = False
+
+
+class PluginUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    source: Literal["entrypoint", "file", "url", "repository"]
+    entrypoint: str | None = None
+    version: str | None = None
+
+
+class Reason(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str | None = None
+
+
+class Rollback(msgspec.Struct, forbid_unknown_fields=True):
+    to_version: str | None = None
+    reason: str | None = None
+
+
+class PluginConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    config: dict[str, Any]
+
+
+class PluginConfig(msgspec.Struct):
+    plugin_id: str
+    config: dict[str, Any]
+    schema: dict[str, Any]
+    secrets: list[str]
+    stream_version: int

@@ -1,0 +1,136 @@
+"""The composition root's parts: everything a running Charter process holds, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from application.plugins import PluginServices
+from application.service import Application
+from infrastructure import metrics
+from infrastructure.eventstore import EventStore, create_pool
+from infrastructure.migrations import migrate
+from infrastructure.plugin_sources import PostgresArchiveStore
+from infrastructure.repository import AggregateRepository
+from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag
+from infrastructure.secrets import FernetCipher, load_or_create_key
+from infrastructure.settings import Settings
+from projections import PROJECTIONS
+from projections.plugin_catalog import PostgresPluginCatalog
+
+log = structlog.get_logger(__name__)
+
+
+class ProjectionBehind(Exception):
+    """A read asked for consistency the projection did not reach in time."""
+
+    def __init__(self, name: str, position: int, timeout: float) -> None:
+        super().__init__(f"projection {name} did not reach position {position} within {timeout}s")
+        self.name, self.position, self.timeout = name, position, timeout
+
+
+class ConsistentCatalog(PostgresPluginCatalog):
+    """Answers dependents only once the plugins read model has caught up with the log."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        super().__init__(runtime.pool)
+        self.runtime = runtime
+
+    async def dependents_of(self, plugin_id: str) -> list[str]:
+        await self.runtime.wait_for("plugins", None)
+        return await super().dependents_of(plugin_id)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    store: EventStore
+    cipher: FernetCipher
+    application: Application
+    projections: dict[str, Projection]
+    archives: PostgresArchiveStore
+    notifier: Notifier | None = None
+    runners: list[ProjectionRunner] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    async def wait_for(self, projection: str, position: int | None, timeout: float | None = None) -> None:
+        """Wait until `projection` has handled `position` (default: everything committed now)."""
+        timeout = self.settings.consistency_timeout if timeout is None else timeout
+        target = position if position is not None else await self.store.head()
+        if target <= 0:
+            return
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while not await has_processed(self.pool, projection, target):
+            if time.monotonic() > deadline:
+                raise ProjectionBehind(projection, target, timeout)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def projection_lag(self) -> dict[str, int]:
+        lags = {name: await lag(self.pool, name) for name in self.projections}
+        for name, value in lags.items():
+            metrics.PROJECTION_LAG.labels(name).set(value)
+        return lags
+
+
+async def start_runtime(settings: Settings) -> Runtime:
+    if not settings.database_url:
+        raise RuntimeError("CHARTER_DATABASE_URL is not set (charter serve starts an embedded server when it is absent)")
+    dsn = settings.database_url
+    if settings.migrate_on_start:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+    pool = await create_pool(dsn, min_size=2, max_size=settings.pool_size)
+    store = EventStore(pool, writers=settings.writers, max_batch=settings.max_batch)
+    await store.start()
+    cipher = FernetCipher(load_or_create_key(settings.secret_key, settings.data_dir))
+    projections = {p.name: p for p in PROJECTIONS}
+    runtime = Runtime(
+        settings=settings,
+        pool=pool,
+        store=store,
+        cipher=cipher,
+        application=None,  # type: ignore[arg-type]  # set just below: the catalog needs the runtime
+        projections=projections,
+        archives=PostgresArchiveStore(pool),
+    )
+    services = PluginServices(
+        repository=AggregateRepository(store),
+        catalog=ConsistentCatalog(runtime),
+        cipher=cipher,
+        archives=runtime.archives,
+        host_version=settings.host_version,
+    )
+    runtime.application = Application(store, services)
+    if settings.run_projectors:
+        runtime.notifier = Notifier(dsn)
+        await runtime.notifier.start()
+        for projection in projections.values():
+            runner = ProjectionRunner(
+                dsn, projection, runtime.notifier.subscribe(), poll_interval=settings.poll_interval
+            )
+            runtime.runners.append(runner)
+            runtime.tasks.append(asyncio.create_task(runner.run(), name=f"projection-{projection.name}"))
+    log.info("charter runtime started", projections=list(projections), projectors=settings.run_projectors)
+    return runtime
+
+
+async def stop_runtime(runtime: Runtime) -> None:
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    if runtime.notifier:
+        await runtime.notifier.stop()
+    await runtime.store.stop()
+    await runtime.pool.close()
+    log.info("charter runtime stopped")

@@ -1,0 +1,92 @@
+"""Shared fixtures: one PostgreSQL database per test run (or per test where isolation matters).
+
+With CHARTER_TEST_DATABASE_URL set, databases are created on that server; otherwise an embedded
+PostgreSQL is started for the run under a temporary directory and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from infrastructure.migrations import migrate
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn() -> Iterator[str]:
+    given = os.environ.get("CHARTER_TEST_DATABASE_URL")
+    if given:
+        yield given
+        return
+    from infrastructure.embedded import EmbeddedPostgres
+
+    with tempfile.TemporaryDirectory(prefix="charter-test-pg-") as tmp:
+        server = EmbeddedPostgres(Path(tmp))
+        dsn = server.start()
+        try:
+            yield dsn
+        finally:
+            server.stop()
+
+
+class DatabaseFactory:
+    """Creates migrated databases on the test server and drops them all at the end."""
+
+    def __init__(self, server_dsn: str) -> None:
+        self.server_dsn = server_dsn
+        self.created: list[str] = []
+
+    async def create(self, label: str = "run") -> str:
+        name = f"charter_test_{label}_{uuid.uuid4().hex[:10]}"
+        conn = await asyncpg.connect(self.server_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        dsn = _with_database(self.server_dsn, name)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        return dsn
+
+    async def drop_all(self) -> None:
+        conn = await asyncpg.connect(self.server_dsn)
+        try:
+            for name in self.created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def databases(pg_server_dsn: str) -> AsyncIterator[DatabaseFactory]:
+    factory = DatabaseFactory(pg_server_dsn)
+    yield factory
+    await factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+async def database_url(databases: DatabaseFactory) -> str:
+    """One migrated database shared by the run (tests use their own ids, never each other's rows)."""
+    return await databases.create("run")
+
+
+@pytest.fixture
+async def fresh_database_url(databases: DatabaseFactory) -> str:
+    """A migrated database of this test's own, for tests that look at the whole log."""
+    return await databases.create("own")
