@@ -1,0 +1,166 @@
+"""The `charter` command: serve, migrate, projections, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from infrastructure.settings import Settings
+
+EMBEDDED_DATABASE = "charter"
+
+
+@contextlib.contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """The configured database URL, or an embedded PostgreSQL under `<data_dir>/postgres` for the duration."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from infrastructure.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(settings.data_dir.absolute() / "postgres")
+    print(f"starting embedded PostgreSQL under {server.pgdata} ...", file=sys.stderr)
+    admin = server.start()
+    try:
+        asyncio.run(_ensure_database(admin, EMBEDDED_DATABASE))
+        yield urlunsplit(urlsplit(admin)._replace(path="/" + EMBEDDED_DATABASE))
+    finally:
+        server.stop()
+        print("embedded PostgreSQL stopped", file=sys.stderr)
+
+
+async def _ensure_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interfaces.app import create_app
+
+    settings = Settings.from_env(host=args.host, port=args.port)
+    if args.no_projectors:
+        settings.run_projectors = False
+    with database(settings) as url:
+        settings.database_url = url
+        app = create_app(settings)
+        print(f"Charter listening on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", file=sys.stderr)
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            log_level="warning",
+            access_log=False,
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from infrastructure.migrations import migrate
+
+    async def run(url: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        print("\n".join(f"applied {m.version:04d}_{m.name}" for m in applied) or "database is up to date")
+
+    with database(Settings.from_env()) as url:
+        asyncio.run(run(url))
+    return 0
+
+
+def cmd_projections(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from infrastructure.projector import checkpoint, lag, rebuild
+    from projections import PROJECTIONS
+
+    by_name = {p.name: p for p in PROJECTIONS}
+    if args.name and args.name not in by_name:
+        print(f"unknown projection {args.name!r}; known: {', '.join(by_name)}", file=sys.stderr)
+        return 2
+
+    async def run(url: str) -> None:
+        from infrastructure.eventstore import create_pool
+        from infrastructure.migrations import migrate
+
+        conn = await asyncpg.connect(url)
+        await migrate(conn)
+        await conn.close()
+        if args.action == "status":
+            pool = await create_pool(url, min_size=1, max_size=2)
+            for name in by_name:
+                tx, pos, version = await checkpoint(pool, name)
+                print(f"{name}: version {version}, cursor ({tx}, {pos}), lag {await lag(pool, name)}")
+            await pool.close()
+            return
+        for projection in [by_name[args.name]] if args.name else list(by_name.values()):
+            with Progress(
+                TextColumn(f"rebuilding {projection.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+            ) as bar:
+                task = bar.add_task(projection.name, total=None)
+                count = await rebuild(url, projection, lambda done, total: bar.update(task, completed=done, total=total))
+            print(f"{projection.name}: {count} events replayed, swapped in")
+
+    with database(Settings.from_env()) as url:
+        asyncio.run(run(url))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from interfaces.bench import run_bench
+
+    return run_bench(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="charter", description="Charter: control plane for plugins and extensions")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (embedded PostgreSQL when CHARTER_DATABASE_URL is unset)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--no-projectors", action="store_true", help="run no projectors in this process")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.set_defaults(func=cmd_migrate)
+
+    proj = sub.add_parser("projections", help="inspect or rebuild read models")
+    proj.add_argument("action", choices=["rebuild", "status"])
+    proj.add_argument("name", nargs="?", help="projection to rebuild (default: all)")
+    proj.set_defaults(func=cmd_projections)
+
+    bench = sub.add_parser("bench", help="benchmarks that print ratios against a baseline measured in the same run")
+    bench.add_argument("suite", choices=["append"])
+    bench.add_argument("--clients", type=int, default=64)
+    bench.add_argument("--seconds", type=float, default=10.0, help="duration of each measured phase")
+    bench.add_argument("--report", default="bench-reports", help="folder for the JSON/Markdown report")
+    bench.set_defaults(func=cmd_bench)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
