@@ -9,8 +9,11 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from application.commands import Command
+from application.context import CommandContext, CommandResult
 from application.plugins import PluginServices
 from application.service import Application
+from domain.errors import DomainError
 from infrastructure import metrics
 from infrastructure.eventstore import EventStore, create_pool
 from infrastructure.migrations import migrate
@@ -58,6 +61,22 @@ class Runtime:
     runners: list[ProjectionRunner] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+
+    async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
+        """Run a command through the application, counting and timing it."""
+        name = type(command).__name__
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self.application.execute(command, ctx)
+            outcome = "duplicate" if result.duplicate else "ok"
+            return result
+        except DomainError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            metrics.COMMANDS.labels(name, outcome).inc()
+            metrics.COMMAND_LATENCY.labels(name).observe(time.perf_counter() - started)
 
     async def wait_for(self, projection: str, position: int | None, timeout: float | None = None) -> None:
         """Wait until `projection` has handled `position` (default: everything committed now)."""

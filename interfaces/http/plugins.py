@@ -170,7 +170,7 @@ class PluginController(Controller):
         else:
             config, auto_enable = form_json(data, "config"), str(data.get("auto_enable", "")).lower() in TRUE
         cmd = c.InstallPlugin(manifest=manifest, source=source, config=config, auto_enable=auto_enable, archive=archive)
-        result = await runtime.application.execute(cmd, command_context(request))
+        result = await runtime.execute(cmd, command_context(request))
         plugin_id = result.stream_id.split(":", 1)[1]
         return written(result, plugin_id, 201, location=f"/api/v1/plugins/{plugin_id}")
 
@@ -178,18 +178,18 @@ class PluginController(Controller):
     async def update(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         manifest, source, archive, _ = await source_from_request(request, PluginUpdate)
         cmd = c.UpdatePlugin(plugin_id=plugin_id, manifest=manifest, source=source, archive=archive)
-        return written(await runtime.application.execute(cmd, command_context(request)), plugin_id)
+        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
     @post("/{plugin_id:str}/rollback", operation_id="rollBackPlugin", status_code=200)
     async def rollback(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         data = await body(request, Rollback, default=Rollback())
         cmd = c.RollBackPlugin(plugin_id=plugin_id, to_version=data.to_version)
-        return written(await runtime.application.execute(cmd, command_context(request)), plugin_id)
+        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
     async def _lifecycle(self, request: Request, runtime: Runtime, command: type, plugin_id: str) -> Response[Written]:
         data = await body(request, Reason, default=Reason())
         cmd = command(plugin_id=plugin_id, reason=data.reason)
-        return written(await runtime.application.execute(cmd, command_context(request)), plugin_id)
+        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
     @post("/{plugin_id:str}/enable", operation_id="enablePlugin", status_code=200)
     async def enable(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
@@ -218,7 +218,7 @@ class PluginController(Controller):
         reason: FromQuery[str | None] = None,
     ) -> Response[Written]:
         cmd = c.UninstallPlugin(plugin_id=plugin_id, reason=reason, force=force, cleanup_data=cleanup_data)
-        return written(await runtime.application.execute(cmd, command_context(request)), plugin_id)
+        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
     @get("/{plugin_id:str}/config", operation_id="getPluginConfig", summary="Configuration, secrets masked")
     async def get_config(
@@ -245,7 +245,7 @@ class PluginController(Controller):
     async def put_config(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         data = await body(request, PluginConfigUpdate)
         cmd = c.ConfigurePlugin(plugin_id=plugin_id, config=data.config)
-        return written(await runtime.application.execute(cmd, command_context(request)), plugin_id)
+        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
 
 class ArchiveController(Controller):
