@@ -20,7 +20,7 @@ from application.context import CommandContext, CommandResult
 from application.errors import PreconditionFailed
 from application.ports import ArchiveStore, PluginCatalog, SecretCipher
 from application.unit import Loaded, Repository
-from domain.configuration import MASK, changed_keys, is_sealed, secret_fields, validate_config
+from domain.configuration import changed_keys, is_sealed, keep_masked, map_secrets, validate_config
 from domain.errors import ManifestInvalid, PluginAlreadyInstalled, PluginNotFound
 from domain.manifest import Manifest, parse_manifest
 from domain.plugin import STREAM_TYPE, Plugin, plugin_uuid
@@ -61,12 +61,18 @@ async def installed_versions(services: PluginServices, manifest: Manifest) -> di
 
 def seal(services: PluginServices, schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Encrypt the fields the schema marks secret, so they never reach the log in clear."""
-    secrets = secret_fields(schema)
-    return {k: (services.cipher.seal(v) if k in secrets else v) for k, v in config.items()}
+    return map_secrets(schema, config, lambda _path, value: services.cipher.seal(value))
 
 
-def unseal(services: PluginServices, config: dict[str, Any]) -> dict[str, Any]:
-    return {k: (services.cipher.unseal(v) if is_sealed(v) else v) for k, v in config.items()}
+def unseal(services: PluginServices, schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    return map_secrets(schema, config, lambda _path, v: services.cipher.unseal(v) if is_sealed(v) else v)
+
+
+def reseal(services: PluginServices, plugin: Plugin, manifest: Manifest) -> dict[str, Any]:
+    """The plugin's configuration checked against, and sealed for, another version's schema."""
+    clear = unseal(services, plugin.manifest.config_schema, plugin.config)
+    validate_config(manifest.config_schema, clear)
+    return seal(services, manifest.config_schema, clear)
 
 
 async def check_installable(services: PluginServices, manifest: Manifest) -> None:
@@ -98,24 +104,25 @@ async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: Plug
 
 async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     manifest = parse_manifest(cmd.manifest)
-    loaded = await load(services, cmd.plugin_id, ctx)
-    plugin = loaded.aggregate
     if manifest.id != cmd.plugin_id:
         raise ManifestInvalid(f"manifest.id {manifest.id!r} does not match plugin {cmd.plugin_id!r}", field="manifest.id")
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
     plugin.check_installed()
     await check_installable(services, manifest)
-    validate_config(manifest.config_schema, unseal(services, plugin.config))
+    config = reseal(services, plugin, manifest)
     if cmd.archive is not None:
         await services.archives.put(cmd.archive)
-    plugin.update(manifest.to_dict(), cmd.source)
+    plugin.update(manifest.to_dict(), cmd.source, config)
     return await save(services, loaded, ctx, "UpdatePlugin")
 
 
 async def roll_back_plugin(cmd: RollBackPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     loaded = await load(services, cmd.plugin_id, ctx)
-    target = loaded.aggregate.previous_version(cmd.to_version)
-    check_host_compatibility(parse_manifest(target["manifest"]), services.host_version)
-    loaded.aggregate.roll_back(cmd.to_version)
+    loaded.aggregate.check_installed()
+    target = parse_manifest(loaded.aggregate.previous_version(cmd.to_version)["manifest"])
+    await check_installable(services, target)
+    loaded.aggregate.roll_back(cmd.to_version, reseal(services, loaded.aggregate, target))
     return await save(services, loaded, ctx, "RollBackPlugin")
 
 
@@ -150,9 +157,8 @@ async def configure_plugin(cmd: ConfigurePlugin, ctx: CommandContext, services: 
     plugin = loaded.aggregate
     plugin.check_installed()
     schema = plugin.manifest.config_schema
-    old = unseal(services, plugin.config)
-    # A secret sent back masked (as read) keeps its stored value.
-    clear = {k: (old[k] if v == MASK and k in secret_fields(schema) and k in old else v) for k, v in cmd.config.items()}
+    old = unseal(services, schema, plugin.config)
+    clear = keep_masked(schema, cmd.config, old)
     validate_config(schema, clear)
     plugin.configure(seal(services, schema, clear), changed_keys(old, clear))
     return await save(services, loaded, ctx, "ConfigurePlugin")

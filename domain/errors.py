@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -54,3 +55,13 @@ class VersionUnchanged(DomainError):
 
 class NothingToRollBack(DomainError):
     code = "PLUGIN_NO_PREVIOUS_VERSION"
+
+
+def field_of(message: str) -> str | None:
+    """The dotted field a msgspec validation message is about (`$.a.b`, a missing or an unknown field)."""
+    at = re.search(r"at `\$((?:\.[^`.\[]+|\[\d+\])*)`", message)
+    path = [p for p in re.split(r"\.|\[|\]", at.group(1)) if p] if at else []
+    named = re.search(r"(?:missing required|unknown) field `([^`]*)`", message)
+    if named:
+        path.append(named.group(1))
+    return ".".join(path) or None

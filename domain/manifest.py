@@ -9,7 +9,7 @@ import msgspec
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from domain.errors import ManifestInvalid
+from domain.errors import ManifestInvalid, field_of
 
 PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -56,7 +56,9 @@ def parse_manifest(raw: Any) -> Manifest:
         else:
             manifest = msgspec.convert(raw, type=Manifest)
     except msgspec.ValidationError as exc:
-        raise ManifestInvalid(f"manifest: {exc}", field=_field_of(str(exc))) from None
+        field = field_of(str(exc))
+        name = f"manifest.{field}" if field else "manifest"
+        raise ManifestInvalid(f"{name}: {exc}", field=name) from None
     except msgspec.DecodeError as exc:
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}", field="manifest") from None
     check_manifest(manifest)
@@ -93,8 +95,3 @@ def _check_specifier(spec: str, field: str) -> None:
         SpecifierSet(spec)
     except InvalidSpecifier:
         raise ManifestInvalid(f"{field} {spec!r} is not a version range such as '>=1.0,<2'", field=field) from None
-
-
-def _field_of(message: str) -> str:
-    match = re.search(r"at `\$\.?([^`]*)`", message)
-    return f"manifest.{match.group(1)}" if match and match.group(1) else "manifest"

@@ -81,18 +81,22 @@ class Plugin(Aggregate):
     def _reinstalled(self, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
         self._install(manifest, source, config, enabled)
 
-    def update(self, manifest: dict, source: dict) -> None:
+    def update(self, manifest: dict, source: dict, config: dict) -> None:
+        """Record Updated; `config` is the configuration re-sealed for the new version's schema."""
         self.check_installed()
         if manifest["version"] == self.current_version:
             raise VersionUnchanged(
                 f"plugin {self.plugin_id} is already at version {self.current_version}", version=self.current_version
             )
-        self._updated(from_version=self.current_version, to_version=manifest["version"], manifest=manifest, source=source)
+        self._updated(
+            from_version=self.current_version, to_version=manifest["version"], manifest=manifest, source=source, config=config
+        )
 
     @event("Updated")
-    def _updated(self, from_version: str, to_version: str, manifest: dict, source: dict) -> None:
+    def _updated(self, from_version: str, to_version: str, manifest: dict, source: dict, config: dict) -> None:
         self.manifest_data = manifest
         self.source = source
+        self.config = config
         self.versions.append({"version": to_version, "manifest": manifest, "source": source})
 
     def previous_version(self, to_version: str | None) -> dict[str, Any]:
@@ -108,17 +112,19 @@ class Plugin(Aggregate):
             )
         return earlier[-1]
 
-    def roll_back(self, to_version: str | None = None) -> dict[str, Any]:
+    def roll_back(self, to_version: str | None, config: dict) -> dict[str, Any]:
+        """Record RolledBack to `to_version` (default: the version before); `config` re-sealed for its schema."""
         self.check_installed()
         target = self.previous_version(to_version)
-        self._rolled_back(from_version=self.current_version, to_version=target["version"])
+        self._rolled_back(from_version=self.current_version, to_version=target["version"], config=config)
         return target
 
     @event("RolledBack")
-    def _rolled_back(self, from_version: str, to_version: str) -> None:
+    def _rolled_back(self, from_version: str, to_version: str, config: dict) -> None:
         target = next(v for v in reversed(self.versions) if v["version"] == to_version)
         self.manifest_data = target["manifest"]
         self.source = target["source"]
+        self.config = config
 
     def enable(self, reason: str | None = None) -> bool:
         """Record Enabled; False (nothing recorded) when already enabled."""

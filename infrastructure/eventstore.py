@@ -167,31 +167,34 @@ class EventStore:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         pending = [p for p in batch if not p.future.cancelled()]
+        settled: list[tuple[_Pending, AppendResult | BaseException]] = []
         async with self.pool.acquire() as conn:
             while pending:
                 try:
                     async with conn.transaction():
                         results = await self._insert(conn, [p.request for p in pending])
-                except _Settled as settled:
-                    for index, outcome in settled.settled.items():
-                        await self._settle(conn, pending[index], outcome)
-                    pending = [p for i, p in enumerate(pending) if i not in settled.settled]
+                except _Settled as outcome:
+                    settled.extend((pending[i], o) for i, o in outcome.settled.items())
+                    pending = [p for i, p in enumerate(pending) if i not in outcome.settled]
                     continue
                 metrics.APPEND_BATCH.observe(len(pending))
                 metrics.EVENTS_APPENDED.inc(sum(len(p.request.events) for p in pending))
                 for p, result in zip(pending, results):
                     if not p.future.done():
                         p.future.set_result(result)
-                return
+                break
+            # Settled only now, after the rest committed: a retry racing its first attempt in the same
+            # batch finds that attempt's idempotency key.
+            for p, outcome in settled:
+                await self._settle(conn, p, outcome)
 
     async def _settle(self, conn: asyncpg.Connection, pending: _Pending, outcome: AppendResult | BaseException) -> None:
+        request = pending.request
+        if request.idempotency and (isinstance(outcome, ConcurrencyError) or getattr(outcome, "position", 0) is None):
+            outcome = await self.idempotent_result(request.idempotency, conn) or outcome
         if isinstance(outcome, ConcurrencyError):
-            current = await conn.fetchval(
-                "SELECT max(stream_version) FROM events WHERE stream_id = $1", pending.request.stream_id
-            )
-            outcome = ConcurrencyError(pending.request.stream_id, pending.request.expected_version, current or 0)
-        elif isinstance(outcome, AppendResult) and outcome.position is None and pending.request.idempotency:
-            outcome = await self.idempotent_result(pending.request.idempotency, conn) or outcome
+            current = await conn.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", request.stream_id)
+            outcome = ConcurrencyError(request.stream_id, request.expected_version, current or 0)
         if pending.future.done():
             return
         if isinstance(outcome, BaseException):

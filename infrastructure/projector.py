@@ -80,12 +80,21 @@ async def has_processed(pool: asyncpg.Pool, name: str, position: int) -> bool:
     )
 
 
-async def lag(pool: asyncpg.Pool, name: str) -> int:
-    """Events committed beyond the projection's cursor (by position, an upper bound)."""
+async def last_committed(pool: asyncpg.Pool) -> tuple[int, int] | None:
+    """The last event of the global order visible now, as a cursor `(transaction_id, position)`."""
+    row = await pool.fetchrow(
+        "SELECT transaction_id::text::bigint AS tx, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1"
+    )
+    return (row["tx"], row["position"]) if row else None
+
+
+async def lag(pool: asyncpg.Pool, name: str, cap: int = 1_000_000) -> int:
+    """Events committed beyond the projection's cursor (counted up to `cap`)."""
     return await pool.fetchval(
-        "SELECT greatest(0, coalesce((SELECT max(position) FROM events), 0)"
-        " - coalesce((SELECT position FROM checkpoints WHERE name = $1), 0))",
+        "SELECT count(*) FROM (SELECT 1 FROM events e, checkpoints c WHERE c.name = $1"
+        " AND (e.transaction_id, e.position) > (c.transaction_id, c.position) LIMIT $2) behind",
         name,
+        cap,
     )
 
 
@@ -175,6 +184,10 @@ class ProjectionRunner:
                 await asyncio.sleep(self.poll_interval)  # another process leads; stand by
             self.leading = True
             log.info("projection leading", projection=self.projection.name)
+            _, _, version = await checkpoint(conn, self.projection.name)
+            if version != self.projection.version:
+                log.info("projection version changed; rebuilding", projection=self.projection.name, was=version)
+                await rebuild(self.dsn, self.projection)
             await conn.execute(f'SET search_path TO "{self.projection.schema}", public')
             while True:
                 self.wakeup.clear()

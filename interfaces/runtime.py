@@ -19,7 +19,7 @@ from infrastructure.eventstore import EventStore, create_pool
 from infrastructure.migrations import migrate
 from infrastructure.plugin_sources import PostgresArchiveStore
 from infrastructure.repository import AggregateRepository
-from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag
+from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
 from infrastructure.secrets import FernetCipher, load_or_create_key
 from infrastructure.settings import Settings
 from projections import PROJECTIONS
@@ -81,14 +81,16 @@ class Runtime:
     async def wait_for(self, projection: str, position: int | None, timeout: float | None = None) -> None:
         """Wait until `projection` has handled `position` (default: everything committed now)."""
         timeout = self.settings.consistency_timeout if timeout is None else timeout
-        target = position if position is not None else await self.store.head()
-        if target <= 0:
-            return
+        if position is None:
+            last = await last_committed(self.pool)
+            if last is None:
+                return
+            position = last[1]
         deadline = time.monotonic() + timeout
         delay = 0.002
-        while not await has_processed(self.pool, projection, target):
+        while not await has_processed(self.pool, projection, position):
             if time.monotonic() > deadline:
-                raise ProjectionBehind(projection, target, timeout)
+                raise ProjectionBehind(projection, position, timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 

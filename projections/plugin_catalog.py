@@ -13,7 +13,7 @@ SORTABLE = {
     "id": "plugin_id",
     "plugin_id": "plugin_id",
     "name": "name",
-    "version": "version",
+    "version": "version_key",
     "category": "category",
     "status": "status",
     "installed_at": "installed_at",

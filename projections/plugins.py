@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+from packaging.version import Version
 
 from application.ports import StoredEvent
 
@@ -17,6 +18,7 @@ CREATE TABLE plugins (
     plugin_id       text PRIMARY KEY,
     name            text NOT NULL,
     version         text NOT NULL,
+    version_key     numeric[] NOT NULL,
     description     text NOT NULL DEFAULT '',
     author          text NOT NULL DEFAULT '',
     category        text NOT NULL DEFAULT 'general',
@@ -59,6 +61,13 @@ CREATE INDEX plugin_dependencies_target ON plugin_dependencies (depends_on);
 """
 
 
+def version_key(version: str) -> list[int]:
+    """Sorts versions by precedence: release numbers, then pre-releases before the final release."""
+    v = Version(version)
+    pre = [{"a": -3, "b": -2, "rc": -1}[v.pre[0]], v.pre[1]] if v.pre else [0, 0]
+    return [*v.release, *([0] * (8 - len(v.release))), *pre, v.post or 0, v.dev if v.dev is not None else 0]
+
+
 def _plugin_id(event: StoredEvent) -> str:
     return event.stream_id.split(":", 1)[1]
 
@@ -81,7 +90,7 @@ class PluginsProjection:
                 await _upsert_installed(conn, pid, e)
                 await _record_version(conn, pid, e)
             case "Plugin.Updated":
-                await _set_manifest(conn, pid, e, p["manifest"], p["source"])
+                await _set_manifest(conn, pid, e, p["manifest"], p["source"], p["config"])
                 await _record_version(conn, pid, e)
             case "Plugin.RolledBack":
                 row = await conn.fetchrow(
@@ -90,7 +99,7 @@ class PluginsProjection:
                     pid,
                     p["to_version"],
                 )
-                await _set_manifest(conn, pid, e, row["manifest"], row["source"])
+                await _set_manifest(conn, pid, e, row["manifest"], row["source"], p["config"])
             case "Plugin.Enabled":
                 await _touch(conn, pid, e, "status = 'enabled', enabled = true, disabled_reason = NULL")
             case "Plugin.Disabled":
@@ -113,10 +122,11 @@ async def _upsert_installed(conn: asyncpg.Connection, pid: str, e: StoredEvent) 
         """
         INSERT INTO plugins (plugin_id, name, version, description, author, category, tags, capabilities,
                              status, enabled, manifest, config, source, installed_at, updated_at,
-                             stream_version, last_position)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16)
+                             stream_version, last_position, version_key)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)
         ON CONFLICT (plugin_id) DO UPDATE SET
-            name = excluded.name, version = excluded.version, description = excluded.description,
+            name = excluded.name, version = excluded.version, version_key = excluded.version_key,
+            description = excluded.description, restarts = 0, reloads = 0,
             author = excluded.author, category = excluded.category, tags = excluded.tags,
             capabilities = excluded.capabilities, status = excluded.status, enabled = excluded.enabled,
             disabled_reason = NULL, manifest = excluded.manifest, config = excluded.config,
@@ -139,18 +149,22 @@ async def _upsert_installed(conn: asyncpg.Connection, pid: str, e: StoredEvent) 
         e.recorded_at,
         e.stream_version,
         e.position,
+        version_key(m["version"]),
     )
     await _set_dependencies(conn, pid, m)
 
 
-async def _set_manifest(conn: asyncpg.Connection, pid: str, e: StoredEvent, m: dict, source: dict) -> None:
+async def _set_manifest(
+    conn: asyncpg.Connection, pid: str, e: StoredEvent, m: dict, source: dict, config: dict
+) -> None:
     await _touch(
         conn,
         pid,
         e,
-        "version = $5, name = $6, description = $7, author = $8, category = $9, tags = $10,"
-        " capabilities = $11, manifest = $12, source = $13",
+        "version = $5, version_key = $6, name = $7, description = $8, author = $9, category = $10, tags = $11,"
+        " capabilities = $12, manifest = $13, source = $14, config = $15",
         m["version"],
+        version_key(m["version"]),
         m["name"],
         m.get("description", ""),
         m.get("author", ""),
@@ -159,6 +173,7 @@ async def _set_manifest(conn: asyncpg.Connection, pid: str, e: StoredEvent, m: d
         m.get("capabilities", []),
         m,
         source,
+        config,
     )
     await _set_dependencies(conn, pid, m)
 

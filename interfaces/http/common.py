@@ -10,6 +10,7 @@ from litestar import Request, Response
 from litestar.datastructures import State
 
 from application.context import CommandContext, CommandResult
+from domain.errors import field_of
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Written
 from interfaces.runtime import Runtime
@@ -23,14 +24,6 @@ def provide_runtime(state: State) -> Runtime:
     return state.runtime
 
 
-def field_of(message: str) -> str | None:
-    match = re.search(r"at `\$\.?([^`]*)`", message)
-    if match:
-        return match.group(1) or None
-    match = re.search(r"Object missing required field `([^`]*)`", message)
-    return match.group(1) if match else None
-
-
 def decode(raw: bytes, type_: type[T], *, default: T | None = None, prefix: str = "") -> T:
     """Decode a JSON body into `type_`, answering 400 with the offending field named."""
     if not raw.strip():
@@ -41,13 +34,11 @@ def decode(raw: bytes, type_: type[T], *, default: T | None = None, prefix: str 
         return msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
         field = field_of(str(exc))
-        missing = re.search(r"missing required field `([^`]*)`", str(exc))
-        if missing:
-            field = ".".join(filter(None, [field, missing.group(1)])) if field != missing.group(1) else field
         name = f"{prefix}{field}" if field else (prefix.rstrip(".") or "body")
         raise ApiError(400, "VALIDATION_FAILED", f"{name}: {exc}", field=name) from None
     except msgspec.DecodeError as exc:
-        raise ApiError(400, "MALFORMED_JSON", f"request body is not valid JSON: {exc}", field="body") from None
+        name = prefix.rstrip(".") or "body"
+        raise ApiError(400, "MALFORMED_JSON", f"{name} is not valid JSON: {exc}", field=name) from None
 
 
 async def body(request: Request, type_: type[T], *, default: T | None = None) -> T:

@@ -13,6 +13,8 @@ from interfaces.http.common import provide_runtime
 from interfaces.runtime import Runtime
 
 MAX_READY_LAG = 10_000
+# litestar appends the charset itself to text/* types; prometheus_client's constant already has one.
+METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=" + CONTENT_TYPE_LATEST.split("version=")[1].split(";")[0]
 
 
 class OpsController(Controller):
@@ -44,7 +46,7 @@ class OpsController(Controller):
             ok = False
         return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 
-    @get("/metrics", operation_id="metrics", summary="Prometheus metrics", media_type=CONTENT_TYPE_LATEST)
+    @get("/metrics", operation_id="metrics", summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
     async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:
         await runtime.projection_lag()
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), media_type=METRICS_MEDIA_TYPE)

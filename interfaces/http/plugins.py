@@ -10,7 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, PathParameter
 
 from application import commands as c
-from domain.configuration import is_sealed, mask_secrets, secret_fields
+from domain.configuration import is_sealed, map_secrets, mask_secrets, secret_paths
 from domain.errors import PluginNotFound
 from infrastructure.plugin_sources import manifest_from_archive, manifest_from_entry_point, sha256_of
 from interfaces.http.common import body, command_context, decode, page_params, provide_runtime, read_consistency, written
@@ -31,7 +31,7 @@ from interfaces.runtime import Runtime
 from projections import plugin_catalog as catalog
 
 PROJECTION = "plugins"
-TRUE = {"1", "true", "yes", "on"}
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def detail(row: dict[str, Any]) -> Plugin:
             "dependencies": row["dependencies"],
             "versions": row["versions"],
             "events": manifest.get("events", {}),
-            "configuration": mask_secrets(row["config"]),
+            "configuration": mask_secrets(manifest.get("config_schema", {}), row["config"]),
             "source": row["source"],
             "restarts": row["restarts"],
             "reloads": row["reloads"],
@@ -124,6 +124,16 @@ def form_json(form: Any, name: str) -> dict[str, Any]:
     return decode(raw.encode() if isinstance(raw, str) else raw, dict[str, Any], prefix=f"{name}.")
 
 
+def form_bool(form: Any, name: str) -> bool:
+    raw = form.get(name)
+    if raw in (None, ""):
+        return False
+    value = BOOLEANS.get(str(raw).strip().lower())
+    if value is None:
+        raise ApiError(400, "VALIDATION_FAILED", f"{name} must be true or false, not {str(raw)[:40]!r}", field=name)
+    return value
+
+
 class PluginController(Controller):
     path = "/api/v1/plugins"
     tags = ["plugins"]
@@ -168,7 +178,7 @@ class PluginController(Controller):
         if isinstance(data, PluginInstall):
             config, auto_enable = data.config, data.auto_enable
         else:
-            config, auto_enable = form_json(data, "config"), str(data.get("auto_enable", "")).lower() in TRUE
+            config, auto_enable = form_json(data, "config"), form_bool(data, "auto_enable")
         cmd = c.InstallPlugin(manifest=manifest, source=source, config=config, auto_enable=auto_enable, archive=archive)
         result = await runtime.execute(cmd, command_context(request))
         plugin_id = result.stream_id.split(":", 1)[1]
@@ -231,14 +241,12 @@ class PluginController(Controller):
     ) -> Response[PluginConfig]:
         await read_consistency(request, runtime, PROJECTION, consistent)
         row = await plugin_row(runtime, plugin_id)
-        stored = row["config"]
-        config = (
-            {k: (runtime.cipher.unseal(v) if is_sealed(v) else v) for k, v in stored.items()}
-            if include_secrets
-            else mask_secrets(stored)
-        )
-        schema = row["manifest"].get("config_schema", {})
-        payload = PluginConfig(plugin_id, config, schema, sorted(secret_fields(schema)), row["stream_version"])
+        stored, schema = row["config"], row["manifest"].get("config_schema", {})
+        if include_secrets:
+            config = map_secrets(schema, stored, lambda _p, v: runtime.cipher.unseal(v) if is_sealed(v) else v)
+        else:
+            config = mask_secrets(schema, stored)
+        payload = PluginConfig(plugin_id, config, schema, secret_paths(schema), row["stream_version"])
         return Response(payload, headers={"ETag": f'"{row["stream_version"]}"', "Cache-Control": "no-store"})
 
     @put("/{plugin_id:str}/config", operation_id="setPluginConfig", summary="Replace the configuration (validated)")
