@@ -32,11 +32,26 @@ def validate_config(schema: dict[str, Any], config: dict[str, Any]) -> None:
         return
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        violations = [
-            {"field": "config" + "".join(f".{p}" for p in e.absolute_path), "message": e.message} for e in errors
-        ]
+        violations = [{"field": _field(e), "message": e.message} for e in errors]
         first = violations[0]
         raise ConfigurationInvalid(f"{first['field']}: {first['message']}", field=first["field"], violations=violations)
+
+
+def _field(error: Any) -> str:
+    """`config.<path>`; for a missing or unexpected property, the path of that property."""
+    path = ["config", *(str(p) for p in error.absolute_path)]
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in instance]
+        path += missing[:1]
+    elif error.validator == "dependentRequired":
+        missing = [k for deps in error.validator_value.values() for k in deps if k not in instance]
+        path += missing[:1]
+    elif error.validator == "additionalProperties" and error.validator_value is False:
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in instance if k not in allowed)
+        path += extra[:1]
+    return ".".join(path)
 
 
 def _is_secret(spec: Any) -> bool:

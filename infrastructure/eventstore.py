@@ -141,6 +141,9 @@ class EventStore:
         """Append all events of one stream atomically at `expected_version`, or none."""
         if not request.events:
             return AppendResult(request.stream_id, request.expected_version, None)
+        versions = [e.stream_version for e in request.events]
+        if versions != list(range(request.expected_version + 1, request.expected_version + 1 + len(versions))):
+            raise ValueError(f"events of {request.stream_id} must be numbered from {request.expected_version + 1}: {versions}")
         prev = request.prev_hash
         request.hashes = []
         for event in request.events:
@@ -191,7 +194,10 @@ class EventStore:
     async def _settle(self, conn: asyncpg.Connection, pending: _Pending, outcome: AppendResult | BaseException) -> None:
         request = pending.request
         if request.idempotency and (isinstance(outcome, ConcurrencyError) or getattr(outcome, "position", 0) is None):
-            outcome = await self.idempotent_result(request.idempotency, conn) or outcome
+            try:
+                outcome = await self.idempotent_result(request.idempotency, conn) or outcome
+            except IdempotencyKeyReused as exc:
+                outcome = exc
         if isinstance(outcome, ConcurrencyError):
             current = await conn.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", request.stream_id)
             outcome = ConcurrencyError(request.stream_id, request.expected_version, current or 0)
@@ -220,10 +226,14 @@ class EventStore:
         )
         written = {r["event_id"]: r["position"] for r in rows}
         settled: dict[int, AppendResult | BaseException] = {}
+        for index in await self._missing_predecessors(conn, requests):
+            settled[index] = ConcurrencyError(requests[index].stream_id, requests[index].expected_version, None)
         missing = [e.event_id for _, e, _ in events if e.event_id not in written]
         existing = await self._existing(conn, missing) if missing else {}
         results = []
         for index, request in enumerate(requests):
+            if index in settled:
+                continue
             ids = [e.event_id for e in request.events]
             last = request.events[-1].stream_version
             if all(i in written for i in ids):
@@ -238,6 +248,20 @@ class EventStore:
             raise _Settled(settled)
         await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(max(r.position or 0 for r in results)))
         return results
+
+    async def _missing_predecessors(self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]) -> list[int]:
+        """Requests expecting a version the stream has not reached (the PK alone only catches clashes)."""
+        expecting = [(i, r) for i, r in enumerate(requests) if r.expected_version > 0]
+        if not expecting:
+            return []
+        rows = await conn.fetch(
+            "SELECT e.stream_id, e.stream_version FROM events e"
+            " JOIN unnest($1::text[], $2::int[]) AS x(stream_id, stream_version) USING (stream_id, stream_version)",
+            [r.stream_id for _, r in expecting],
+            [r.expected_version for _, r in expecting],
+        )
+        present = {(r["stream_id"], r["stream_version"]) for r in rows}
+        return [i for i, r in expecting if (r.stream_id, r.expected_version) not in present]
 
     async def _existing(self, conn: asyncpg.Connection, event_ids: list[Any]) -> dict[Any, int]:
         rows = await conn.fetch("SELECT event_id, position FROM events WHERE event_id = any($1::uuid[])", event_ids)

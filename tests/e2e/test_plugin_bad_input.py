@@ -77,7 +77,7 @@ class TestConfigurationViolatingTheSchema:
             response = await install(client, manifest(pid, config_schema=CONFIG_SCHEMA), config={"retries": -1})
 
         error = assert_error(response, 400, "PLUGIN_CONFIGURATION_ERROR")
-        assert sorted(v["field"] for v in error["details"]["violations"]) == ["config", "config.retries"]
+        assert sorted(v["field"] for v in error["details"]["violations"]) == ["config.mode", "config.retries"]
 
     async def test_at_an_entry_point_install_is_refused(self, client) -> None:
         response = await client.post(
@@ -103,7 +103,7 @@ class TestConfigurationViolatingTheSchema:
         async with nothing_written(database_url, pid):
             response = await client.put(f"{PLUGINS}/{pid}/config", json={"config": {"retries": 1}})
 
-        error = assert_error(response, 400, "PLUGIN_CONFIGURATION_ERROR", field="config")
+        error = assert_error(response, 400, "PLUGIN_CONFIGURATION_ERROR", field="config.mode")
         assert "mode" in error["message"]
 
     async def test_at_put_a_body_without_config_is_refused(self, client, database_url) -> None:
