@@ -17,11 +17,11 @@ from application.commands import (
     UpdatePlugin,
 )
 from application.context import CommandContext, CommandResult
-from application.errors import PreconditionFailed
+from application.errors import ConcurrencyError, PreconditionFailed
 from application.ports import ArchiveStore, PluginCatalog, SecretCipher
 from application.unit import Loaded, Repository
 from domain.configuration import changed_keys, is_sealed, keep_masked, map_secrets, validate_config
-from domain.errors import ManifestInvalid, PluginAlreadyInstalled, PluginNotFound
+from domain.errors import ManifestInvalid, PluginNotFound
 from domain.manifest import Manifest, parse_manifest
 from domain.plugin import STREAM_TYPE, Plugin, plugin_uuid
 from domain.policies import check_dependencies, check_host_compatibility, check_no_dependents
@@ -82,23 +82,24 @@ async def check_installable(services: PluginServices, manifest: Manifest) -> Non
 
 async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     manifest = parse_manifest(cmd.manifest)
-    loaded = await load(services, manifest.id, ctx, must_exist=False)
-    if loaded.aggregate is not None and loaded.aggregate.installed:
-        raise PluginAlreadyInstalled(
-            f"plugin {manifest.id} is already installed at {loaded.aggregate.current_version}",
-            plugin_id=manifest.id,
-            version=loaded.aggregate.current_version,
-        )
     await check_installable(services, manifest)
     validate_config(manifest.config_schema, cmd.config)
-    config = seal(services, manifest.config_schema, cmd.config)
+    args = dict(manifest=manifest.to_dict(), source=cmd.source, config=seal(services, manifest.config_schema, cmd.config))
     if cmd.archive is not None:
         await services.archives.put(cmd.archive)
-    args = dict(manifest=manifest.to_dict(), source=cmd.source, config=config, enabled=cmd.auto_enable)
+    if ctx.expected_version is None:
+        # Most installs are of new plugins: append at version 0 without reading the stream first.
+        fresh = services.repository.new(STREAM_TYPE, manifest.id)
+        fresh.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **args)
+        try:
+            return await save(services, fresh, ctx, "InstallPlugin")
+        except ConcurrencyError:
+            pass  # the stream exists: installed already, or uninstalled and now reinstalled
+    loaded = await load(services, manifest.id, ctx, must_exist=False)
     if loaded.aggregate is None:
-        loaded.aggregate = Plugin(plugin_id=manifest.id, **args)
+        loaded.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **args)
     else:
-        loaded.aggregate.reinstall(**args)
+        loaded.aggregate.reinstall(enabled=cmd.auto_enable, **args)
     return await save(services, loaded, ctx, "InstallPlugin")
 
 

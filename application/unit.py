@@ -21,6 +21,8 @@ class Loaded(Generic[A]):
 
 
 class Repository(Protocol):
+    def new(self, stream_type: str, key: str) -> Loaded[Any]: ...
+
     async def load(self, aggregate_cls: type[A], stream_type: str, key: str, aggregate_id: UUID) -> Loaded[A]: ...
 
     async def save(

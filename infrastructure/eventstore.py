@@ -82,8 +82,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pooled connections hold no session state (LISTEN, SET and session locks use their own
+    connections), so releasing one skips the default RESET ALL round trip. asyncpg still rolls back
+    a transaction left open."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, **kwargs: Any) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs)
+    return await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session, **kwargs
+    )
 
 
 async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[StoredEvent]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -19,8 +20,14 @@ A = TypeVar("A", bound=Aggregate)
 _ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
-def event_type_of(aggregate_cls: type[Aggregate], event: Any) -> str:
-    return f"{aggregate_cls.__name__}.{type(event).__name__}"
+@functools.cache
+def payload_fields(event_cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(event_cls) if f.name not in _ENVELOPE)
+
+
+@functools.cache
+def event_type_of(aggregate_cls: type[Aggregate], event_cls: type) -> str:
+    return f"{aggregate_cls.__name__}.{event_cls.__name__}"
 
 
 def to_new_events(
@@ -29,14 +36,14 @@ def to_new_events(
     """The aggregate's pending events as rows for its stream."""
     out = []
     for event in loaded.aggregate.collect_events():
-        payload = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name not in _ENVELOPE}
+        payload = {name: getattr(event, name) for name in payload_fields(type(event))}
         out.append(
             NewEvent(
                 event_id=uuid4(),
                 stream_id=loaded.stream_id,
                 stream_type=loaded.stream_type,
                 stream_version=event.originator_version,
-                event_type=event_type_of(type(loaded.aggregate), event),
+                event_type=event_type_of(type(loaded.aggregate), type(event)),
                 payload=payload,
                 metadata=metadata,
                 recorded_at=event.timestamp,
@@ -68,6 +75,10 @@ class AggregateRepository:
 
     def __init__(self, store: EventStore) -> None:
         self.store = store
+
+    def new(self, stream_type: str, key: str) -> Loaded[Any]:
+        """A stream not read from the store: saving it succeeds only if the stream does not exist yet."""
+        return Loaded(aggregate=None, stream_id=f"{stream_type}:{key}", stream_type=stream_type, version=0, last_hash=GENESIS)
 
     async def load(self, aggregate_cls: type[A], stream_type: str, key: str, aggregate_id: UUID) -> Loaded[A]:
         stream_id = f"{stream_type}:{key}"

@@ -19,8 +19,6 @@ CREATE UNIQUE INDEX events_event_id ON events (event_id);
 CREATE UNIQUE INDEX events_position ON events (position);
 CREATE INDEX events_global_order ON events (transaction_id, position);
 CREATE INDEX events_site ON events (site_id, position) WHERE site_id IS NOT NULL;
-CREATE INDEX events_type ON events (event_type, position);
-CREATE INDEX events_recorded_at ON events (recorded_at);
 
 CREATE FUNCTION charter_reject_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
