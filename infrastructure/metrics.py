@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("charter_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -14,3 +16,15 @@ APPEND_BATCH = Histogram(
 )
 PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"])
 PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])
+
+
+@functools.cache
+def _command_series(command: str, outcome: str) -> tuple[Counter, Histogram]:
+    return COMMANDS.labels(command, outcome), COMMAND_LATENCY.labels(command)
+
+
+def command_done(command: str, outcome: str, seconds: float) -> None:
+    """Count a command and time it (label lookups cached: this runs once per command)."""
+    counter, latency = _command_series(command, outcome)
+    counter.inc()
+    latency.observe(seconds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -150,6 +151,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--clients", type=int, default=64)
     bench.add_argument("--seconds", type=float, default=10.0, help="duration of each measured phase")
     bench.add_argument("--report", default="bench-reports", help="folder for the JSON/Markdown report")
+    bench.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Charter phase: spread the clients over this many replica processes (default: one per CPU)",
+    )
     bench.set_defaults(func=cmd_bench)
     return root
 

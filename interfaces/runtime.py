@@ -75,8 +75,7 @@ class Runtime:
             outcome = exc.code
             raise
         finally:
-            metrics.COMMANDS.labels(name, outcome).inc()
-            metrics.COMMAND_LATENCY.labels(name).observe(time.perf_counter() - started)
+            metrics.command_done(name, outcome, time.perf_counter() - started)
 
     async def wait_for(self, projection: str, position: int | None, timeout: float | None = None) -> None:
         """Wait until `projection` has handled `position` (default: everything committed now)."""

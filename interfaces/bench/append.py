@@ -55,10 +55,8 @@ STOCK_TARGET = 10.0  # Charter events/s over eventsourcing's stock recorder even
 ES_SCHEMA = "es_stock"
 
 # Charter settings for the run where they differ from Settings' defaults (each overridable by its
-# CHARTER_* variable). Two writers double-buffer the group commit (one commits while the other's batch
-# fills): batches are about twice as large as with four and throughput per CPU second ~10% higher on a
-# CPU-bound machine; pool size and max_batch made no measurable difference with 64 clients.
-CHARTER_DEFAULTS: dict[str, Any] = {"writers": 2}
+# CHARTER_* variable). Settings' defaults are what the bench measured best on a 2-CPU machine.
+CHARTER_DEFAULTS: dict[str, Any] = {}
 
 _TABLE_SQL = """
 CREATE TABLE bench_rows (
@@ -675,11 +673,16 @@ def charter_settings(dsn: str, data_dir: Path, budget: int) -> Any:
     return settings
 
 
-def phase_charter(dsn: str, clients: int, warmup: float, seconds: float, data_dir: Path, budget: int, progress: Progress) -> PhaseResult:
+def phase_charter(
+    dsn: str, clients: int, warmup: float, seconds: float, data_dir: Path, budget: int, progress: Progress, processes: int = 1
+) -> PhaseResult:
     from infrastructure.logging import configure_logging
 
     settings = charter_settings(dsn, data_dir, budget)
     configure_logging(settings.log_level, json=False)
+    if processes > 1:
+        settings.pool_size = max(2, min(settings.pool_size, budget // processes))
+        return _charter_processes(settings, clients, processes, warmup, seconds, progress)
     coroutine = _charter(settings, clients, warmup, seconds, progress)
     try:
         import uvloop
@@ -768,6 +771,168 @@ async def _charter(settings: Any, clients: int, warmup: float, seconds: float, p
             "transactions": overall["transactions"],
             "events_in_log": overall["events"],
             "commands_completed": completed,
+        },
+    )
+    meter.done(result)
+    return result
+
+
+def _run_loop(coroutine: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)
+
+
+def _charter_child(settings: Any, clients: int, prefix: str, counter: Any, measuring: Any, stop: Any, out: Any) -> None:
+    """One replica of the Charter phase: its own runtime (pool, group committer) and `clients` callers."""
+    _run_loop(_charter_replica(settings, clients, prefix, counter, measuring, stop, out))
+
+
+async def _charter_replica(settings: Any, clients: int, prefix: str, counter: Any, measuring: Any, stop: Any, out: Any) -> None:
+    from application.commands import InstallPlugin
+    from application.context import CommandContext
+    from infrastructure.logging import configure_logging
+    from interfaces.runtime import start_runtime, stop_runtime
+
+    configure_logging(settings.log_level, json=False)
+    settings.migrate_on_start = False
+    runtime = await start_runtime(settings)
+    out.put(("ready", prefix))
+    latencies: list[float] = []
+    errors: list[str] = []
+    ctx = CommandContext(actor="bench")
+    source = {"kind": "bench"}
+    running = True
+
+    async def client(i: int) -> None:
+        n = 0
+        while running:
+            n += 1
+            pid = f"bench-{prefix}-{i}-{n}"
+            command = InstallPlugin(manifest={"id": pid, "name": f"Bench plugin {pid}", "version": "1.0.0"}, source=source)
+            started = time.perf_counter()
+            try:
+                await runtime.application.execute(command, ctx)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors.append(repr(exc))
+                await asyncio.sleep(0.01)
+                continue
+            counter.value += 1
+            if measuring.is_set():
+                latencies.append(time.perf_counter() - started)
+
+    tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    running = False
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_runtime(runtime)
+    out.put(("done", {"latencies": latencies, "errors": len(errors), "first_error": errors[0] if errors else None}))
+
+
+def _charter_processes(settings: Any, clients: int, processes: int, warmup: float, seconds: float, progress: Progress) -> PhaseResult:
+    """The Charter phase spread over `processes` replicas, as Charter runs in production (N API processes)."""
+    import multiprocessing
+    import queue as queues
+
+    from infrastructure.migrations import migrate
+
+    async def prepare() -> None:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    mp = multiprocessing.get_context("spawn")
+    counters = [mp.Value("q", 0, lock=False) for _ in range(processes)]
+    measuring, stop, out = mp.Event(), mp.Event(), mp.Queue()
+    shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    children = [
+        mp.Process(target=_charter_child, args=(settings, shares[i], f"r{i}", counters[i], measuring, stop, out), daemon=True)
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    try:
+        ready = 0
+        while ready < processes:
+            kind, _ = out.get(timeout=120)
+            ready += kind == "ready"
+        meter = Meter(progress, f"(c) Charter x{processes} processes", "events", warmup, seconds)
+
+        def count() -> int:
+            return sum(c.value for c in counters)
+
+        meter.restart_clock()
+        warm_until = time.monotonic() + meter.warmup
+        while time.monotonic() < warm_until:
+            time.sleep(0.2)
+            meter.tick(count())
+        meter.begin(count())
+        measuring.set()
+        end_at = time.monotonic() + meter.seconds
+        while (left := end_at - time.monotonic()) > 0:
+            time.sleep(min(0.2, left))
+            meter.tick(count())
+        operations, elapsed = meter.end(count())
+        measuring.clear()
+        stop.set()
+        reports = []
+        while len(reports) < processes:
+            try:
+                kind, body = out.get(timeout=60)
+            except queues.Empty:
+                break
+            if kind == "done":
+                reports.append(body)
+    finally:
+        stop.set()
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
+
+    async def batching() -> Any:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return await conn.fetchrow(
+                "SELECT count(*) AS events, count(DISTINCT transaction_id) AS transactions,"
+                " count(*)::float / nullif(count(DISTINCT transaction_id), 0) AS per_tx FROM events"
+            )
+        finally:
+            await conn.close()
+
+    overall = asyncio.run(batching())
+    latencies = [x for r in reports for x in r["latencies"]]
+    errors = sum(r["errors"] for r in reports)
+    first_error = next((r["first_error"] for r in reports if r["first_error"]), None)
+    result = PhaseResult(
+        key="charter",
+        name="(c) Charter",
+        title="InstallPlugin of a new plugin through the full application (one event each)",
+        method=f"application.execute in {processes} processes (replicas) on uvloop, {clients} tasks in all, "
+        f"writers={settings.writers} max_batch={settings.max_batch} pool={settings.pool_size} each",
+        unit="events",
+        rate=operations / elapsed,
+        operations=operations,
+        seconds=elapsed,
+        clients=clients,
+        errors=errors,
+        first_error=first_error,
+        latency_ms=latency_summary(latencies),
+        cpu=meter.cpu,
+        extra={
+            "processes": processes,
+            "settings": {"writers": settings.writers, "max_batch": settings.max_batch, "pool_size": settings.pool_size},
+            "commands_per_transaction": round(overall["per_tx"] or 0.0, 2),
+            "commands_per_transaction_window": round(overall["per_tx"] or 0.0, 2),
+            "transactions": overall["transactions"],
+            "events_in_log": overall["events"],
+            "commands_completed": overall["events"],
         },
     )
     meter.done(result)
@@ -916,6 +1081,7 @@ def run_append(args: argparse.Namespace) -> int:
     seconds = max(0.5, float(getattr(args, "seconds", 10.0)))
     folder = Path(getattr(args, "report", None) or "bench-reports")
     warmup = warmup_for(seconds)
+    processes = max(1, int(getattr(args, "processes", 1) or 1))
     console = Console()
     started_at = datetime.now(timezone.utc)
     database = f"charter_bench_{uuid.uuid4().hex[:12]}"
@@ -949,7 +1115,9 @@ def run_append(args: argparse.Namespace) -> int:
                 ) as progress:
                     results["postgres_ceiling"] = phase_ceiling(dsn, pgbench, connections, warmup, seconds, workdir, progress)
                     results["eventsourcing_stock"] = phase_eventsourcing(dsn, clients, connections, warmup, seconds, progress)
-                    results["charter"] = phase_charter(dsn, clients, warmup, seconds, workdir / "charter", budget, progress)
+                    results["charter"] = phase_charter(
+                        dsn, clients, warmup, seconds, workdir / "charter", budget, progress, processes
+                    )
             finally:
                 asyncio.run(drop_database(server.admin_dsn, database))
 
@@ -964,6 +1132,7 @@ def run_append(args: argparse.Namespace) -> int:
             "warmup": warmup,
             "database": database,
             "connections_per_phase": connections,
+            "charter_processes": processes,
         },
         "machine": machine_info(),
         "server": {"kind": server.kind, **info},
