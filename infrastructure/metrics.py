@@ -15,6 +15,10 @@ APPEND_BATCH = Histogram(
     "charter_append_batch_commands", "Commands per group-commit transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
 PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"])
+RELAY_LAG = Gauge("charter_relay_lag_events", "Events committed but not yet acknowledged by JetStream")
+RELAY_PUBLISHED = Counter("charter_relay_published_total", "Events published to JetStream and acknowledged")
+SSE_CLIENTS = Gauge("charter_sse_clients", "Connected Server-Sent-Events clients")
+SSE_DROPPED = Counter("charter_sse_dropped_total", "SSE clients dropped for falling too far behind")
 PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])
 
 

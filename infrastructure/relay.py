@@ -21,6 +21,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
 from application.ports import StoredEvent
+from infrastructure import metrics
 from infrastructure.eventstore import init_connection, read_global
 from infrastructure.projector import lock_key
 
@@ -282,4 +283,5 @@ class Relay:
                     raise RuntimeError("stream moved on (another publisher?); resynchronising") from exc
                 raise exc
         self.state.published += len(events)
+        metrics.RELAY_PUBLISHED.inc(len(events))
         return previous_id

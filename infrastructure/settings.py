@@ -28,6 +28,13 @@ class Settings(msgspec.Struct, kw_only=True):
     migrate_on_start: bool = True
     consistency_timeout: float = 5.0
     poll_interval: float = 0.5
+    nats_stream: str = "CHARTER_EVENTS"
+    nats_subject_prefix: str = "charter.events"
+    nats_max_age_days: float = 30.0
+    run_relay: bool = True
+    sse_heartbeat: float = 15.0
+    sse_client_backlog: int = 2000  # events queued for one SSE client before it is dropped as too slow
+    sse_replay_buffer: int = 10000  # recent events kept in memory for resuming clients
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

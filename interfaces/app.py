@@ -13,6 +13,7 @@ from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
 from interfaces.http.middleware import request_context
+from interfaces.http.events import EventController
 from interfaces.http.ops import OpsController
 from interfaces.http.plugins import ArchiveController, PluginController
 from interfaces.runtime import ProjectionBehind, start_runtime, stop_runtime
@@ -38,7 +39,7 @@ def create_app(settings: Settings) -> Litestar:
             await stop_runtime(app.state.runtime)
 
     return Litestar(
-        route_handlers=[PluginController, ArchiveController, OpsController],
+        route_handlers=[PluginController, ArchiveController, EventController, OpsController],
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},

@@ -36,6 +36,24 @@ def database(settings: Settings) -> Iterator[str]:
         print("embedded PostgreSQL stopped", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def nats_server(settings: Settings) -> Iterator[str]:
+    """The configured NATS URL, or an embedded nats-server with JetStream under `<data_dir>/nats`."""
+    if settings.nats_url:
+        yield settings.nats_url
+        return
+    from infrastructure.embedded import EmbeddedNats
+
+    server = EmbeddedNats(settings.data_dir.absolute() / "nats")
+    print(f"starting embedded NATS (JetStream) under {server.store_dir} ...", file=sys.stderr)
+    url = server.start()
+    try:
+        yield url
+    finally:
+        server.stop()
+        print("embedded NATS stopped", file=sys.stderr)
+
+
 async def _ensure_database(admin_dsn: str, name: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
@@ -53,8 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port)
     if args.no_projectors:
         settings.run_projectors = False
-    with database(settings) as url:
+    with database(settings) as url, nats_server(settings) as nats_url:
         settings.database_url = url
+        settings.nats_url = nats_url
         app = create_app(settings)
         print(f"Charter listening on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", file=sys.stderr)
         uvicorn.run(
@@ -132,7 +151,9 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="charter", description="Charter: control plane for plugins and extensions")
     sub = root.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the API (embedded PostgreSQL when CHARTER_DATABASE_URL is unset)")
+    serve = sub.add_parser(
+        "serve", help="run the API (embedded PostgreSQL / NATS when CHARTER_DATABASE_URL / CHARTER_NATS_URL are unset)"
+    )
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--no-projectors", action="store_true", help="run no projectors in this process")

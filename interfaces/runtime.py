@@ -18,6 +18,8 @@ from infrastructure import metrics
 from infrastructure.eventstore import EventStore, create_pool
 from infrastructure.migrations import migrate
 from infrastructure.plugin_sources import PostgresArchiveStore
+from infrastructure.fanout import EventHub
+from infrastructure.relay import RELAY, Relay, StreamSettings
 from infrastructure.repository import AggregateRepository
 from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
 from infrastructure.secrets import FernetCipher, load_or_create_key
@@ -59,6 +61,8 @@ class Runtime:
     archives: PostgresArchiveStore
     notifier: Notifier | None = None
     runners: list[ProjectionRunner] = field(default_factory=list)
+    relay: Relay | None = None
+    hub: EventHub | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
@@ -92,6 +96,12 @@ class Runtime:
                 raise ProjectionBehind(projection, position, timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    async def relay_lag(self) -> int:
+        """Events committed but not yet acknowledged by JetStream."""
+        value = await lag(self.pool, RELAY)
+        metrics.RELAY_LAG.set(value)
+        return value
 
     async def projection_lag(self) -> dict[str, int]:
         lags = {name: await lag(self.pool, name) for name in self.projections}
@@ -141,7 +151,27 @@ async def start_runtime(settings: Settings) -> Runtime:
             )
             runtime.runners.append(runner)
             runtime.tasks.append(asyncio.create_task(runner.run(), name=f"projection-{projection.name}"))
-    log.info("charter runtime started", projections=list(projections), projectors=settings.run_projectors)
+    if settings.nats_url:
+        stream = StreamSettings(
+            name=settings.nats_stream, prefix=settings.nats_subject_prefix, max_age_days=settings.nats_max_age_days
+        )
+        if settings.run_relay:
+            if runtime.notifier is None:
+                runtime.notifier = Notifier(dsn)
+                await runtime.notifier.start()
+            runtime.relay = Relay(dsn, settings.nats_url, stream, runtime.notifier.subscribe(), poll_interval=settings.poll_interval)
+            runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="relay"))
+        runtime.hub = EventHub(
+            settings.nats_url, stream, replay_buffer=settings.sse_replay_buffer, backlog=settings.sse_client_backlog
+        )
+        await runtime.hub.start()
+    log.info(
+        "charter runtime started",
+        projections=list(projections),
+        projectors=settings.run_projectors,
+        relay=runtime.relay is not None,
+        nats=settings.nats_url,
+    )
     return runtime
 
 
@@ -149,6 +179,10 @@ async def stop_runtime(runtime: Runtime) -> None:
     for task in runtime.tasks:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    if runtime.relay:
+        await runtime.relay.close()
+    if runtime.hub:
+        await runtime.hub.stop()
     if runtime.notifier:
         await runtime.notifier.stop()
     await runtime.store.stop()

@@ -9,6 +9,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency, Provide
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from infrastructure import metrics
 from interfaces.http.common import provide_runtime
 from interfaces.runtime import Runtime
 
@@ -41,6 +42,18 @@ class OpsController(Controller):
             }
             if any(value > MAX_READY_LAG for value in lags.values()):
                 ok = False
+            if runtime.settings.nats_url:
+                relay = runtime.relay
+                checks["relay"] = {
+                    "lag": await runtime.relay_lag(),
+                    "leading_here": bool(relay and relay.state.leading),
+                    "nats_connected": bool(relay and relay.state.connected),
+                    "last_error": relay.state.last_error if relay else None,
+                }
+                checks["event_stream"] = {
+                    "subscribed": bool(runtime.hub and runtime.hub.ready.is_set()),
+                    "clients": len(runtime.hub.subscribers) if runtime.hub else 0,
+                }
         except Exception as exc:  # readiness must answer, whatever is broken
             checks["database"] = {"status": "unreachable", "error": str(exc)}
             ok = False
@@ -49,4 +62,7 @@ class OpsController(Controller):
     @get("/metrics", operation_id="metrics", summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
     async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:
         await runtime.projection_lag()
+        if runtime.settings.nats_url:
+            await runtime.relay_lag()
+            metrics.SSE_CLIENTS.set(len(runtime.hub.subscribers) if runtime.hub else 0)
         return Response(generate_latest(), media_type=METRICS_MEDIA_TYPE)

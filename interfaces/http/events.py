@@ -1,0 +1,138 @@
+"""The event log for auditors (`GET /api/v1/events`) and the live stream (`GET /api/v1/events/stream`, SSE)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromQuery
+from litestar.response import Stream
+
+from infrastructure.fanout import Delivered, Filter
+from interfaces.http.common import page_params, provide_runtime
+from interfaces.http.errors import ApiError
+from interfaces.http.schemas import Page
+from interfaces.runtime import Runtime
+from projections import event_log
+
+
+class LoggedEvent(msgspec.Struct):
+    position: int
+    event_id: str
+    stream_id: str
+    stream_type: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    site_id: str | None
+    actor: str | None
+    recorded_at: datetime
+    payload: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def _values(raw: str | None) -> set[str] | None:
+    return {v.strip() for v in raw.split(",") if v.strip()} if raw else None
+
+
+def event_filter(site_id: str | None, stream_type: str | None, event_type: str | None) -> Filter:
+    """Match on comma-separated values of each field; `global` as a site matches events of no site."""
+    sites, types, events = _values(site_id), _values(stream_type), _values(event_type)
+
+    def matches(d: Delivered) -> bool:
+        if sites is not None and (d.site_id or "global") not in sites:
+            return False
+        if types is not None and d.stream_type not in types:
+            return False
+        return events is None or d.event_type in events
+
+    return matches
+
+
+def resume_point(request: Request, query: int | None) -> int | None:
+    raw = request.headers.get("last-event-id")
+    if raw is None or raw.strip() == "":
+        return query
+    if not raw.strip().isdigit():
+        raise ApiError(400, "VALIDATION_FAILED", "Last-Event-ID must be a JetStream sequence number", field="Last-Event-ID")
+    return int(raw)
+
+
+class EventController(Controller):
+    path = "/api/v1/events"
+    tags = ["events"]
+    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+
+    @get("/", operation_id="listEvents", summary="The event log, filtered and paginated, for auditors")
+    async def list_events(
+        self,
+        runtime: NamedDependency[Runtime],
+        site_id: FromQuery[str | None] = None,
+        stream: FromQuery[str | None] = None,
+        stream_type: FromQuery[str | None] = None,
+        event_type: FromQuery[str | None] = None,
+        actor: FromQuery[str | None] = None,
+        since: FromQuery[datetime | None] = None,
+        until: FromQuery[datetime | None] = None,
+        after_position: FromQuery[int | None] = None,
+        skip: FromQuery[int] = 0,
+        limit: FromQuery[int] = 50,
+        sort_order: FromQuery[str] = "asc",
+    ) -> Page[LoggedEvent]:
+        page_params(skip, limit, "position", sort_order, {"position": "position"})
+        if since and until and since > until:
+            raise ApiError(400, "VALIDATION_FAILED", "since must not be after until", field="since")
+        query = event_log.EventQuery(site_id, stream, stream_type, event_type, actor, since, until, after_position)
+        total, rows = await event_log.list_events(runtime.pool, query, skip, limit, sort_order == "desc")
+        items = [msgspec.convert(r, LoggedEvent, strict=False) for r in rows]
+        return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
+
+    @get(
+        "/stream",
+        operation_id="streamEvents",
+        summary="Live events as Server-Sent Events; resume with Last-Event-ID (a JetStream sequence)",
+        media_type="text/event-stream",
+    )
+    async def stream(
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        site_id: FromQuery[str | None] = None,
+        stream_type: FromQuery[str | None] = None,
+        event_type: FromQuery[str | None] = None,
+        last_event_id: FromQuery[int | None] = None,
+    ) -> Stream:
+        hub = runtime.hub
+        if hub is None or not hub.ready.is_set():
+            raise ApiError(503, "FANOUT_UNAVAILABLE", "the live event stream is not available (NATS not configured or not reachable yet)")
+        after = resume_point(request, last_event_id)
+        matches = event_filter(site_id, stream_type, event_type)
+        heartbeat = runtime.settings.sse_heartbeat
+        sub, held, missing = hub.subscribe(matches, after)
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 2000\n: connected\n\n"
+                if missing is not None:
+                    async for batch in hub.replay(missing[0], missing[1], matches):
+                        yield b"".join(d.frame for d in batch)
+                if held:
+                    yield b"".join(d.frame for d in held)
+                while True:
+                    batch = await sub.next(heartbeat)
+                    if batch is None:
+                        yield b"retry: 5000\n: too far behind; reconnect with Last-Event-ID to resume\n\n"
+                        return
+                    yield b"".join(d.frame for d in batch) if batch else b": heartbeat\n\n"
+            finally:
+                hub.unsubscribe(sub)
+
+        return Stream(
+            frames(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )

@@ -1,0 +1,68 @@
+"""Queries of the event log itself: what happened, where, by whom, when (the auditors' view)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    site_id: str | None = None
+    stream_id: str | None = None
+    stream_type: str | None = None
+    event_type: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_position: int | None = None
+
+
+def _where(q: EventQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def add(sql: str, value: Any) -> None:
+        args.append(value)
+        clauses.append(sql.replace("?", f"${len(args)}"))
+
+    if q.site_id == "global":
+        clauses.append("site_id IS NULL")
+    elif q.site_id:
+        add("site_id = ?", q.site_id)
+    if q.stream_id:
+        add("stream_id = ?", q.stream_id)
+    if q.stream_type:
+        add("stream_type = ?", q.stream_type)
+    if q.event_type:
+        add("event_type = ANY(?::text[])", [t.strip() for t in q.event_type.split(",") if t.strip()])
+    if q.actor:
+        add("metadata->>'actor' = ?", q.actor)
+    if q.since:
+        add("recorded_at >= ?", q.since)
+    if q.until:
+        add("recorded_at < ?", q.until)
+    if q.after_position is not None:
+        add("position > ?", q.after_position)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+async def list_events(
+    pool: asyncpg.Pool, q: EventQuery, skip: int, limit: int, descending: bool = False
+) -> tuple[int, list[dict[str, Any]]]:
+    where, args = _where(q)
+    order = "DESC" if descending else "ASC"
+    async with pool.acquire() as conn:
+        total = await conn.fetchval(f"SELECT count(*) FROM events{where}", *args)
+        rows = await conn.fetch(
+            "SELECT position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
+            " schema_version, site_id, metadata->>'actor' AS actor, recorded_at, payload, metadata"
+            f" FROM events{where} ORDER BY position {order} OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
+            *args,
+            skip,
+            limit,
+        )
+    return total, [dict(r) for r in rows]
