@@ -90,3 +90,69 @@ async def database_url(databases: DatabaseFactory) -> str:
 async def fresh_database_url(databases: DatabaseFactory) -> str:
     """A migrated database of this test's own, for tests that look at the whole log."""
     return await databases.create("own")
+
+
+# -- NATS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """CHARTER_TEST_NATS_URL, or an embedded nats-server with JetStream for the run."""
+    given = os.environ.get("CHARTER_TEST_NATS_URL")
+    if given:
+        yield given
+        return
+    from infrastructure.embedded import EmbeddedNats
+
+    with tempfile.TemporaryDirectory(prefix="charter-test-nats-") as tmp:
+        server = EmbeddedNats(Path(tmp))
+        try:
+            yield server.start()
+        finally:
+            server.stop()
+
+
+class StreamFactory:
+    """JetStream stream names of this run only (the server may be shared); deleted at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.token = uuid.uuid4().hex[:8]
+        self.count = 0
+        self.created: list[str] = []
+
+    def new(self, label: str = "s"):
+        from infrastructure.relay import StreamSettings
+
+        self.count += 1
+        name = f"CHARTER_TEST_{self.token}_{label}_{self.count}".upper()
+        self.created.append(name)
+        return StreamSettings(name=name, prefix=f"charter_test_{self.token}_{label}_{self.count}.events", max_age_days=1)
+
+    async def delete_all(self) -> None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=1)
+        try:
+            js = nc.jetstream()
+            for name in self.created:
+                try:
+                    await js.delete_stream(name)
+                except NotFoundError:
+                    pass
+        finally:
+            await nc.close()
+
+
+@pytest.fixture(scope="session")
+async def jetstream_streams(nats_url: str) -> AsyncIterator[StreamFactory]:
+    factory = StreamFactory(nats_url)
+    yield factory
+    await factory.delete_all()
+
+
+@pytest.fixture
+def stream_settings(jetstream_streams: StreamFactory):
+    """A JetStream stream (name and subject prefix) of this test's own."""
+    return jetstream_streams.new()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvicorn
+from litestar import Litestar
 from cryptography.fernet import Fernet
 from litestar.testing import AsyncTestClient
 
+from infrastructure.embedded import find_free_port
 from infrastructure.settings import Settings
 from interfaces.app import create_app
 
@@ -30,3 +35,44 @@ async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
     app = create_app(make_settings(database_url, tmp_path_factory.mktemp("charter")))
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: Litestar
+
+    @property
+    def runtime(self):
+        return self.app.state.runtime
+
+
+@pytest.fixture(scope="session")
+async def fanout_server(
+    databases, nats_url: str, jetstream_streams, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveServer]:
+    """A real HTTP server (uvicorn) with the relay and the SSE hub, on a database and a JetStream
+    stream of its own: SSE needs a server that streams, not an in-memory test transport."""
+    stream = jetstream_streams.new("e2e")
+    settings = make_settings(
+        await databases.create("fanout"),
+        tmp_path_factory.mktemp("charter-fanout"),
+        nats_url=nats_url,
+        nats_stream=stream.name,
+        nats_subject_prefix=stream.prefix,
+        sse_heartbeat=1.0,
+    )
+    app = create_app(settings)
+    port = find_free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        server.should_exit = True
+        await task
