@@ -47,6 +47,7 @@ def nats_server(settings: Settings) -> Iterator[str]:
     server = EmbeddedNats(settings.data_dir.absolute() / "nats")
     print(f"starting embedded NATS (JetStream) under {server.store_dir} ...", file=sys.stderr)
     url = server.start()
+    print(f"embedded NATS at {url} (JetStream stream {settings.nats_stream}; set CHARTER_NATS_URL to use your own)", file=sys.stderr)
     try:
         yield url
     finally:
