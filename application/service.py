@@ -10,6 +10,8 @@ import msgspec
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
+from application.identity import HANDLERS as IDENTITY_HANDLERS
+from application.identity import IdentityServices
 from application.plugins import HANDLERS as PLUGIN_HANDLERS
 from application.plugins import PluginServices
 from application.ports import EventStore, Idempotency
@@ -25,11 +27,13 @@ def fingerprint(command: Command) -> str:
 class Application:
     """Dispatches commands to their handlers, answering repeated Idempotency-Keys with the first result."""
 
-    def __init__(self, store: EventStore, plugins: PluginServices) -> None:
+    def __init__(self, store: EventStore, plugins: PluginServices, identity: IdentityServices | None = None) -> None:
         self.store = store
         self.handlers: dict[type[Command], tuple[Handler, Any]] = {
             cls: (handler, plugins) for cls, handler in PLUGIN_HANDLERS.items()
         }
+        if identity is not None:
+            self.handlers.update({cls: (handler, identity) for cls, handler in IDENTITY_HANDLERS.items()})
 
     async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
         handler, services = self.handlers[type(command)]

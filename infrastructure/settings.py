@@ -35,6 +35,19 @@ class Settings(msgspec.Struct, kw_only=True):
     sse_heartbeat: float = 15.0
     sse_client_backlog: int = 2000  # events queued for one SSE client before it is dropped as too slow
     sse_replay_buffer: int = 10000  # recent events kept in memory for resuming clients
+    jwt_secret: str | None = None  # default: derived from secret_key
+    jwt_issuer: str = "charter"
+    jwt_audience: str = "charter"
+    access_token_ttl: int = 900
+    refresh_token_days: float = 14.0
+    external_issuers: str = ""  # JSON list of {issuer, audience, jwks_url, role_claim, role_map}
+    allow_registration: bool = True
+    bootstrap_admin_email: str | None = None
+    bootstrap_admin_password: str | None = None
+    rate_limit_window: int = 60
+    rate_limit_anonymous: int = 600  # requests per window per IP
+    rate_limit_user: int = 6000  # per token subject
+    rate_limit_admin: int = 60000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 
 import asyncpg
+import msgspec
 import structlog
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
+from application.identity import EnsureBuiltins, GrantRole, IdentityServices, RegisterUser, UserExists
 from application.plugins import PluginServices
 from application.service import Application
 from domain.errors import DomainError
+from domain.user import user_uuid
+from infrastructure.auth import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
+from infrastructure.ratelimit import RateLimiter
 from infrastructure import metrics
 from infrastructure.eventstore import EventStore, create_pool
 from infrastructure.migrations import migrate
@@ -24,7 +30,9 @@ from infrastructure.repository import AggregateRepository
 from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
 from infrastructure.secrets import FernetCipher, load_or_create_key
 from infrastructure.settings import Settings
+from interfaces.http.security import Authority
 from projections import PROJECTIONS
+from projections.access_queries import PostgresRoleDirectory
 from projections.plugin_catalog import PostgresPluginCatalog
 
 log = structlog.get_logger(__name__)
@@ -63,6 +71,12 @@ class Runtime:
     runners: list[ProjectionRunner] = field(default_factory=list)
     relay: Relay | None = None
     hub: EventHub | None = None
+    repository: AggregateRepository | None = None
+    authority: Authority | None = None
+    passwords: Argon2Passwords | None = None
+    refresh_tokens: RefreshTokens | None = None
+    limiter: RateLimiter | None = None
+    dummy_hash: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
 
@@ -134,14 +148,21 @@ async def start_runtime(settings: Settings) -> Runtime:
         projections=projections,
         archives=PostgresArchiveStore(pool),
     )
+    runtime.repository = AggregateRepository(store)
     services = PluginServices(
-        repository=AggregateRepository(store),
+        repository=runtime.repository,
         catalog=ConsistentCatalog(runtime),
         cipher=cipher,
         archives=runtime.archives,
         host_version=settings.host_version,
     )
-    runtime.application = Application(store, services)
+    runtime.passwords = Argon2Passwords()
+    runtime.dummy_hash = runtime.passwords.hash("not a password of anyone")
+    identity = IdentityServices(
+        repository=runtime.repository, passwords=runtime.passwords, roles=ConsistentRoleDirectory(runtime)
+    )
+    runtime.application = Application(store, services, identity)
+    await _start_access(runtime, settings)
     if settings.run_projectors:
         runtime.notifier = Notifier(dsn)
         await runtime.notifier.start()
@@ -175,10 +196,88 @@ async def start_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
+class ConsistentRoleDirectory(PostgresRoleDirectory):
+    """Role names resolved once the access read model has caught up with the log."""
+
+    def __init__(self, runtime: "Runtime") -> None:
+        super().__init__(runtime.pool)
+        self.runtime = runtime
+
+    async def key_of(self, name_or_key: str) -> str | None:
+        await self.runtime.wait_for("access", None)
+        return await super().key_of(name_or_key)
+
+
+def external_issuers(raw: str) -> list[ExternalIssuer]:
+    if not raw.strip():
+        return []
+    try:
+        return msgspec.json.decode(raw, type=list[ExternalIssuer])
+    except msgspec.MsgspecError as exc:
+        raise SystemExit(f"CHARTER_EXTERNAL_ISSUERS is not a JSON list of issuers: {exc}") from None
+
+
+async def _start_access(runtime: Runtime, settings: Settings) -> None:
+    signing_key = settings.jwt_secret or f"jwt:{load_or_create_key(settings.secret_key, settings.data_dir)}"
+    tokens = TokenService(
+        signing_key,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=settings.access_token_ttl,
+        external=external_issuers(settings.external_issuers),
+    )
+    runtime.refresh_tokens = RefreshTokens(runtime.pool, timedelta(days=settings.refresh_token_days))
+    runtime.limiter = RateLimiter(
+        runtime.pool,
+        {"anonymous": settings.rate_limit_anonymous, "user": settings.rate_limit_user, "admin": settings.rate_limit_admin},
+        window=settings.rate_limit_window,
+    )
+    await runtime.limiter.start()
+    runtime.authority = Authority(tokens, runtime.limiter)
+    runtime.tasks.append(asyncio.create_task(_refresh_authority(runtime), name="authority-refresh"))
+
+
+async def _refresh_authority(runtime: Runtime) -> None:
+    while True:
+        try:
+            await runtime.authority.refresh(runtime.pool)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the access schema may not exist until its projector starts
+            log.debug("authority refresh failed", error=repr(exc))
+        await asyncio.sleep(runtime.authority.refresh_every)
+
+
+async def bootstrap(runtime: Runtime, permissions: dict[str, str]) -> None:
+    """Built-in roles and permissions, and the first administrator from CHARTER_BOOTSTRAP_ADMIN_*."""
+    ctx = CommandContext(actor="system")
+    await runtime.execute(EnsureBuiltins(permissions=permissions), ctx)
+    settings = runtime.settings
+    if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
+        await ensure_admin(runtime, settings.bootstrap_admin_email, settings.bootstrap_admin_password)
+    if settings.run_projectors:
+        await runtime.wait_for("access", None, timeout=30)
+        await runtime.authority.refresh(runtime.pool)
+
+
+async def ensure_admin(runtime: Runtime, email: str, password: str) -> str:
+    """Register `email` (when new) and grant it the admin role everywhere; returns the user id."""
+    ctx = CommandContext(actor="system")
+    try:
+        result = await runtime.execute(RegisterUser(email=email, password=password, full_name="Administrator"), ctx)
+        user_id = result.stream_id.split(":", 1)[1]
+    except UserExists:
+        user_id = str(user_uuid(email))
+    await runtime.execute(GrantRole(user_id=user_id, role="admin"), ctx)
+    return user_id
+
+
 async def stop_runtime(runtime: Runtime) -> None:
     for task in runtime.tasks:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    if runtime.limiter:
+        await runtime.limiter.stop()
     if runtime.relay:
         await runtime.relay.close()
     if runtime.hub:

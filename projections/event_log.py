@@ -19,6 +19,7 @@ class EventQuery:
     since: datetime | None = None
     until: datetime | None = None
     after_position: int | None = None
+    visible_sites: set[str] | None = None  # None: every site and the global events
 
 
 def _where(q: EventQuery) -> tuple[str, list[Any]]:
@@ -47,6 +48,8 @@ def _where(q: EventQuery) -> tuple[str, list[Any]]:
         add("recorded_at < ?", q.until)
     if q.after_position is not None:
         add("position > ?", q.after_position)
+    if q.visible_sites is not None:
+        add("site_id = ANY(?::text[])", sorted(q.visible_sites))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 

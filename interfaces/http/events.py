@@ -16,6 +16,7 @@ from infrastructure.fanout import Delivered, Filter
 from interfaces.http.common import page_params, provide_runtime
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Page
+from interfaces.http.security import rule, visible_sites
 from interfaces.runtime import Runtime
 from projections import event_log
 
@@ -39,11 +40,16 @@ def _values(raw: str | None) -> set[str] | None:
     return {v.strip() for v in raw.split(",") if v.strip()} if raw else None
 
 
-def event_filter(site_id: str | None, stream_type: str | None, event_type: str | None) -> Filter:
-    """Match on comma-separated values of each field; `global` as a site matches events of no site."""
+def event_filter(
+    site_id: str | None, stream_type: str | None, event_type: str | None, visible: set[str] | None = None
+) -> Filter:
+    """Match on comma-separated values of each field; `global` as a site matches events of no site.
+    `visible`: the only sites the caller may see (None: all, global events included)."""
     sites, types, events = _values(site_id), _values(stream_type), _values(event_type)
 
     def matches(d: Delivered) -> bool:
+        if visible is not None and d.site_id not in visible:
+            return False
         if sites is not None and (d.site_id or "global") not in sites:
             return False
         if types is not None and d.stream_type not in types:
@@ -67,9 +73,10 @@ class EventController(Controller):
     tags = ["events"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @get("/", operation_id="listEvents", summary="The event log, filtered and paginated, for auditors")
+    @get("/", operation_id="listEvents", opt=rule("events:read", "any-site"), summary="The event log, filtered and paginated, for auditors")
     async def list_events(
         self,
+        request: Request,
         runtime: NamedDependency[Runtime],
         site_id: FromQuery[str | None] = None,
         stream: FromQuery[str | None] = None,
@@ -86,7 +93,10 @@ class EventController(Controller):
         page_params(skip, limit, "position", sort_order, {"position": "position"})
         if since and until and since > until:
             raise ApiError(400, "VALIDATION_FAILED", "since must not be after until", field="since")
-        query = event_log.EventQuery(site_id, stream, stream_type, event_type, actor, since, until, after_position)
+        query = event_log.EventQuery(
+            site_id, stream, stream_type, event_type, actor, since, until, after_position,
+            visible_sites=visible_sites(request, "events:read"),
+        )
         total, rows = await event_log.list_events(runtime.pool, query, skip, limit, sort_order == "desc")
         items = [msgspec.convert(r, LoggedEvent, strict=False) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
@@ -94,6 +104,7 @@ class EventController(Controller):
     @get(
         "/stream",
         operation_id="streamEvents",
+        opt=rule("events:read", "any-site"),
         summary="Live events as Server-Sent Events; resume with Last-Event-ID (a JetStream sequence)",
         media_type="text/event-stream",
     )
@@ -110,7 +121,7 @@ class EventController(Controller):
         if hub is None or not hub.ready.is_set():
             raise ApiError(503, "FANOUT_UNAVAILABLE", "the live event stream is not available (NATS not configured or not reachable yet)")
         after = resume_point(request, last_event_id)
-        matches = event_filter(site_id, stream_type, event_type)
+        matches = event_filter(site_id, stream_type, event_type, visible_sites(request, "events:read"))
         heartbeat = runtime.settings.sse_heartbeat
         sub, held, missing = hub.subscribe(matches, after)
 

@@ -32,7 +32,17 @@ def request_context(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                extra = [(b"x-request-id", request_id.encode())]
+                decision = scope["state"].get("rate_limit")
+                if decision is not None:
+                    extra += [
+                        (b"x-ratelimit-limit", str(decision.limit).encode()),
+                        (b"x-ratelimit-remaining", str(decision.remaining).encode()),
+                        (b"x-ratelimit-reset", str(decision.reset).encode()),
+                    ]
+                    if not decision.allowed:
+                        extra.append((b"retry-after", str(decision.retry_after).encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:

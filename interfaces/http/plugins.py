@@ -27,6 +27,7 @@ from interfaces.http.schemas import (
     Rollback,
     Written,
 )
+from interfaces.http.security import access_of, rule
 from interfaces.runtime import Runtime
 from projections import plugin_catalog as catalog
 
@@ -139,7 +140,7 @@ class PluginController(Controller):
     tags = ["plugins"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @get("/", operation_id="listPlugins", summary="List plugins with filters, sorting and pagination")
+    @get("/", operation_id="listPlugins", opt=rule("plugins:read", "any-site"), summary="List plugins with filters, sorting and pagination")
     async def list_plugins(
         self,
         request: Request,
@@ -166,13 +167,13 @@ class PluginController(Controller):
         items = [msgspec.convert(summary(r), PluginSummary) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
-    @get("/{plugin_id:str}", operation_id="getPlugin", summary="A plugin's manifest, versions, dependencies and dependents")
+    @get("/{plugin_id:str}", operation_id="getPlugin", opt=rule("plugins:read", "any-site"), summary="A plugin's manifest, versions, dependencies and dependents")
     async def get_plugin(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str], consistent: FromQuery[bool] = False) -> Response[Plugin]:
         await read_consistency(request, runtime, PROJECTION, consistent)
         row = await plugin_row(runtime, plugin_id)
         return Response(detail(row), headers={"ETag": f'"{row["stream_version"]}"'})
 
-    @post("/install", operation_id="installPlugin", summary="Install from an uploaded archive or an installed distribution")
+    @post("/install", operation_id="installPlugin", opt=rule("plugins:install"), summary="Install from an uploaded archive or an installed distribution")
     async def install(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
         manifest, source, archive, data = await source_from_request(request, PluginInstall)
         if isinstance(data, PluginInstall):
@@ -184,13 +185,13 @@ class PluginController(Controller):
         plugin_id = result.stream_id.split(":", 1)[1]
         return written(result, plugin_id, 201, location=f"/api/v1/plugins/{plugin_id}")
 
-    @put("/{plugin_id:str}", operation_id="updatePlugin", summary="Update to another version (the old one is kept)")
+    @put("/{plugin_id:str}", operation_id="updatePlugin", opt=rule("plugins:update"), summary="Update to another version (the old one is kept)")
     async def update(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         manifest, source, archive, _ = await source_from_request(request, PluginUpdate)
         cmd = c.UpdatePlugin(plugin_id=plugin_id, manifest=manifest, source=source, archive=archive)
         return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
-    @post("/{plugin_id:str}/rollback", operation_id="rollBackPlugin", status_code=200)
+    @post("/{plugin_id:str}/rollback", operation_id="rollBackPlugin", opt=rule("plugins:update"), status_code=200)
     async def rollback(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         data = await body(request, Rollback, default=Rollback())
         cmd = c.RollBackPlugin(plugin_id=plugin_id, to_version=data.to_version)
@@ -201,23 +202,23 @@ class PluginController(Controller):
         cmd = command(plugin_id=plugin_id, reason=data.reason)
         return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
-    @post("/{plugin_id:str}/enable", operation_id="enablePlugin", status_code=200)
+    @post("/{plugin_id:str}/enable", operation_id="enablePlugin", opt=rule("plugins:operate"), status_code=200)
     async def enable(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         return await self._lifecycle(request, runtime, c.EnablePlugin, plugin_id)
 
-    @post("/{plugin_id:str}/disable", operation_id="disablePlugin", status_code=200, summary="Global kill switch")
+    @post("/{plugin_id:str}/disable", operation_id="disablePlugin", opt=rule("plugins:operate"), status_code=200, summary="Global kill switch")
     async def disable(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         return await self._lifecycle(request, runtime, c.DisablePlugin, plugin_id)
 
-    @post("/{plugin_id:str}/restart", operation_id="restartPlugin", status_code=200)
+    @post("/{plugin_id:str}/restart", operation_id="restartPlugin", opt=rule("plugins:operate"), status_code=200)
     async def restart(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         return await self._lifecycle(request, runtime, c.RestartPlugin, plugin_id)
 
-    @post("/{plugin_id:str}/reload", operation_id="reloadPlugin", status_code=200)
+    @post("/{plugin_id:str}/reload", operation_id="reloadPlugin", opt=rule("plugins:operate"), status_code=200)
     async def reload(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         return await self._lifecycle(request, runtime, c.ReloadPlugin, plugin_id)
 
-    @delete("/{plugin_id:str}", operation_id="uninstallPlugin", status_code=200)
+    @delete("/{plugin_id:str}", operation_id="uninstallPlugin", opt=rule("plugins:uninstall"), status_code=200)
     async def uninstall(
         self,
         request: Request,
@@ -230,7 +231,7 @@ class PluginController(Controller):
         cmd = c.UninstallPlugin(plugin_id=plugin_id, reason=reason, force=force, cleanup_data=cleanup_data)
         return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
-    @get("/{plugin_id:str}/config", operation_id="getPluginConfig", summary="Configuration, secrets masked")
+    @get("/{plugin_id:str}/config", operation_id="getPluginConfig", opt=rule("plugins:read", "any-site"), summary="Configuration, secrets masked")
     async def get_config(
         self,
         request: Request,
@@ -239,6 +240,10 @@ class PluginController(Controller):
         include_secrets: FromQuery[bool] = False,
         consistent: FromQuery[bool] = False,
     ) -> Response[PluginConfig]:
+        if include_secrets and runtime.authority.enabled and not access_of(request).allows("plugins:read_secrets"):
+            raise ApiError(
+                403, "FORBIDDEN", "include_secrets needs permission plugins:read_secrets", required_permission="plugins:read_secrets"
+            )
         await read_consistency(request, runtime, PROJECTION, consistent)
         row = await plugin_row(runtime, plugin_id)
         stored, schema = row["config"], row["manifest"].get("config_schema", {})
@@ -249,7 +254,7 @@ class PluginController(Controller):
         payload = PluginConfig(plugin_id, config, schema, secret_paths(schema), row["stream_version"])
         return Response(payload, headers={"ETag": f'"{row["stream_version"]}"', "Cache-Control": "no-store"})
 
-    @put("/{plugin_id:str}/config", operation_id="setPluginConfig", summary="Replace the configuration (validated)")
+    @put("/{plugin_id:str}/config", operation_id="setPluginConfig", opt=rule("plugins:configure"), summary="Replace the configuration (validated)")
     async def put_config(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         data = await body(request, PluginConfigUpdate)
         cmd = c.ConfigurePlugin(plugin_id=plugin_id, config=data.config)
@@ -261,7 +266,7 @@ class ArchiveController(Controller):
     tags = ["plugins"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @get("/{sha256:str}", operation_id="getPluginArchive", summary="A stored plugin archive, by its sha256")
+    @get("/{sha256:str}", operation_id="getPluginArchive", opt=rule("plugins:read", "any-site"), summary="A stored plugin archive, by its sha256")
     async def get_archive(self, runtime: NamedDependency[Runtime], sha256: Annotated[str, PathParameter(pattern="^[0-9a-f]{64}$")]) -> Response[bytes]:
         content = await runtime.archives.get(sha256)
         if content is None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from litestar import Litestar
@@ -18,22 +19,40 @@ from infrastructure.settings import Settings
 from interfaces.app import create_app
 
 
+ADMIN_EMAIL = "admin@charter.test"
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
 def make_settings(database_url: str, data_dir: Path, **overrides) -> Settings:
-    return Settings(
+    values = dict(
         database_url=database_url,
         data_dir=data_dir,
         secret_key=Fernet.generate_key().decode(),
         log_json=True,
         log_level="warning",
         poll_interval=0.2,
-        **overrides,
+        bootstrap_admin_email=ADMIN_EMAIL,
+        bootstrap_admin_password=ADMIN_PASSWORD,
+        rate_limit_anonymous=1_000_000,
+        rate_limit_user=1_000_000,
+        rate_limit_admin=1_000_000,
     )
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def admin_token(client) -> str:
+    """Sign in as the bootstrap administrator."""
+    response = await client.post("/api/v1/auth/login", json={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
 
 
 @pytest.fixture(scope="session")
 async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient]:
     app = create_app(make_settings(database_url, tmp_path_factory.mktemp("charter")))
     async with AsyncTestClient(app=app) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {await admin_token(test_client)}"
         yield test_client
 
 
@@ -41,6 +60,7 @@ async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
 class LiveServer:
     url: str
     app: Litestar
+    headers: dict[str, str]  # an administrator's Authorization header
 
     @property
     def runtime(self):
@@ -71,8 +91,11 @@ async def fanout_server(
             task.result()
         await asyncio.sleep(0.05)
     await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url) as http:
+        headers = {"Authorization": f"Bearer {await admin_token(http)}"}
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", app)
+        yield LiveServer(url, app, headers)
     finally:
         server.should_exit = True
         await task

@@ -1,0 +1,154 @@
+"""Sign-in: `/api/v1/auth` (register, login, refresh, logout, me)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+
+from application.identity import RegisterUser
+from domain.user import STREAM_TYPE as USER_STREAM
+from domain.user import User, normalise_email, user_uuid
+from infrastructure.auth import AuthenticationFailed
+from interfaces.http.common import body, command_context, provide_runtime, written
+from interfaces.http.errors import ApiError
+from interfaces.http.security import AUTHENTICATED, PUBLIC, access_of
+from interfaces.runtime import Runtime
+
+
+class Registration(msgspec.Struct, forbid_unknown_fields=True):
+    email: str
+    password: str
+    full_name: str = ""
+
+
+class Login(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+    username: str | None = None
+    email: str | None = None
+
+
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: str
+
+
+class Tokens(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+
+
+class GrantView(msgspec.Struct):
+    role: str
+    site_id: str | None
+
+
+class Me(msgspec.Struct):
+    id: str
+    email: str | None
+    full_name: str | None
+    is_active: bool
+    roles: list[GrantView]
+    permissions: dict[str, list[str]]  # "*" : everywhere; otherwise per site id
+
+
+async def load_user(runtime: Runtime, user_id: str) -> User | None:
+    loaded = await runtime.repository.load(User, USER_STREAM, user_id, UUID(user_id))
+    return loaded.aggregate
+
+
+async def issue_tokens(runtime: Runtime, user: User, family: str | None = None, refresh: str | None = None) -> Tokens:
+    grants = [(g.role, g.site_id) for g in user.grants]
+    access, ttl = runtime.authority.tokens.issue(str(user.id), grants, user.email)
+    if refresh is None:
+        refresh = await runtime.refresh_tokens.issue(str(user.id), family)
+    return Tokens(access, refresh, "bearer", ttl)
+
+
+class AuthController(Controller):
+    path = "/api/v1/auth"
+    tags = ["auth"]
+    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+
+    @post("/register", operation_id="register", opt=PUBLIC, status_code=201, summary="Create an account (no roles)")
+    async def register(self, request: Request, runtime: NamedDependency[Runtime]) -> Response:
+        if not runtime.settings.allow_registration:
+            raise ApiError(403, "REGISTRATION_CLOSED", "self-registration is closed; ask an administrator")
+        data = await body(request, Registration)
+        cmd = RegisterUser(email=data.email, password=data.password, full_name=data.full_name)
+        result = await runtime.execute(cmd, command_context(request))
+        user_id = result.stream_id.split(":", 1)[1]
+        return written(result, user_id, 201, location=f"/api/v1/admin/users/{user_id}")
+
+    @post("/login", operation_id="login", opt=PUBLIC, status_code=200, summary="Sign in (JSON or form)")
+    async def login(self, request: Request, runtime: NamedDependency[Runtime]) -> Tokens:
+        if request.content_type[0] in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.form()
+            data = Login(password=str(form.get("password") or ""), username=form.get("username"), email=form.get("email"))
+        else:
+            data = await body(request, Login)
+        who = data.username or data.email
+        if not who or not data.password:
+            raise ApiError(400, "VALIDATION_FAILED", "username (or email) and password are required", field="username")
+        failed = ApiError(401, "INVALID_CREDENTIALS", "unknown user or wrong password")
+        try:
+            user_id = str(user_uuid(normalise_email(who)))
+        except Exception:
+            raise failed from None
+        user = await load_user(runtime, user_id)
+        if user is None:
+            runtime.passwords.verify(runtime.dummy_hash, data.password)  # same time as a real check
+            raise failed
+        if not runtime.passwords.verify(user.password_hash, data.password):
+            raise failed
+        if not user.active:
+            raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
+        return await issue_tokens(runtime, user)
+
+    @post("/refresh", operation_id="refreshToken", opt=PUBLIC, status_code=200, summary="Rotate the refresh token")
+    async def refresh(self, request: Request, runtime: NamedDependency[Runtime]) -> Tokens:
+        data = await body(request, RefreshRequest)
+        try:
+            grant, fresh = await runtime.refresh_tokens.rotate(data.refresh_token)
+        except AuthenticationFailed as exc:
+            raise ApiError(401, exc.code, exc.message) from None
+        user = await load_user(runtime, grant.user_id)
+        if user is None or not user.active:
+            await runtime.refresh_tokens.revoke(fresh)
+            raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
+        return await issue_tokens(runtime, user, refresh=fresh)
+
+    @post("/logout", operation_id="logout", opt=AUTHENTICATED, status_code=200, summary="Revoke this sign-in's refresh tokens")
+    async def logout(self, request: Request, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
+        data = await body(request, RefreshRequest)
+        await runtime.refresh_tokens.revoke(data.refresh_token)
+        return {"status": "signed out"}
+
+    @get("/me", operation_id="me", opt=AUTHENTICATED, summary="The caller, its roles and effective permissions per site")
+    async def me(self, request: Request, runtime: NamedDependency[Runtime]) -> Me:
+        access = access_of(request)
+        user = await load_user(runtime, access.user_id) if access.user_id and _is_uuid(access.user_id) else None
+        grants = [GrantView(g.role, g.site_id) for g in (user.grants if user else [])]
+        if user is None:  # a token from a trusted external issuer
+            claims = await runtime.authority.tokens.verify(request.headers["authorization"].split(" ", 1)[1])
+            grants = [GrantView(role, site) for role, site in claims.grants]
+        return Me(
+            id=access.user_id or "",
+            email=user.email if user else None,
+            full_name=user.full_name if user else None,
+            is_active=user.active if user else True,
+            roles=grants,
+            permissions=access.permissions(),
+        )
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(value)
+        return True
+    except ValueError:
+        return False
