@@ -64,6 +64,24 @@ async def _ensure_database(admin_dsn: str, name: str) -> None:
         await conn.close()
 
 
+EMBEDDED_ADMIN = "admin@charter.local"
+
+
+def embedded_admin(settings: Settings) -> str:
+    """On the embedded default, a first administrator whose password is kept in `<data_dir>/admin-credentials`."""
+    import secrets
+
+    path = settings.data_dir / "admin-credentials"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{EMBEDDED_ADMIN}\n{secrets.token_urlsafe(18)}\n")
+    email, password = path.read_text().split("\n")[:2]
+    settings.bootstrap_admin_email, settings.bootstrap_admin_password = email, password
+    return str(path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -72,11 +90,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port)
     if args.no_projectors:
         settings.run_projectors = False
+    credentials = None
+    if not settings.database_url and not settings.bootstrap_admin_email:
+        credentials = embedded_admin(settings)
     with database(settings) as url, nats_server(settings) as nats_url:
         settings.database_url = url
         settings.nats_url = nats_url
         app = create_app(settings)
-        print(f"Charter listening on http://{settings.host}:{settings.port}  (OpenAPI: /schema)", file=sys.stderr)
+        base = f"http://{settings.host}:{settings.port}"
+        print(f"Charter listening on {base}  (OpenAPI: {base}/schema)", file=sys.stderr)
+        if credentials:
+            print(
+                f"sign in as {settings.bootstrap_admin_email} (password in {credentials}):\n"
+                f"  curl -X POST {base}/api/v1/auth/login -H 'Content-Type: application/json' "
+                f"-d '{{\"username\": \"{settings.bootstrap_admin_email}\", \"password\": \"'$(sed -n 2p {credentials})'\"}}'",
+                file=sys.stderr,
+            )
         uvicorn.run(
             app,
             host=settings.host,
@@ -142,6 +171,32 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    import getpass
+
+    from interfaces.runtime import bootstrap, ensure_admin, start_runtime, stop_runtime
+
+    password = args.password or os.environ.get("CHARTER_ADMIN_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
+
+    async def run(url: str) -> str:
+        settings = Settings.from_env(database_url=url)
+        settings.nats_url = None
+        runtime = await start_runtime(settings)
+        try:
+            from interfaces.app import route_permissions  # the catalog needs the app's routes
+            from interfaces.app import create_app
+
+            await bootstrap(runtime, route_permissions(create_app(settings)))
+            return await ensure_admin(runtime, args.email, password)
+        finally:
+            await stop_runtime(runtime)
+
+    with database(Settings.from_env()) as url:
+        user_id = asyncio.run(run(url))
+    print(f"administrator {args.email} ready (user id {user_id}); sign in at POST /api/v1/auth/login")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from interfaces.bench import run_bench
 
@@ -168,16 +223,38 @@ def parser() -> argparse.ArgumentParser:
     proj.add_argument("name", nargs="?", help="projection to rebuild (default: all)")
     proj.set_defaults(func=cmd_projections)
 
+    users = sub.add_parser("users", help="manage users from the command line")
+    users.add_argument("action", choices=["create-admin"])
+    users.add_argument("--email", required=True)
+    users.add_argument("--password", help="default: CHARTER_ADMIN_PASSWORD, else asked for")
+    users.set_defaults(func=cmd_users)
+
     bench = sub.add_parser("bench", help="benchmarks that print ratios against a baseline measured in the same run")
-    bench.add_argument("suite", choices=["append"])
+    bench.add_argument("suite", choices=["append", "fanout"])
     bench.add_argument("--clients", type=int, default=64)
-    bench.add_argument("--seconds", type=float, default=10.0, help="duration of each measured phase")
+    bench.add_argument(
+        "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20)"
+    )
     bench.add_argument("--report", default="bench-reports", help="folder for the JSON/Markdown report")
     bench.add_argument(
         "--processes",
         type=int,
         default=os.cpu_count() or 1,
         help="Charter phase: spread the clients over this many replica processes (default: one per CPU)",
+    )
+    bench.add_argument("--sse-clients", type=int, default=1000, help="fanout: SSE clients connected to the server")
+    bench.add_argument("--rate", type=float, default=500.0, help="fanout: commands (events) per second during the load")
+    bench.add_argument(
+        "--client-processes", type=int, default=0, help="fanout: processes the SSE clients are spread over (0: auto)"
+    )
+    bench.add_argument("--relay-events", type=int, default=20_000, help="fanout: events the relay phase publishes")
+    bench.add_argument("--relay-rounds", type=int, default=2, help="fanout: rounds of relay and raw publishing (best counts)")
+    bench.add_argument("--idle-seconds", type=float, default=None, help="fanout: idle time before server memory is read")
+    bench.add_argument(
+        "--server-projectors", action="store_true", help="fanout: run the projectors in the server process too"
+    )
+    bench.add_argument(
+        "--profile-server", default=None, metavar="FILE", help="fanout: cProfile the server during the window into FILE"
     )
     bench.set_defaults(func=cmd_bench)
     return root
