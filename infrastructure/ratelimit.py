@@ -38,6 +38,7 @@ class RateLimiter:
         self._unsent: dict[str, int] = defaultdict(int)
         self._known: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._cleaned = 0
 
     def _roll(self, now: float) -> int:
         start = int(now // self.window * self.window)
@@ -94,5 +95,6 @@ class RateLimiter:
             return  # the window rolled over meanwhile
         for row in rows:
             self._known[row["key"]] = row["hits"]
-        if int(time.time()) % 60 == 0:
+        if self._cleaned != start:  # once per window and process: drop the windows that ended
+            self._cleaned = start
             await self.pool.execute("DELETE FROM rate_limits WHERE window_start < $1", window)
