@@ -98,7 +98,8 @@ class Subscriber:
     async def next(self, timeout: float) -> list[Delivered] | None:
         """The next batch; [] after `timeout` with nothing new; None once dropped."""
         try:
-            batch = await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                batch = await self.queue.get()
         except TimeoutError:
             return []
         if batch is None:

@@ -34,6 +34,16 @@ class Projection(Protocol):
     async def handle(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None: ...
 
 
+async def wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Wait for `event` at most `seconds`. Unlike `asyncio.wait_for` on Python 3.11, a cancellation
+    arriving as the event is set or the time runs out is never swallowed."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
 def lock_key(kind: str, name: str) -> int:
     return zlib.crc32(f"charter:{kind}:{name}".encode())
 
@@ -193,10 +203,7 @@ class ProjectionRunner:
                 self.wakeup.clear()
                 handled = await apply_batch(conn, self.projection, self.batch_size)
                 if handled < self.batch_size:
-                    try:
-                        await asyncio.wait_for(self.wakeup.wait(), self.poll_interval)
-                    except TimeoutError:
-                        pass
+                    await wait_or_timeout(self.wakeup, self.poll_interval)
         finally:
             self.leading = False
             await conn.close(timeout=2)

@@ -23,7 +23,7 @@ from nats.js.errors import APIError, NotFoundError
 from application.ports import StoredEvent
 from infrastructure import metrics
 from infrastructure.eventstore import init_connection, read_global
-from infrastructure.projector import lock_key
+from infrastructure.projector import lock_key, wait_or_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ class StreamSettings:
     name: str = "CHARTER_EVENTS"
     prefix: str = "charter.events"
     max_age_days: float = 30.0
-    max_bytes: int = 8 * 1024**3
+    max_bytes: int = -1  # JetStream reserves max_bytes up front; age is the limit that matters
     duplicate_window_s: float = 120.0
     replicas: int = 1
 
@@ -177,6 +177,12 @@ class Relay:
             async def reconnected() -> None:
                 self.state.connected = True
 
+            async def failed(exc: Exception) -> None:
+                if self.state.last_error != repr(exc):
+                    log.warning("relay cannot reach NATS", error=repr(exc))
+                self.state.last_error = repr(exc)
+
+            self.state.last_error = f"connecting to NATS at {self.nats_url}"
             self._nc = await nats.connect(
                 self.nats_url,
                 connect_timeout=2,
@@ -184,7 +190,9 @@ class Relay:
                 reconnect_time_wait=0.5,
                 disconnected_cb=disconnected,
                 reconnected_cb=reconnected,
+                error_cb=failed,
             )
+            self.state.last_error = None
         self.state.connected = self._nc.is_connected
         js = self._nc.jetstream(timeout=self.ack_timeout)
         await ensure_stream(js, self.stream)
@@ -224,10 +232,7 @@ class Relay:
                     self.state.cursor = cursor
                     self.state.last_error = None
                 if len(events) < self.batch_size:
-                    try:
-                        await asyncio.wait_for(self.wakeup.wait(), self.poll_interval)
-                    except TimeoutError:
-                        pass
+                    await wait_or_timeout(self.wakeup, self.poll_interval)
         finally:
             await conn.close(timeout=2)
 
