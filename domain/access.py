@@ -57,9 +57,13 @@ def check_role_name(name: str) -> None:
         raise InvalidRoleName(f"role name {name!r} must be lowercase letters, digits, '-' or '_'", field="name")
 
 
+class InvalidSiteId(DomainError):
+    code = "VALIDATION_FAILED"
+
+
 def check_site_id(site_id: str) -> None:
     if not SITE_ID.match(site_id) or site_id == "global":
-        raise DomainError(f"site id {site_id!r} is not valid", field="site_id")
+        raise InvalidSiteId(f"site id {site_id!r} is not valid", field="site_id")
 
 
 def grants(permission: str, required: str) -> bool:

@@ -6,7 +6,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.access import BUILTIN_ROLES, check_permission, check_role_name
+from domain.access import BUILTIN_ROLES, InvalidPermission, check_permission, check_role_name
 from domain.errors import DomainError
 
 STREAM_TYPE = "role"
@@ -137,5 +137,5 @@ class Permission(Aggregate):
     def define(cls, name: str, description: str) -> "Permission":
         check_permission(name)
         if "*" in name:
-            raise DomainError("a catalog permission names one resource and one action, without '*'", field="name")
+            raise InvalidPermission("a catalog permission names one resource and one action, without '*'", field="name")
         return cls(name=name, description=description)

@@ -227,29 +227,35 @@ class RefreshTokens:
         return token
 
     async def rotate(self, token: str) -> tuple[RefreshGrant, str]:
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens"
-                " WHERE token_hash = $1 FOR UPDATE",
-                _digest(token),
+        reused_family: str | None = None
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens"
+                    " WHERE token_hash = $1 FOR UPDATE",
+                    _digest(token),
+                )
+                if row is None:
+                    raise AuthenticationFailed("refresh token unknown", "REFRESH_TOKEN_INVALID")
+                if row["revoked_at"] is not None:
+                    raise AuthenticationFailed("refresh token revoked", "REFRESH_TOKEN_REVOKED")
+                if row["rotated_at"] is not None:
+                    # Committed before answering: the refusal must not roll the revocation back.
+                    await conn.execute(
+                        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+                        row["family_id"],
+                    )
+                    reused_family = row["family_id"]
+                elif row["expires_at"] < datetime.now(timezone.utc):
+                    raise AuthenticationFailed("refresh token expired", "REFRESH_TOKEN_EXPIRED")
+                else:
+                    await conn.execute("UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = $1", _digest(token))
+                    fresh = await self.issue(row["user_id"], row["family_id"], conn)
+        if reused_family is not None:
+            log.warning("refresh token reused; family revoked", family_id=reused_family, user_id=row["user_id"])
+            raise AuthenticationFailed(
+                "refresh token was already used; every token of this sign-in is now revoked", "REFRESH_TOKEN_REUSED"
             )
-            if row is None:
-                raise AuthenticationFailed("refresh token unknown", "REFRESH_TOKEN_INVALID")
-            if row["revoked_at"] is not None:
-                raise AuthenticationFailed("refresh token revoked", "REFRESH_TOKEN_REVOKED")
-            if row["rotated_at"] is not None:
-                await conn.execute(
-                    "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
-                    row["family_id"],
-                )
-                log.warning("refresh token reused; family revoked", family_id=row["family_id"], user_id=row["user_id"])
-                raise AuthenticationFailed(
-                    "refresh token was already used; every token of this sign-in is now revoked", "REFRESH_TOKEN_REUSED"
-                )
-            if row["expires_at"] < datetime.now(timezone.utc):
-                raise AuthenticationFailed("refresh token expired", "REFRESH_TOKEN_EXPIRED")
-            await conn.execute("UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = $1", _digest(token))
-            fresh = await self.issue(row["user_id"], row["family_id"], conn)
         return RefreshGrant(row["user_id"], row["family_id"]), fresh
 
     async def revoke(self, token: str) -> None:

@@ -80,8 +80,7 @@ class RateLimiter:
         if not self._unsent:
             return
         start = self._window_start
-        sent = dict(self._unsent)
-        self._unsent.clear()
+        sent = dict(self._unsent)  # stays counted locally until the shared totals include it
         window = datetime.fromtimestamp(start, timezone.utc)
         rows = await self.pool.fetch(
             "INSERT INTO rate_limits (key, window_start, hits) SELECT k, $3, h FROM unnest($1::text[], $2::int[]) AS t(k, h)"
@@ -93,6 +92,12 @@ class RateLimiter:
         )
         if start != self._window_start:
             return  # the window rolled over meanwhile
+        for key, hits in sent.items():
+            left = self._unsent[key] - hits
+            if left > 0:
+                self._unsent[key] = left
+            else:
+                del self._unsent[key]
         for row in rows:
             self._known[row["key"]] = row["hits"]
         if self._cleaned != start:  # once per window and process: drop the windows that ended

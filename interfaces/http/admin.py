@@ -167,6 +167,7 @@ class UserAdminController(Controller):
     @post("/{user_id:str}/activate", operation_id="activateUser", opt=rule("users:manage"), status_code=200)
     async def activate(self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str]) -> Response[Written]:
         result = await runtime.execute(i.ActivateUser(user_id=user_id), command_context(request))
+        runtime.authority.inactive.discard(user_id)
         return written(result, user_id)
 
     @post("/{user_id:str}/deactivate", operation_id="deactivateUser", opt=rule("users:manage"), status_code=200)

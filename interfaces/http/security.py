@@ -60,8 +60,12 @@ def bearer(connection: ASGIConnection) -> str | None:
 
 
 def site_of(connection: ASGIConnection, rule: Rule) -> str | None:
-    value = connection.path_params.get(rule.site_param) or connection.query_params.get(rule.site_param)
-    return str(value) if value else None
+    if rule.site_param in connection.path_params:
+        return str(connection.path_params[rule.site_param])
+    values = connection.query_params.getall(rule.site_param, [])
+    if len(values) > 1:
+        raise ApiError(400, "VALIDATION_FAILED", f"{rule.site_param} may be given once", field=rule.site_param)
+    return values[0] if values and values[0] else None
 
 
 async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -86,7 +90,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
             raise ApiError(401, exc.code, exc.message) from None
         if not authority.is_active(claims.subject):
             raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
-        if any(role not in authority.roles for role, _ in claims.grants) and authority.stale(0.2):
+        if any(role not in authority.roles for role, _ in claims.grants) and authority.stale(0.05):
             await authority.refresh(runtime.pool)  # a role created a moment ago
         access = authority.access_for(claims.subject, claims.grants)
         state["actor"] = claims.subject
