@@ -43,9 +43,9 @@ class WeakPassword(DomainError):
 
 
 class Passwords(Protocol):
-    def hash(self, password: str) -> str: ...
+    async def hash(self, password: str) -> str: ...
 
-    def verify(self, password_hash: str, password: str) -> bool: ...
+    async def verify(self, password_hash: str, password: str) -> bool: ...
 
 
 class RoleDirectory(Protocol):
@@ -166,7 +166,8 @@ async def register_user(cmd: RegisterUser, ctx: CommandContext, services: Identi
     check_password(services, cmd.password)
     uid = user_uuid(email)
     fresh = services.repository.new(USER_STREAM, str(uid))
-    fresh.aggregate = User(email=email, full_name=cmd.full_name.strip(), password_hash=services.passwords.hash(cmd.password), active=cmd.active)
+    password_hash = await services.passwords.hash(cmd.password)
+    fresh.aggregate = User(email=email, full_name=cmd.full_name.strip(), password_hash=password_hash, active=cmd.active)
     try:
         return await save(services, fresh, ctx, "RegisterUser")
     except ConcurrencyError:
@@ -188,7 +189,7 @@ async def deactivate_user(cmd: DeactivateUser, ctx: CommandContext, services: Id
 async def change_password(cmd: ChangePassword, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     check_password(services, cmd.password)
     loaded = await load_user(services, cmd.user_id, ctx)
-    loaded.aggregate.change_password(services.passwords.hash(cmd.password))
+    loaded.aggregate.change_password(await services.passwords.hash(cmd.password))
     return await save(services, loaded, ctx, "ChangePassword")
 
 

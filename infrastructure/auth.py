@@ -3,6 +3,7 @@ rotating refresh tokens stored hashed, and trusted external identity providers (
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -39,15 +40,18 @@ class AuthenticationFailed(Exception):
 
 
 class Argon2Passwords:
-    """Memory-hard password hashes (argon2id)."""
+    """Memory-hard password hashes (argon2id), computed in a worker thread so the event loop keeps serving."""
 
     def __init__(self) -> None:
         self._hasher = PasswordHasher()
 
-    def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._hasher.hash, password)
 
-    def verify(self, password_hash: str, password: str) -> bool:
+    async def verify(self, password_hash: str, password: str) -> bool:
+        return await asyncio.to_thread(self._check, password_hash, password)
+
+    def _check(self, password_hash: str, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
@@ -74,6 +78,7 @@ class Claims:
     name: str | None = None
     token_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    grants_at: float = 0.0
 
 
 class TokenService:
@@ -109,6 +114,7 @@ class TokenService:
             "jti": uuid.uuid4().hex,
             "name": name,
             "grants": [[role, site] for role, site in grants],
+            "grants_at": time.time(),  # when `grants` were read: newer changes override them
         }
         return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self.key), self.access_ttl
 
@@ -136,7 +142,9 @@ class TokenService:
             raise AuthenticationFailed(f"access token refused: {_describe(exc)}", "TOKEN_INVALID") from None
         c = decoded.claims
         grants = [(g[0], g[1]) for g in c.get("grants", []) if isinstance(g, list) and len(g) == 2]
-        return Claims(c["sub"], grants, c["iss"], int(c["exp"]), c.get("name"), c.get("jti"), c)
+        grants_at = c.get("grants_at")
+        grants_at = float(grants_at) if isinstance(grants_at, (int, float)) else float(c.get("iat", 0))
+        return Claims(c["sub"], grants, c["iss"], int(c["exp"]), c.get("name"), c.get("jti"), c, grants_at)
 
     async def _verify_external(self, token: str, provider: ExternalIssuer) -> Claims:
         keys = await self._keys(provider)

@@ -230,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
     users.set_defaults(func=cmd_users)
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios against a baseline measured in the same run")
-    bench.add_argument("suite", choices=["append", "fanout"])
+    bench.add_argument("suite", choices=["append", "fanout", "auth"])
     bench.add_argument("--clients", type=int, default=64)
     bench.add_argument(
         "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20)"
@@ -255,6 +255,12 @@ def parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--profile-server", default=None, metavar="FILE", help="fanout: cProfile the server during the window into FILE"
+    )
+    bench.add_argument(
+        "--relay-in",
+        choices=["server", "writer"],
+        default="server",
+        help="fanout: run the relay in the server process (as `charter serve`) or in the writer/worker process",
     )
     bench.set_defaults(func=cmd_bench)
     return root

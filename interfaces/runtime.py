@@ -111,6 +111,10 @@ class Runtime:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    async def application_role_key(self, role: str) -> str:
+        """The stable key of a role named by key or current name."""
+        return await PostgresRoleDirectory(self.pool).key_of(role) or role
+
     async def relay_lag(self) -> int:
         """Events committed but not yet acknowledged by JetStream."""
         value = await lag(self.pool, RELAY)
@@ -157,7 +161,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         host_version=settings.host_version,
     )
     runtime.passwords = Argon2Passwords()
-    runtime.dummy_hash = runtime.passwords.hash("not a password of anyone")
+    runtime.dummy_hash = await runtime.passwords.hash("not a password of anyone")
     identity = IdentityServices(
         repository=runtime.repository, passwords=runtime.passwords, roles=ConsistentRoleDirectory(runtime)
     )

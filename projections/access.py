@@ -19,6 +19,7 @@ CREATE TABLE users (
     is_active        boolean NOT NULL,
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL,
+    grants_changed_at timestamptz,
     stream_version   integer NOT NULL
 );
 CREATE TABLE user_grants (
@@ -68,7 +69,8 @@ class AccessProjection:
         match e.event_type:
             case "User.Registered":
                 await conn.execute(
-                    "INSERT INTO users VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                    "INSERT INTO users (user_id, email, full_name, is_active, created_at, updated_at, stream_version)"
+                    " VALUES ($1, $2, $3, $4, $5, $5, $6)",
                     key, p["email"], p["full_name"], p["active"], e.recorded_at, e.stream_version,
                 )
             case "User.Activated" | "User.Deactivated":
@@ -83,13 +85,13 @@ class AccessProjection:
                     "INSERT INTO user_grants VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     key, p["role"], p["site_id"] or "", e.recorded_at, e.metadata.get("actor"),
                 )
-                await _touch_user(conn, key, e)
+                await _touch_user(conn, key, e, grants_changed=True)
             case "User.RoleRevoked":
                 await conn.execute(
                     "DELETE FROM user_grants WHERE user_id = $1 AND role_key = $2 AND site_id = $3",
                     key, p["role"], p["site_id"] or "",
                 )
-                await _touch_user(conn, key, e)
+                await _touch_user(conn, key, e, grants_changed=True)
             case "Role.Created":
                 await conn.execute(
                     "INSERT INTO roles VALUES ($1, $2, $3, $4, $5, false, $6, $6, $7)",
@@ -117,9 +119,10 @@ class AccessProjection:
                 )
 
 
-async def _touch_user(conn: asyncpg.Connection, key: str, e: StoredEvent) -> None:
+async def _touch_user(conn: asyncpg.Connection, key: str, e: StoredEvent, grants_changed: bool = False) -> None:
+    changed = ", grants_changed_at = $2" if grants_changed else ""
     await conn.execute(
-        "UPDATE users SET updated_at = $2, stream_version = $3 WHERE user_id = $1", key, e.recorded_at, e.stream_version
+        f"UPDATE users SET updated_at = $2, stream_version = $3{changed} WHERE user_id = $1", key, e.recorded_at, e.stream_version
     )
 
 

@@ -5,14 +5,26 @@ from __future__ import annotations
 import argparse
 import sys
 
+DEFAULT_SECONDS = {"append": 10.0, "fanout": 20.0}
+
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the suite named by `args.suite`; 0 when it ran (targets met or not), 2 for an unknown suite."""
+    if getattr(args, "seconds", None) is None:  # each suite has its own default duration
+        args.seconds = DEFAULT_SECONDS.get(args.suite, 10.0)
     if args.suite == "append":
         from interfaces.bench.append import run_append
 
         return run_append(args)
-    print(f"unknown benchmark suite {args.suite!r}; known: append", file=sys.stderr)
+    if args.suite == "fanout":
+        from interfaces.bench.fanout import run_fanout
+
+        return run_fanout(args)
+    if args.suite == "auth":
+        from interfaces.bench.auth import run_auth
+
+        return run_auth(args)
+    print(f"unknown benchmark suite {args.suite!r}; known: append, fanout, auth", file=sys.stderr)
     return 2
 
 

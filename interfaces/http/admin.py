@@ -194,6 +194,8 @@ class UserAdminController(Controller):
         site_id: FromQuery[str | None] = None,
     ) -> Response[Written]:
         result = await runtime.execute(i.GrantRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
+        key = await runtime.application_role_key(role)
+        runtime.authority.granted(user_id, key, site_id)
         return written(result, user_id)
 
     @delete(
@@ -212,6 +214,8 @@ class UserAdminController(Controller):
         site_id: FromQuery[str | None] = None,
     ) -> Response[Written]:
         result = await runtime.execute(i.RevokeRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
+        key = await runtime.application_role_key(role)
+        runtime.authority.revoked(user_id, key, site_id)
         return written(result, user_id)
 
 

@@ -101,9 +101,9 @@ class AuthController(Controller):
             raise failed from None
         user = await load_user(runtime, user_id)
         if user is None:
-            runtime.passwords.verify(runtime.dummy_hash, data.password)  # same time as a real check
+            await runtime.passwords.verify(runtime.dummy_hash, data.password)  # same time as a real check
             raise failed
-        if not runtime.passwords.verify(user.password_hash, data.password):
+        if not await runtime.passwords.verify(user.password_hash, data.password):
             raise failed
         if not user.active:
             raise ApiError(401, "USER_INACTIVE", "this account is deactivated")

@@ -16,7 +16,7 @@ from infrastructure.fanout import Delivered, Filter
 from interfaces.http.common import page_params, provide_runtime
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Page
-from interfaces.http.security import rule, visible_sites
+from interfaces.http.security import rule, still_allowed, visible_sites
 from interfaces.runtime import Runtime
 from projections import event_log
 
@@ -40,15 +40,21 @@ def _values(raw: str | None) -> set[str] | None:
     return {v.strip() for v in raw.split(",") if v.strip()} if raw else None
 
 
+class Visibility:
+    """The sites a caller may see (None: all, global events included); an open stream updates it."""
+
+    def __init__(self, sites: set[str] | None) -> None:
+        self.sites = sites
+
+
 def event_filter(
-    site_id: str | None, stream_type: str | None, event_type: str | None, visible: set[str] | None = None
+    site_id: str | None, stream_type: str | None, event_type: str | None, visible: Visibility | None = None
 ) -> Filter:
-    """Match on comma-separated values of each field; `global` as a site matches events of no site.
-    `visible`: the only sites the caller may see (None: all, global events included)."""
+    """Match on comma-separated values of each field; `global` as a site matches events of no site."""
     sites, types, events = _values(site_id), _values(stream_type), _values(event_type)
 
     def matches(d: Delivered) -> bool:
-        if visible is not None and d.site_id not in visible:
+        if visible is not None and visible.sites is not None and d.site_id not in visible.sites:
             return False
         if sites is not None and (d.site_id or "global") not in sites:
             return False
@@ -121,7 +127,8 @@ class EventController(Controller):
         if hub is None or not hub.ready.is_set():
             raise ApiError(503, "FANOUT_UNAVAILABLE", "the live event stream is not available (NATS not configured or not reachable yet)")
         after = resume_point(request, last_event_id)
-        matches = event_filter(site_id, stream_type, event_type, visible_sites(request, "events:read"))
+        visibility = Visibility(visible_sites(request, "events:read"))
+        matches = event_filter(site_id, stream_type, event_type, visibility)
         heartbeat = runtime.settings.sse_heartbeat
         sub, held, missing = hub.subscribe(matches, after)
 
@@ -138,7 +145,14 @@ class EventController(Controller):
                     if batch is None:
                         yield b"retry: 5000\n: too far behind; reconnect with Last-Event-ID to resume\n\n"
                         return
-                    yield b"".join(d.frame for d in batch) if batch else b": heartbeat\n\n"
+                    if batch:
+                        yield b"".join(d.frame for d in batch)
+                        continue
+                    allowed, visibility.sites = still_allowed(request, "events:read")
+                    if not allowed:  # token expired, user deactivated or permission revoked
+                        yield b"retry: 5000\n: access ended; sign in again\n\n"
+                        return
+                    yield b": heartbeat\n\n"
             finally:
                 hub.unsubscribe(sub)
 

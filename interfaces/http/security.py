@@ -90,10 +90,13 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
             raise ApiError(401, exc.code, exc.message) from None
         if not authority.is_active(claims.subject):
             raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
-        if any(role not in authority.roles for role, _ in claims.grants) and authority.stale(0.05):
+        grants = authority.current_grants(claims)
+        if any(role not in authority.roles for role, _ in grants) and authority.stale(0.05):
             await authority.refresh(runtime.pool)  # a role created a moment ago
-        access = authority.access_for(claims.subject, claims.grants)
+            grants = authority.current_grants(claims)
+        access = authority.access_for(claims.subject, grants)
         state["actor"] = claims.subject
+        state["claims"] = claims
     state["access"] = access
     await authority.limit(connection, state, access)
     if declared.permission is None and declared.scope != "authenticated":
@@ -113,6 +116,21 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
             details["site_id"] = site
         where = f" at site {site}" if site else ""
         raise ApiError(403, "FORBIDDEN", f"permission {declared.permission}{where} is required", **details)
+
+
+def still_allowed(connection: ASGIConnection, permission: str) -> tuple[bool, set[str] | None]:
+    """For long-lived responses (SSE): is the caller still allowed, and which sites may it see now?
+    False once the token expired, the user was deactivated or lost the permission."""
+    authority = connection.app.state.runtime.authority
+    if not authority.enabled:
+        return True, None
+    claims = connection.scope.get("state", {}).get("claims")
+    if claims is None or claims.expires_at <= time.time() or not authority.is_active(claims.subject):
+        return False, set()
+    access = authority.access_for(claims.subject, authority.current_grants(claims))
+    if not access.allows_somewhere(permission):
+        return False, set()
+    return True, access.sites_for(permission)
 
 
 def access_of(connection: ASGIConnection) -> Access:
@@ -138,7 +156,27 @@ class Authority:
         self.refresh_every = refresh_every
         self.roles: dict[str, list[str]] = {}
         self.inactive: set[str] = set()
+        self.grants: dict[str, list[tuple[str, str | None]]] = {}
+        self.changed_at: dict[str, float] = {}  # when each user's grants last changed (epoch seconds)
         self.refreshed_at = 0.0
+
+    def current_grants(self, claims: Any) -> list[tuple[str, str | None]]:
+        """A local user's grants as they are now: the token's, unless the grants changed after the token
+        read them (a revoked grant stops counting at once on this replica, within a second on the others).
+        An external issuer's token speaks for itself."""
+        if claims.issuer == self.tokens.issuer and self.changed_at.get(claims.subject, 0.0) > claims.grants_at:
+            return self.grants.get(claims.subject, [])
+        return claims.grants
+
+    def granted(self, user_id: str, role: str, site_id: str | None) -> None:
+        held = self.grants.get(user_id, [])
+        if (role, site_id) not in held:
+            self.grants[user_id] = [*held, (role, site_id)]
+        self.changed_at[user_id] = time.time()
+
+    def revoked(self, user_id: str, role: str, site_id: str | None) -> None:
+        self.grants[user_id] = [g for g in self.grants.get(user_id, []) if g != (role, site_id)]
+        self.changed_at[user_id] = time.time()
 
     def access_for(self, subject: str, grants: list[tuple[str, str | None]]) -> Access:
         return resolve_access(subject, [Grant(role, site) for role, site in grants], self.roles)
@@ -154,8 +192,22 @@ class Authority:
         from projections.access_queries import role_permissions
 
         self.roles = await role_permissions(pool)
-        rows = await pool.fetch(f"SELECT user_id FROM {SCHEMA}.users WHERE NOT is_active")
-        self.inactive = {r["user_id"] for r in rows}
+        rows = await pool.fetch(
+            f"SELECT u.user_id, u.is_active, extract(epoch FROM u.grants_changed_at) AS changed,"
+            f" g.role_key, NULLIF(g.site_id, '') AS site_id"
+            f" FROM {SCHEMA}.users u LEFT JOIN {SCHEMA}.user_grants g USING (user_id)"
+        )
+        grants: dict[str, list[tuple[str, str | None]]] = {}
+        changed: dict[str, float] = {}
+        inactive = set()
+        for row in rows:
+            held = grants.setdefault(row["user_id"], [])
+            changed[row["user_id"]] = max(float(row["changed"] or 0), self.changed_at.get(row["user_id"], 0.0))
+            if row["role_key"] is not None:
+                held.append((row["role_key"], row["site_id"]))
+            if not row["is_active"]:
+                inactive.add(row["user_id"])
+        self.grants, self.inactive, self.changed_at = grants, inactive, changed
         self.refreshed_at = time.monotonic()
 
     async def limit(self, connection: ASGIConnection, state: dict[str, Any], access: Access) -> None:
