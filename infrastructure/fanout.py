@@ -23,6 +23,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from infrastructure import metrics
+from infrastructure.projector import cancel_requested
 from infrastructure.relay import StreamSettings, ensure_stream
 
 log = structlog.get_logger(__name__)
@@ -151,6 +152,8 @@ class EventHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.warning("event hub cannot reach NATS yet; retrying", error=repr(exc))
                 await asyncio.sleep(1.0)
 

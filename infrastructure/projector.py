@@ -42,6 +42,15 @@ async def wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
     except TimeoutError:
         pass
+    if cancel_requested():
+        raise asyncio.CancelledError
+
+
+def cancel_requested() -> bool:
+    """True when the current task is being cancelled (some libraries catch CancelledError and raise
+    their own error instead; a retry loop must not mistake that for a failure to retry)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def lock_key(kind: str, name: str) -> int:
@@ -182,6 +191,8 @@ class ProjectionRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
                 log.error("projection runner failed; restarting", projection=self.projection.name, error=repr(exc))
                 self.leading = False
                 await asyncio.sleep(self.poll_interval)

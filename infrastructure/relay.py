@@ -23,7 +23,7 @@ from nats.js.errors import APIError, NotFoundError
 from application.ports import StoredEvent
 from infrastructure import metrics
 from infrastructure.eventstore import init_connection, read_global
-from infrastructure.projector import lock_key, wait_or_timeout
+from infrastructure.projector import cancel_requested, lock_key, wait_or_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -157,11 +157,15 @@ class Relay:
 
     async def run(self) -> None:
         while True:
+            if cancel_requested():
+                raise asyncio.CancelledError
             try:
                 await self._lead()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if cancel_requested():  # a library turned our cancellation into its own error
+                    raise asyncio.CancelledError from exc
                 self.state.last_error = repr(exc)
                 log.warning("relay interrupted; retrying", error=repr(exc))
                 await asyncio.sleep(self.poll_interval)
@@ -217,6 +221,8 @@ class Relay:
             js = await self._connect_nats()
             cursor, previous_id = await self._resync(conn, js)
             while True:
+                if cancel_requested():  # swallowed by a library call above
+                    raise asyncio.CancelledError
                 self.wakeup.clear()
                 events = await read_global(conn, cursor, self.batch_size)
                 if events:

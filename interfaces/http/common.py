@@ -100,8 +100,8 @@ async def read_consistency(request: Request, runtime: Runtime, projection: str, 
     """Read-your-writes: `?consistent=true` waits for everything committed; `Charter-Min-Position` for one write."""
     raw = request.headers.get("charter-min-position")
     if raw is not None:
-        if not raw.isdigit():
+        if not re.fullmatch(r"[0-9]{1,19}", raw.strip()):
             raise ApiError(400, "VALIDATION_FAILED", "Charter-Min-Position must be a position", field="Charter-Min-Position")
-        await runtime.wait_for(projection, int(raw))
+        await runtime.wait_for(projection, int(raw.strip()))
     elif consistent:
         await runtime.wait_for(projection, None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -34,6 +35,11 @@ class LoggedEvent(msgspec.Struct):
     recorded_at: datetime
     payload: dict[str, Any]
     metadata: dict[str, Any]
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time without an offset is taken as UTC."""
+    return moment.replace(tzinfo=timezone.utc) if moment is not None and moment.tzinfo is None else moment
 
 
 def _values(raw: str | None) -> set[str] | None:
@@ -69,7 +75,7 @@ def resume_point(request: Request, query: int | None) -> int | None:
     raw = request.headers.get("last-event-id")
     if raw is None or raw.strip() == "":
         return query
-    if not raw.strip().isdigit():
+    if not re.fullmatch(r"\s*[0-9]{1,19}\s*", raw):
         raise ApiError(400, "VALIDATION_FAILED", "Last-Event-ID must be a JetStream sequence number", field="Last-Event-ID")
     return int(raw)
 
@@ -97,6 +103,7 @@ class EventController(Controller):
         sort_order: FromQuery[str] = "asc",
     ) -> Page[LoggedEvent]:
         page_params(skip, limit, "position", sort_order, {"position": "position"})
+        since, until = as_utc(since), as_utc(until)
         if since and until and since > until:
             raise ApiError(400, "VALIDATION_FAILED", "since must not be after until", field="since")
         query = event_log.EventQuery(
