@@ -278,7 +278,6 @@ class Relay:
                     subject_of(event, self.stream.prefix),
                     envelope(event),
                     headers=headers_of(event, previous_id),
-                    wait_stall=self.ack_timeout,
                 )
             )
             previous_id = str(event.event_id)

@@ -11,6 +11,12 @@ import msgspec
 HOST_VERSION = "1.0.0"
 
 
+def _decode(type_: type, value: object) -> object:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {type_} from {value!r}")
+
+
 class Settings(msgspec.Struct, kw_only=True):
     database_url: str | None = None
     nats_url: str | None = None
@@ -60,6 +66,6 @@ class Settings(msgspec.Struct, kw_only=True):
                 raw[name] = value
         raw.update({k: v for k, v in overrides.items() if v is not None})
         try:
-            return msgspec.convert(raw, type=cls, strict=False)
+            return msgspec.convert(raw, type=cls, strict=False, dec_hook=_decode)
         except msgspec.ValidationError as exc:
             raise SystemExit(f"invalid setting: {exc} (from CHARTER_* environment variables)") from None
