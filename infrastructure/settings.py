@@ -12,7 +12,7 @@ HOST_VERSION = "1.0.0"
 
 
 def _decode(type_: type, value: object) -> object:
-    if type_ is Path and isinstance(value, str):
+    if type_ is Path and isinstance(value, (str, Path)):
         return Path(value)
     raise NotImplementedError(f"cannot read {type_} from {value!r}")
 
