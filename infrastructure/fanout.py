@@ -66,27 +66,40 @@ def delivered_from(seq: int, data: bytes) -> Delivered:
 Filter = Callable[[Delivered], bool]
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """What one subscriber gets from one flush: the SSE bytes, how many events, the last sequence."""
+
+    frames: bytes
+    count: int
+    last_seq: int
+
+
 @dataclass(eq=False)
 class Subscriber:
-    filter: Filter
+    filter: Filter | None  # None: every event (the batch's frames are then shared, not rebuilt)
     limit: int
-    queue: asyncio.Queue[list[Delivered] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Chunk | None] = field(default_factory=asyncio.Queue)
     pending: int = 0
     dropped: bool = False
     last_seq: int = 0
 
-    def offer(self, batch: list[Delivered]) -> bool:
+    def offer(self, batch: list[Delivered], joined: bytes) -> bool:
         """Queue the matching events; False when this subscriber is too far behind and was dropped."""
         if self.dropped:
             return False
-        mine = [d for d in batch if d.seq > self.last_seq and self.filter(d)]
-        if not mine:
-            return True
-        if self.pending + len(mine) > self.limit:
+        if self.filter is None and batch[0].seq > self.last_seq:
+            chunk = Chunk(joined, len(batch), batch[-1].seq)
+        else:
+            mine = [d for d in batch if d.seq > self.last_seq and (self.filter is None or self.filter(d))]
+            if not mine:
+                return True
+            chunk = Chunk(b"".join(d.frame for d in mine), len(mine), mine[-1].seq)
+        if self.pending + chunk.count > self.limit:
             self.drop()
             return False
-        self.pending += len(mine)
-        self.queue.put_nowait(mine)
+        self.pending += chunk.count
+        self.queue.put_nowait(chunk)
         return True
 
     def drop(self) -> None:
@@ -96,18 +109,18 @@ class Subscriber:
         self.pending = 0
         self.queue.put_nowait(None)
 
-    async def next(self, timeout: float) -> list[Delivered] | None:
-        """The next batch; [] after `timeout` with nothing new; None once dropped."""
+    async def next(self, timeout: float) -> bytes | None:
+        """The next frames; b"" after `timeout` with nothing new; None once dropped."""
         try:
             async with asyncio.timeout(timeout):
-                batch = await self.queue.get()
+                chunk = await self.queue.get()
         except TimeoutError:
-            return []
-        if batch is None:
+            return b""
+        if chunk is None:
             return None
-        self.pending -= len(batch)
-        self.last_seq = batch[-1].seq
-        return batch
+        self.pending -= chunk.count
+        self.last_seq = chunk.last_seq
+        return chunk.frames
 
 
 class EventHub:
@@ -197,8 +210,9 @@ class EventHub:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        joined = b"".join(d.frame for d in batch)
         for sub in list(self.subscribers):
-            if not sub.offer(batch):
+            if not sub.offer(batch, joined):
                 self.subscribers.discard(sub)
                 self.dropped += 1
                 metrics.SSE_DROPPED.inc()
@@ -206,7 +220,7 @@ class EventHub:
 
     # -- subscribers ------------------------------------------------------------------------------
 
-    def subscribe(self, filter: Filter, after: int | None) -> tuple[Subscriber, list[Delivered], tuple[int, int] | None]:
+    def subscribe(self, filter: Filter | None, after: int | None) -> tuple[Subscriber, list[Delivered], tuple[int, int] | None]:
         """Register a subscriber. Returns it, the missed events held in memory, and the sequence range
         `(first, last)` still to fetch from JetStream (None when memory covers everything)."""
         sub = Subscriber(filter=filter, limit=self.backlog)
@@ -217,7 +231,7 @@ class EventHub:
         if after is None or after >= flushed_up_to:
             return sub, [], None
         oldest = self.recent[0].seq if self.recent else flushed_up_to + 1
-        held = [d for d in self.recent if after < d.seq <= flushed_up_to and filter(d)]
+        held = [d for d in self.recent if after < d.seq <= flushed_up_to and (filter is None or filter(d))]
         if after + 1 >= oldest:
             return sub, held, None
         return sub, held, (after + 1, min(oldest - 1, flushed_up_to))
@@ -225,7 +239,7 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
-    async def replay(self, first: int, last: int, filter: Filter) -> AsyncIterator[list[Delivered]]:
+    async def replay(self, first: int, last: int, filter: Filter | None) -> AsyncIterator[list[Delivered]]:
         """Events with sequences first..last read back from JetStream, in batches."""
         if self._js is None:
             raise RuntimeError("the event hub is not connected to NATS")
@@ -253,7 +267,7 @@ class EventHub:
                 if seq > last:
                     break
                 item = delivered_from(seq, msg.data)
-                if filter(item):
+                if filter is None or filter(item):
                     batch.append(item)
                 if len(batch) >= 500:
                     yield batch

@@ -55,9 +55,12 @@ class Visibility:
 
 def event_filter(
     site_id: str | None, stream_type: str | None, event_type: str | None, visible: Visibility | None = None
-) -> Filter:
-    """Match on comma-separated values of each field; `global` as a site matches events of no site."""
+) -> Filter | None:
+    """Match on comma-separated values of each field; `global` as a site matches events of no site.
+    None when nothing is filtered (the caller then shares the hub's frames)."""
     sites, types, events = _values(site_id), _values(stream_type), _values(event_type)
+    if sites is None and types is None and events is None and (visible is None or visible.sites is None):
+        return None
 
     def matches(d: Delivered) -> bool:
         if visible is not None and visible.sites is not None and d.site_id not in visible.sites:
@@ -148,17 +151,19 @@ class EventController(Controller):
                 if held:
                     yield b"".join(d.frame for d in held)
                 while True:
-                    batch = await sub.next(heartbeat)
-                    if batch is None:
+                    chunk = await sub.next(heartbeat)
+                    if chunk is None:
                         yield b"retry: 5000\n: too far behind; reconnect with Last-Event-ID to resume\n\n"
                         return
-                    if batch:
-                        yield b"".join(d.frame for d in batch)
+                    if chunk:
+                        yield chunk
                         continue
-                    allowed, visibility.sites = still_allowed(request, "events:read")
-                    if not allowed:  # token expired, user deactivated or permission revoked
-                        yield b"retry: 5000\n: access ended; sign in again\n\n"
+                    allowed, sites = still_allowed(request, "events:read")
+                    if not allowed or (matches is None and sites is not None):
+                        # token expired, user deactivated or access narrowed: come back with a fresh filter
+                        yield b"retry: 5000\n: access changed; reconnect (sign in again if refused)\n\n"
                         return
+                    visibility.sites = sites
                     yield b": heartbeat\n\n"
             finally:
                 hub.unsubscribe(sub)
