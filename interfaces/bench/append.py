@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import platform
 import re
@@ -49,6 +48,8 @@ from eventsourcing.domain import Aggregate, event
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from interfaces.bench.common import write_report
 
 CEILING_TARGET = 1.0  # Charter events/s over one-row INSERT transactions/s
 STOCK_TARGET = 10.0  # Charter events/s over eventsourcing's stock recorder events/s
@@ -1058,18 +1059,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = folder / f"append-{stamp}"
-    suffix = 1
-    while base.with_suffix(".json").exists():
-        suffix += 1
-        base = folder / f"append-{stamp}-{suffix}"
-    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md_path.write_text(markdown(report))
-    return json_path, md_path
 
 
 def warmup_for(seconds: float) -> float:
@@ -1139,7 +1128,7 @@ def run_append(args: argparse.Namespace) -> int:
         "results": {key: asdict(result) for key, result in results.items()},
         "ratios": found,
     }
-    json_path, md_path = write_report(folder, report)
+    json_path, md_path = write_report(folder, "append", report, markdown)
     console.print(results_table(results))
     for result in results.values():
         console.print(f"{result.name}: {result.method}")

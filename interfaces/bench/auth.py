@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -65,6 +64,7 @@ from interfaces.bench.append import (
     warmup_for,
     with_database,
 )
+from interfaces.bench.common import postmaster_pid, tree_cpu_seconds, write_report
 
 RATIO_TARGET = 0.9  # authorized requests/s over unauthorized requests/s
 PLUGINS = 50  # seeded: the page of 20 is full
@@ -101,39 +101,8 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
 
 
-def tree_cpu_seconds(root: int | None) -> float | None:
-    """CPU seconds of a process and its children, reaped and live (PostgreSQL's postmaster and backends)."""
-    if root is None:
-        return None
-    try:
-        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or entry.name == str(root):
-                continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(child[1]) == root:
-                    ticks += int(child[11]) + int(child[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
-async def postmaster_pid(dsn: str) -> int | None:
-    """The postmaster's pid when PostgreSQL runs on this machine and /proc shows it (else None)."""
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:  # read while the backend lives: it exits with the connection
-            backend = await conn.fetchval("SELECT pg_backend_pid()")
-            stat = Path(f"/proc/{backend}/stat").read_text()
-        finally:
-            await conn.close()
-        if "postgres" not in stat.split(")", 1)[0]:
-            return None
-        return int(stat.rsplit(")", 1)[1].split()[1])
-    except Exception:  # noqa: BLE001 - remote or hidden: not measured
-        return None
 
 
 class Cores:
@@ -709,18 +678,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = folder / f"auth-{stamp}"
-    suffix = 1
-    while base.with_suffix(".json").exists():
-        suffix += 1
-        base = folder / f"auth-{stamp}-{suffix}"
-    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md_path.write_text(markdown(report))
-    return json_path, md_path
 
 
 def _banner(server: ServerProcess) -> str:
@@ -860,7 +817,7 @@ def run_auth(args: argparse.Namespace) -> int:
         "machine": machine_info(),
         "server": {"kind": pg.kind, **info},
     }
-    json_path, md_path = write_report(folder, report)
+    json_path, md_path = write_report(folder, "auth", report, markdown)
     console.print(results_table(report))
     verdict = "[green]met[/green]" if report["target"]["met"] else "[red]not met[/red]"
     console.print(

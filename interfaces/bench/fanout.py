@@ -67,6 +67,8 @@ from interfaces.bench.append import (
     with_database,
 )
 
+from interfaces.bench.common import postmaster_pid, tree_cpu_seconds, write_report
+
 P99_TARGET_MS = 50.0
 KIB_PER_CLIENT_TARGET = 30.0
 RELAY_RATIO_TARGET = 0.8
@@ -133,37 +135,8 @@ def cpu_seconds(pid: int) -> float | None:
     return None
 
 
-def tree_cpu_seconds(root: int) -> float | None:
-    """CPU seconds of a process, its reaped children and its live children (PostgreSQL's postmaster and
-    its backends)."""
-    try:
-        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or entry.name == str(root):
-                continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(child[1]) == root:
-                    ticks += int(child[11]) + int(child[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
-async def postmaster_pid(dsn: str) -> int | None:
-    """The postmaster's pid when PostgreSQL runs on this machine and /proc shows it (else None)."""
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:  # read while connected: the backend exits with the connection
-            stat = Path(f"/proc/{await conn.fetchval('SELECT pg_backend_pid()')}/stat").read_text()
-        finally:
-            await conn.close()
-        if "postgres" not in stat.split(")", 1)[0]:
-            return None
-        return int(stat.rsplit(")", 1)[1].split()[1])
-    except Exception:  # noqa: BLE001 - remote or hidden: not measured
-        return None
 
 
 def machine_busy() -> float | None:
@@ -1847,18 +1820,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(folder: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    base = folder / f"fanout-{stamp}"
-    suffix = 1
-    while base.with_suffix(".json").exists():
-        suffix += 1
-        base = folder / f"fanout-{stamp}-{suffix}"
-    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
-    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    md_path.write_text(markdown(report))
-    return json_path, md_path
 
 
 def analysis(report: dict[str, Any]) -> list[str]:
@@ -2016,7 +1977,7 @@ def run_fanout(args: argparse.Namespace) -> int:
     report["analysis"] = analysis(report)
     if fan.profile_top:
         report["profile_top"] = fan.profile_top
-    json_path, md_path = write_report(folder, report)
+    json_path, md_path = write_report(folder, "fanout", report, markdown)
     for table in results_tables(report):
         console.print(table)
     for line in report["analysis"]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery
 from litestar.response import Stream

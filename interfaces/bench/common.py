@@ -1,0 +1,64 @@
+"""Pieces every benchmark suite uses: CPU of process trees, PostgreSQL's postmaster, report files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+
+def tree_cpu_seconds(root: int | None) -> float | None:
+    """CPU seconds of a process, its reaped children and its live children (PostgreSQL's postmaster and
+    its backends); None where /proc cannot tell."""
+    if root is None:
+        return None
+    try:
+        fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or entry.name == str(root):
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(child[1]) == root:
+                    ticks += int(child[11]) + int(child[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def postmaster_pid(dsn: str) -> int | None:
+    """The postmaster's pid when PostgreSQL runs on this machine and /proc shows it (else None)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:  # read while the backend lives: it exits with the connection
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            stat = Path(f"/proc/{backend}/stat").read_text()
+        finally:
+            await conn.close()
+        if "postgres" not in stat.split(")", 1)[0]:
+            return None
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except Exception:  # noqa: BLE001 - remote or hidden: not measured
+        return None
+
+
+def write_report(folder: Path, suite: str, report: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> tuple[Path, Path]:
+    """`<folder>/<suite>-<UTC time>.json` and `.md` (a numeric suffix when the name is taken)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = folder / f"{suite}-{stamp}"
+    suffix = 1
+    while base.with_suffix(".json").exists():
+        suffix += 1
+        base = folder / f"{suite}-{stamp}-{suffix}"
+    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
+    json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    md_path.write_text(render(report))
+    return json_path, md_path
