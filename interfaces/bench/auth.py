@@ -35,9 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,7 +62,7 @@ from interfaces.bench.append import (
     warmup_for,
     with_database,
 )
-from interfaces.bench.common import postmaster_pid, tree_cpu_seconds, write_report
+from interfaces.bench.common import ServerProcess, postmaster_pid, tree_cpu_seconds, write_report
 
 RATIO_TARGET = 0.9  # authorized requests/s over unauthorized requests/s
 PLUGINS = 50  # seeded: the page of 20 is full
@@ -157,31 +155,9 @@ def serve() -> None:
 
 
 @dataclass
-class ServerProcess:
-    label: str
-    authorization: bool
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+class AuthServer(ServerProcess):
+    label: str = ""
+    authorization: bool = True
 
 
 def server_env(
@@ -218,7 +194,7 @@ def server_env(
     return env
 
 
-def start_server(label: str, authorization: bool, env: dict[str, str], port: int, workdir: Path) -> ServerProcess:
+def start_server(label: str, authorization: bool, env: dict[str, str], port: int, workdir: Path) -> AuthServer:
     cwd = workdir / f"server-{label}"
     cwd.mkdir(parents=True, exist_ok=True)
     log = workdir / f"server-{label}.log"
@@ -231,10 +207,10 @@ def start_server(label: str, authorization: bool, env: dict[str, str], port: int
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    return ServerProcess(label, authorization, process, port, log)
+    return AuthServer(process=process, port=port, log=log, label=label, authorization=authorization)
 
 
-async def wait_healthy(server: ServerProcess, timeout: float = 120.0) -> None:
+async def wait_healthy(server: AuthServer, timeout: float = 120.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -302,7 +278,7 @@ class Prepared:
     same_body: bool
 
 
-async def prepare(a: ServerProcess, b: ServerProcess, plugins: int) -> Prepared:
+async def prepare(a: AuthServer, b: AuthServer, plugins: int) -> Prepared:
     """The viewer and its token on A, then (B has been starting meanwhile) checks that both servers answer
     the same page and that A refuses a request without a token."""
     import httpx
@@ -391,7 +367,7 @@ class PhaseResult:
 
 
 async def run_phase(
-    server: ServerProcess, side: str, round_: int, request: bytes, clients: int, warmup: float, seconds: float,
+    server: AuthServer, side: str, round_: int, request: bytes, clients: int, warmup: float, seconds: float,
     progress: Progress, pg_pid: int | None,
 ) -> PhaseResult:
     done = 0
@@ -468,7 +444,7 @@ async def run_phase(
 
 
 async def run_load(
-    a: ServerProcess, b: ServerProcess, token: str, clients: int, warmup: float, seconds: float, rounds: int,
+    a: AuthServer, b: AuthServer, token: str, clients: int, warmup: float, seconds: float, rounds: int,
     progress: Progress, pg_pid: int | None,
 ) -> list[PhaseResult]:
     results = []
@@ -680,7 +656,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 
-def _banner(server: ServerProcess) -> str:
+def _banner(server: AuthServer) -> str:
     for line in server.log_tail(200).splitlines():
         if line.startswith("authorization="):
             return line.strip()
@@ -720,7 +696,7 @@ def run_auth(args: argparse.Namespace) -> int:
         with bench_server(workdir, console) as pg:
             asyncio.run(create_database(pg.admin_dsn, database))
             dsn = with_database(pg.admin_dsn, database)
-            servers: list[ServerProcess] = []
+            servers: list[AuthServer] = []
             try:
                 info = asyncio.run(server_info(dsn))
                 pg_pid = asyncio.run(postmaster_pid(dsn))

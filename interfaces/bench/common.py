@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -62,3 +65,35 @@ def write_report(folder: Path, suite: str, report: dict[str, Any], render: Calla
     json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     md_path.write_text(render(report))
     return json_path, md_path
+
+
+@dataclass
+class ServerProcess:
+    """A Charter server a benchmark started as a subprocess, logging to `log`."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (uvicorn's graceful shutdown); after `timeout` a stack dump (SIGQUIT), then SIGKILL."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGQUIT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(2)
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode

@@ -67,7 +67,7 @@ from interfaces.bench.append import (
     with_database,
 )
 
-from interfaces.bench.common import postmaster_pid, tree_cpu_seconds, write_report
+from interfaces.bench.common import ServerProcess, postmaster_pid, tree_cpu_seconds, write_report
 
 P99_TARGET_MS = 50.0
 KIB_PER_CLIENT_TARGET = 30.0
@@ -702,20 +702,8 @@ def _dump_stacks(_signum: int, frame: Any) -> None:
 
 
 @dataclass
-class ServerProcess:
-    process: subprocess.Popen[bytes]
-    host: str
-    port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+class FanoutServer(ServerProcess):
+    host: str = "127.0.0.1"
 
     def warnings(self, keep: int = 8) -> dict[str, Any]:
         """The server's log lines at warning level or above, counted by message (first few kept)."""
@@ -731,22 +719,9 @@ class ServerProcess:
                         counts[key] = counts.get(key, 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:keep])
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM (uvicorn's graceful shutdown); after `timeout` a stack dump (SIGQUIT), then SIGKILL."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.send_signal(signal.SIGQUIT)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(2)
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
 
-def start_server(env: dict[str, str], host: str, port: int, log: Path, cwd: Path) -> ServerProcess:
+def start_server(env: dict[str, str], host: str, port: int, log: Path, cwd: Path) -> FanoutServer:
     cwd.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as sink:
         process = subprocess.Popen(
@@ -757,10 +732,10 @@ def start_server(env: dict[str, str], host: str, port: int, log: Path, cwd: Path
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    return ServerProcess(process, host, port, log)
+    return FanoutServer(process=process, port=port, log=log, host=host)
 
 
-async def wait_for_stream(server: ServerProcess, auth: Auth, timeout: float = 120.0) -> None:
+async def wait_for_stream(server: FanoutServer, auth: Auth, timeout: float = 120.0) -> None:
     """Until the SSE endpoint answers 200: the hub is subscribed to JetStream and the guard knows the
     bench's role (the access read model, built by the projectors in the writer process, is loaded)."""
     deadline = time.monotonic() + timeout
@@ -778,7 +753,7 @@ async def wait_for_stream(server: ServerProcess, auth: Auth, timeout: float = 12
     raise RuntimeError(f"the Charter server did not stream events within {timeout}s ({last!r}):\n{server.log_tail()}")
 
 
-async def warm_connections(server: ServerProcess, auth: Auth, count: int) -> None:
+async def warm_connections(server: FanoutServer, auth: Auth, count: int) -> None:
     """Open and close a few SSE connections, so first-request costs do not count as per-client memory."""
     conns = await asyncio.gather(*(open_sse(server.host, server.port, Feed(), auth) for _ in range(count)))
     await asyncio.sleep(0.2)
@@ -910,7 +885,7 @@ def run_fanout_phases(
     stop = mp.Event()
     window = mp.Array("d", [math.inf, math.inf], lock=False)
     children: list[Any] = []
-    server: ServerProcess | None = None
+    server: FanoutServer | None = None
 
     def alive() -> None:
         for child in children:
