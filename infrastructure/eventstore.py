@@ -49,13 +49,17 @@ EVENT_COLUMNS = (
 
 # Rows below the oldest transaction still running can no longer be joined by a row with a lower
 # (transaction_id, position): reading only those, in that order, never skips an event.
-_READ_GLOBAL = f"""
-SELECT {EVENT_COLUMNS} FROM events
-WHERE (transaction_id, position) > ($1::text::xid8, $2::bigint)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY transaction_id, position
+# $1, $2: the cursor (transaction_id as text, position); $3: the most rows to read. The ORDER BY names
+# the table's columns: a bare `transaction_id` would be the selected `transaction_id::text::bigint`,
+# which no index covers (every row after the cursor would be read and sorted, not just `$3`).
+NEVER_SKIP = """
+WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2::bigint)
+  AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY events.transaction_id, events.position
 LIMIT $3
 """
+
+_READ_GLOBAL = f"SELECT {EVENT_COLUMNS} FROM events {NEVER_SKIP}"
 
 
 def event_hash(prev: bytes, event: NewEvent | StoredEvent) -> bytes:

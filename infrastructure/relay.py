@@ -1,7 +1,9 @@
 """The relay: the event table is the outbox; every event goes to JetStream exactly once, in global order.
 
 The relay tails the global order with the projectors' never-skip cursor and publishes with many acks
-in flight. Each message carries `Nats-Msg-Id` (the event id) and `Nats-Expected-Last-Msg-Id` (the
+in flight: it reads and publishes the next batches while earlier ones wait for their PubAcks, and the
+checkpoint follows the acknowledged batches in order. Payload and metadata go out as stored (the JSON
+text PostgreSQL returns is never decoded and re-encoded). Each message carries `Nats-Msg-Id` (the event id) and `Nats-Expected-Last-Msg-Id` (the
 previous event's id), so JetStream itself refuses a gap, a reordering or a second copy; the cursor
 advances only after the PubAcks. After any failure the relay resynchronises from the last message
 the stream holds. At most one relay leads across processes (advisory lock); others stand by.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -22,7 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from application.ports import StoredEvent
 from infrastructure import metrics
-from infrastructure.eventstore import init_connection, read_global
+from infrastructure.eventstore import NEVER_SKIP, init_connection
 from infrastructure.projector import cancel_requested, lock_key, wait_or_timeout
 
 log = structlog.get_logger(__name__)
@@ -56,47 +60,97 @@ def token(text: str | None, default: str) -> str:
 
 def subject_of(event: StoredEvent, prefix: str) -> str:
     """`<prefix>.<site|global>.<stream_type>.<event name>`, e.g. charter.events.global.plugin.Installed."""
-    name = event.event_type.split(".", 1)[-1]
-    return f"{prefix}.{token(event.site_id, 'global')}.{token(event.stream_type, 'stream')}.{token(name, 'event')}"
+    return _subject(prefix, event.site_id, event.stream_type, event.event_type)
 
 
-def envelope(event: StoredEvent) -> bytes:
-    return msgspec.json.encode(
-        {
-            "event_id": str(event.event_id),
-            "position": event.position,
-            "transaction_id": event.transaction_id,
-            "stream_id": event.stream_id,
-            "stream_type": event.stream_type,
-            "stream_version": event.stream_version,
-            "event_type": event.event_type,
-            "schema_version": event.schema_version,
-            "site_id": event.site_id,
-            "recorded_at": event.recorded_at,
-            "payload": event.payload,
-            "metadata": event.metadata,
-        }
-    )
+def _subject(prefix: str, site_id: str | None, stream_type: str, event_type: str) -> str:
+    name = event_type.split(".", 1)[-1]
+    return f"{prefix}.{token(site_id, 'global')}.{token(stream_type, 'stream')}.{token(name, 'event')}"
 
 
-def headers_of(event: StoredEvent, previous_id: str | None) -> dict[str, str]:
-    headers = {
-        "Nats-Msg-Id": str(event.event_id),
-        "Charter-Position": str(event.position),
-        "Charter-Transaction-Id": str(event.transaction_id),
-        "Charter-Event-Type": event.event_type,
-        "Charter-Stream-Id": event.stream_id,
-    }
-    if previous_id is not None:
-        headers["Nats-Expected-Last-Msg-Id"] = previous_id
-    meta = event.metadata
-    if meta.get("traceparent"):
-        headers["traceparent"] = meta["traceparent"]
-    if meta.get("correlation_id"):
-        headers["Charter-Correlation-Id"] = meta["correlation_id"]
-    if event.site_id:
-        headers["Charter-Site-Id"] = event.site_id
-    return headers
+class Envelope(msgspec.Struct):
+    """The message body published for every event (what SSE clients and extensions receive)."""
+
+    event_id: str
+    position: int
+    transaction_id: int
+    stream_id: str
+    stream_type: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    site_id: str | None
+    recorded_at: datetime
+    payload: msgspec.Raw  # the stored JSON, passed through as PostgreSQL returns it
+    metadata: msgspec.Raw
+
+
+# The outbox read: the never-skip global order, with payload and metadata as stored JSON text (they are
+# passed through, never decoded) and the two metadata fields that become headers.
+READ_OUTBOX = f"""
+SELECT position, transaction_id::text::bigint, event_id::text, stream_id, stream_type, stream_version,
+       event_type, schema_version, site_id, recorded_at, payload::text, metadata::text,
+       metadata->>'traceparent', metadata->>'correlation_id'
+FROM events {NEVER_SKIP}"""
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One event as the relay publishes it."""
+
+    cursor: tuple[int, int]  # (transaction_id, position)
+    event_id: str
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+class Outbox:
+    """Reads the log in global order and turns each row into the message JetStream gets."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._subjects: dict[tuple[str | None, str, str], str] = {}
+        self._encode = msgspec.json.Encoder().encode
+
+    async def read(self, conn: asyncpg.Connection, after: tuple[int, int], limit: int, previous_id: str | None) -> list[Outgoing]:
+        """Up to `limit` events after the cursor; `previous_id` is the event id published just before them."""
+        rows = await conn.fetch(READ_OUTBOX, str(after[0]), after[1], limit)
+        return self.messages(rows, previous_id)
+
+    def messages(self, rows: list[Any], previous_id: str | None) -> list[Outgoing]:
+        out = []
+        subjects, encode = self._subjects, self._encode
+        for (position, tx, event_id, stream_id, stream_type, version, event_type, schema, site_id, recorded_at,
+             payload, metadata, traceparent, correlation_id) in rows:
+            key = (site_id, stream_type, event_type)
+            subject = subjects.get(key)
+            if subject is None:
+                if len(subjects) > 10_000:
+                    subjects.clear()
+                subject = subjects[key] = _subject(self.prefix, site_id, stream_type, event_type)
+            data = encode(
+                Envelope(event_id, position, tx, stream_id, stream_type, version, event_type, schema, site_id,
+                         recorded_at, msgspec.Raw(payload), msgspec.Raw(metadata))
+            )
+            headers = {
+                "Nats-Msg-Id": event_id,
+                "Charter-Position": str(position),
+                "Charter-Transaction-Id": str(tx),
+                "Charter-Event-Type": event_type,
+                "Charter-Stream-Id": stream_id,
+            }
+            if previous_id is not None:
+                headers["Nats-Expected-Last-Msg-Id"] = previous_id
+            if traceparent:
+                headers["traceparent"] = traceparent
+            if correlation_id:
+                headers["Charter-Correlation-Id"] = correlation_id
+            if site_id:
+                headers["Charter-Site-Id"] = site_id
+            out.append(Outgoing((tx, position), event_id, subject, data, headers))
+            previous_id = event_id
+        return out
 
 
 async def ensure_stream(js: nats.js.JetStreamContext, settings: StreamSettings) -> None:
@@ -119,6 +173,15 @@ async def ensure_stream(js: nats.js.JetStreamContext, settings: StreamSettings) 
         log.info("jetstream stream created", stream=settings.name)
     else:
         await js.update_stream(config)
+
+
+@dataclass(slots=True)
+class Batch:
+    """Published messages waiting for their PubAcks; `cursor` is the last one's place in the log."""
+
+    cursor: tuple[int, int]
+    acks: list[asyncio.Future[Any]]
+    size: int
 
 
 @dataclass
@@ -144,6 +207,7 @@ class Relay:
         batch_size: int = 1000,
         poll_interval: float = 0.5,
         ack_timeout: float = 5.0,
+        batches_in_flight: int = 4,
     ) -> None:
         self.dsn = dsn
         self.nats_url = nats_url
@@ -152,6 +216,7 @@ class Relay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.ack_timeout = ack_timeout
+        self.batches_in_flight = batches_in_flight
         self.state = RelayState()
         self._nc: nats.NATS | None = None
 
@@ -220,27 +285,74 @@ class Relay:
             log.info("relay leading", stream=self.stream.name)
             js = await self._connect_nats()
             cursor, previous_id = await self._resync(conn, js)
-            while True:
-                if cancel_requested():  # swallowed by a library call above
-                    raise asyncio.CancelledError
-                self.wakeup.clear()
-                events = await read_global(conn, cursor, self.batch_size)
-                if events:
-                    previous_id = await self._publish(js, events, previous_id)
-                    cursor = (events[-1].transaction_id, events[-1].position)
-                    await conn.execute(
-                        "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now()"
-                        " WHERE name = $1",
-                        RELAY,
-                        str(cursor[0]),
-                        cursor[1],
-                    )
-                    self.state.cursor = cursor
-                    self.state.last_error = None
-                if len(events) < self.batch_size:
-                    await wait_or_timeout(self.wakeup, self.poll_interval)
+            checkpoints = await asyncpg.connect(self.dsn, statement_cache_size=0)
+            try:
+                # Reading and publishing go on while earlier batches wait for their PubAcks; the
+                # checkpoint follows the acknowledged batches, in order. Either side failing stops both.
+                in_flight: asyncio.Queue[Batch] = asyncio.Queue(maxsize=self.batches_in_flight)
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        group.create_task(self._confirm(checkpoints, in_flight), name="relay-confirm")
+                        await self._feed(conn, js, cursor, previous_id, in_flight)
+                except BaseExceptionGroup as failed:
+                    raise failed.exceptions[0] from None  # the first failure says what went wrong
+            finally:
+                await checkpoints.close(timeout=2)
         finally:
             await conn.close(timeout=2)
+
+    async def _feed(
+        self, conn: asyncpg.Connection, js: nats.js.JetStreamContext, cursor: tuple[int, int], previous_id: str | None,
+        in_flight: asyncio.Queue[Batch],
+    ) -> None:
+        """Read the log after `cursor` and publish it, handing each batch's PubAck futures to `_confirm`."""
+        outbox = Outbox(self.stream.prefix)
+        while True:
+            if cancel_requested():  # swallowed by a library call above
+                raise asyncio.CancelledError
+            self.wakeup.clear()
+            messages = await outbox.read(conn, cursor, self.batch_size, previous_id)
+            if messages:
+                acks = await self._publish(js, messages)
+                cursor, previous_id = messages[-1].cursor, messages[-1].event_id
+                await in_flight.put(Batch(cursor, acks, len(messages)))
+            if len(messages) < self.batch_size:
+                await wait_or_timeout(self.wakeup, self.poll_interval)
+
+    async def _publish(self, js: nats.js.JetStreamContext, messages: list[Outgoing]) -> list[asyncio.Future[Any]]:
+        """Send a batch; returns the PubAck futures (nats-py bounds how many are outstanding)."""
+        publish = js.publish_async
+        return [await publish(m.subject, m.data, headers=m.headers) for m in messages]
+
+    async def _confirm(self, conn: asyncpg.Connection, in_flight: asyncio.Queue[Batch]) -> None:
+        """Await each batch's PubAcks in order, then move the checkpoint past it."""
+        while True:
+            batch = await in_flight.get()
+            done, pending = await asyncio.wait(batch.acks, timeout=self.ack_timeout)
+            for future in pending:
+                future.cancel()
+            if pending:
+                raise TimeoutError(f"{len(pending)} of {len(batch.acks)} publishes not acknowledged in {self.ack_timeout}s")
+            for future in batch.acks:
+                exc = future.exception()
+                if exc is not None:
+                    if isinstance(exc, APIError) and exc.err_code == WRONG_LAST_MSG_ID:
+                        raise RuntimeError("stream moved on (another publisher?); resynchronising") from exc
+                    raise exc
+            await self._acknowledged(conn, batch)
+
+    async def _acknowledged(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        """Every message of `batch` is in the stream: record how far the relay got."""
+        await conn.execute(
+            "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1",
+            RELAY,
+            str(batch.cursor[0]),
+            batch.cursor[1],
+        )
+        self.state.cursor = batch.cursor
+        self.state.published += batch.size
+        self.state.last_error = None
+        metrics.RELAY_PUBLISHED.inc(batch.size)
 
     async def _resync(self, conn: asyncpg.Connection, js: nats.js.JetStreamContext) -> tuple[tuple[int, int], str | None]:
         """Start after whichever is further: the stored cursor or the last event the stream holds."""
@@ -269,29 +381,3 @@ class Relay:
             pass
         self.state.cursor = cursor
         return cursor, previous_id
-
-    async def _publish(self, js: nats.js.JetStreamContext, events: list[StoredEvent], previous_id: str | None) -> str | None:
-        futures = []
-        for event in events:
-            futures.append(
-                await js.publish_async(
-                    subject_of(event, self.stream.prefix),
-                    envelope(event),
-                    headers=headers_of(event, previous_id),
-                )
-            )
-            previous_id = str(event.event_id)
-        done, pending = await asyncio.wait(futures, timeout=self.ack_timeout)
-        for future in pending:
-            future.cancel()
-        if pending:
-            raise TimeoutError(f"{len(pending)} of {len(futures)} publishes not acknowledged")
-        for future in futures:
-            exc = future.exception()
-            if exc is not None:
-                if isinstance(exc, APIError) and exc.err_code == WRONG_LAST_MSG_ID:
-                    raise RuntimeError("stream moved on (another publisher?); resynchronising") from exc
-                raise exc
-        self.state.published += len(events)
-        metrics.RELAY_PUBLISHED.inc(len(events))
-        return previous_id
