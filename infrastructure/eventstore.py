@@ -49,12 +49,36 @@ EVENT_COLUMNS = (
 
 # Rows below the oldest transaction still running can no longer be joined by a row with a lower
 # (transaction_id, position): reading only those, in that order, never skips an event.
-# $1, $2: the cursor (transaction_id as text, position); $3: the most rows to read. The ORDER BY names
-# the table's columns: a bare `transaction_id` would be the selected `transaction_id::text::bigint`,
-# which no index covers (every row after the cursor would be read and sorted, not just `$3`).
+# How far the global order can be read without ever skipping an event: below the oldest transaction
+# still writing events. A transaction can take a lower position and commit after a higher one was read;
+# reading only below every transaction that may still add events means such an event is read before
+# anything that could overtake it. Event writers are the in-progress transactions holding a ROW
+# EXCLUSIVE lock on `events`, which they take before they get a transaction id (migration 0004 makes
+# inserting events the first write of a transaction), so a writer whose id is in this statement's
+# snapshot is still in pg_locks when they are read, or has committed before the next statement's
+# snapshot. Unlike the snapshot's xmin, transactions writing only elsewhere (projectors' read models,
+# checkpoints) hold nobody back. The read itself must be a later statement (a newer snapshot).
+HORIZON = """
+SELECT LEAST(
+    pg_snapshot_xmax(s),
+    (SELECT min(x) FROM pg_snapshot_xip(s) AS x
+     WHERE x::text::bigint % 4294967296 IN (
+         SELECT t.transactionid::text::bigint
+         FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid
+         WHERE r.locktype = 'relation' AND r.relation = 'events'::regclass AND r.mode = 'RowExclusiveLock'
+           AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted))
+)::text
+FROM pg_current_snapshot() AS s
+"""
+
+# $1, $2: the cursor (transaction_id as text, position); $3: the most rows to read; $4: the horizon.
+# The ORDER BY names the table's columns: a bare `transaction_id` would be the selected
+# `transaction_id::text::bigint`, which no index covers (every row after the cursor would be read and
+# sorted, not just `$3`).
 NEVER_SKIP = """
 WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2::bigint)
-  AND events.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+  AND events.transaction_id < $4::text::xid8
 ORDER BY events.transaction_id, events.position
 LIMIT $3
 """
@@ -100,7 +124,8 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, **kwar
 
 async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[StoredEvent]:
     """Events committed after the cursor `(transaction_id, position)`, in the never-skip global order."""
-    rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit)
+    horizon = await conn.fetchval(HORIZON)
+    rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit, horizon)
     return [record(r) for r in rows]
 
 

@@ -1,19 +1,24 @@
-"""The per-process event hub: one JetStream consumer feeding in-process subscriber queues (SSE clients).
+"""The per-process event hub: one JetStream consumer feeding in-process subscribers (SSE clients).
 
 Messages arriving in the same few milliseconds are handed to subscribers as one batch, each event's
-SSE frame encoded once for all of them. The hub never waits for a subscriber: one whose queue holds
-more than its backlog limit is dropped (and told to come back with its Last-Event-ID). A subscriber
-resuming from a JetStream sequence gets the missed events from the in-memory replay buffer, or from
-JetStream when they are older, with no gap and no duplicate against the live feed.
+SSE frame encoded once for all of them, and written straight to every client's connection in one loop
+turn. Flushes are spaced by what the last one cost, so under load batches grow instead of the loop
+falling behind. The hub never waits for a subscriber: one that cannot take its writes at once has the
+rest queued, and is dropped (told to come back with its Last-Event-ID) once more than its backlog
+limit is queued. A subscriber resuming from a JetStream sequence gets the missed events from the
+in-memory replay buffer, or from JetStream when they are older, with no gap and no duplicate against
+the live feed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import nats
@@ -29,6 +34,7 @@ from infrastructure.relay import StreamSettings, ensure_stream
 log = structlog.get_logger(__name__)
 
 FLUSH_DELAY = 0.004  # seconds: messages arriving within this window go out as one batch
+FLUSH_GAP = 2.0  # the next flush waits at least this many times as long as the last one took
 
 
 @dataclass(frozen=True)
@@ -75,19 +81,56 @@ class Chunk:
     last_seq: int
 
 
+Write = Callable[[bytes], Coroutine[Any, Any, None]]
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Go on with a coroutine that was started by hand and suspended, yielding `waiting_on` (what
+    `yield from` does for a coroutine it starts itself)."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - thrown into the coroutine, as `yield from` would
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 @dataclass(eq=False)
 class Subscriber:
+    """One client of the hub. Until `attach`, its events wait in `queue`. Once attached, the hub writes
+    each flush straight to the connection (`write`, the server's send of body bytes) in its own loop
+    turn: no task wakes up per client and event. A write that cannot finish at once (the connection's
+    buffer is full: the client reads slowly) goes on in a task, and later events queue behind it; more
+    than `limit` events queued and the client is dropped, told with `retry:` to come back with its
+    Last-Event-ID."""
+
     filter: Filter | None  # None: every event (the batch's frames are then shared, not rebuilt)
     limit: int
-    queue: asyncio.Queue[Chunk | None] = field(default_factory=asyncio.Queue)
-    pending: int = 0
+    queue: deque[Chunk] = field(default_factory=deque)
+    pending: int = 0  # events queued, not yet written
     dropped: bool = False
     last_seq: int = 0
+    write: Write | None = None
+    closing: bool = False  # a last message (drop or end) is queued; nothing more is taken
+    broken: bool = False  # the connection failed under a write
+    _draining: asyncio.Task[None] | None = None
+    _ended: asyncio.Future[None] | None = None
 
     def offer(self, batch: list[Delivered], joined: bytes) -> bool:
-        """Queue the matching events; False when this subscriber is too far behind and was dropped."""
-        if self.dropped:
-            return False
+        """Hand over the matching events; False when this subscriber is too far behind and was dropped."""
+        if self.dropped or self.closing:
+            return not self.dropped
         if self.filter is None and batch[0].seq > self.last_seq:
             chunk = Chunk(joined, len(batch), batch[-1].seq)
         else:
@@ -95,32 +138,105 @@ class Subscriber:
             if not mine:
                 return True
             chunk = Chunk(b"".join(d.frame for d in mine), len(mine), mine[-1].seq)
+        if self.write is not None and self._draining is None:
+            self.last_seq = chunk.last_seq
+            self._write_now(chunk.frames)
+            return not self.broken
         if self.pending + chunk.count > self.limit:
             self.drop()
             return False
         self.pending += chunk.count
-        self.queue.put_nowait(chunk)
+        self.last_seq = chunk.last_seq
+        self.queue.append(chunk)
         return True
 
-    def drop(self) -> None:
-        self.dropped = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.pending = 0
-        self.queue.put_nowait(None)
+    def attach(self, write: Write) -> asyncio.Future[None]:
+        """Start writing to the connection; returns a future done once the subscriber has said its last
+        word (dropped, or `end` called) and it was written."""
+        self.write = write
+        if self.queue and self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain(None, None))
+        return self.ended
 
-    async def next(self, timeout: float) -> bytes | None:
-        """The next frames; b"" after `timeout` with nothing new; None once dropped."""
+    @property
+    def ended(self) -> asyncio.Future[None]:
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+        return self._ended
+
+    def send(self, data: bytes) -> None:
+        """Write bytes that are no event (a heartbeat) in order with the events."""
+        if self.closing or self.dropped:
+            return
+        if self.write is not None and self._draining is None:
+            self._write_now(data)
+        else:
+            self.queue.append(Chunk(data, 0, self.last_seq))
+
+    def end(self, last_words: bytes) -> None:
+        """Write `last_words` after everything queued, take nothing more, then resolve `ended`."""
+        if self.closing:
+            return
+        self.closing = True
+        self.queue.append(Chunk(last_words, 0, self.last_seq))
+        if self.write is not None and self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain(None, None))
+
+    def drop(self) -> None:
+        """Too far behind: forget what is queued and end with a hint to resume with Last-Event-ID."""
+        if self.dropped:
+            return
+        self.dropped = True
+        self.queue.clear()
+        self.pending = 0
+        self.closing = False
+        self.end(b"retry: 5000\n: too far behind; reconnect with Last-Event-ID to resume\n\n")
+
+    def close(self) -> None:
+        """The connection is gone: stop writing at once."""
+        self.closing = True
+        self.queue.clear()
+        if self._draining is not None and self._draining is not asyncio.current_task():
+            self._draining.cancel()
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    def _write_now(self, data: bytes) -> None:
+        assert self.write is not None
+        coro = self.write(data)
         try:
-            async with asyncio.timeout(timeout):
-                chunk = await self.queue.get()
-        except TimeoutError:
-            return b""
-        if chunk is None:
-            return None
-        self.pending -= chunk.count
-        self.last_seq = chunk.last_seq
-        return chunk.frames
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - the connection failed; the request's own task sees it too
+            self._fail(exc)
+            return
+        self._draining = asyncio.ensure_future(self._drain(coro, waiting_on))
+
+    async def _drain(self, started: Coroutine[Any, Any, None] | None, waiting_on: Any) -> None:
+        """Finish a write that could not complete at once, then write what queued up meanwhile; back to
+        direct writes once the queue is empty."""
+        try:
+            if started is not None:
+                await _resume(started, waiting_on)
+            while self.queue:
+                chunk = self.queue.popleft()
+                self.pending -= chunk.count
+                assert self.write is not None
+                await self.write(chunk.frames)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the connection failed under the write
+            self._fail(exc)
+        finally:
+            self._draining = None
+        if self.closing and not self.ended.done():
+            self.ended.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        log.info("SSE client write failed", error=repr(exc))
+        self.broken = True
+        self.close()
 
 
 class EventHub:
@@ -137,6 +253,9 @@ class EventHub:
         self.dropped = 0
         self._pending: list[Delivered] = []
         self._flush_scheduled = False
+        self._flushed_at = 0.0
+        self.flush_cost = 0.0  # seconds the last flush took
+        self.flushes = 0
         self._nc: nats.NATS | None = None
         self._js: nats.js.JetStreamContext | None = None
         self._sub = None
@@ -153,7 +272,7 @@ class EventHub:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         for sub in list(self.subscribers):
-            sub.drop()
+            sub.end(b"retry: 2000\n: server stopping; reconnect with Last-Event-ID to resume\n\n")
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.close()
 
@@ -203,20 +322,29 @@ class EventHub:
         self._pending.append(item)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush)
+            loop = asyncio.get_running_loop()
+            # Writing to every client takes the loop for a while; leave it at least twice that long to
+            # everything else (the relay, requests, reading from NATS) before the next flush.
+            at = max(loop.time() + FLUSH_DELAY, self._flushed_at + FLUSH_GAP * self.flush_cost)
+            loop.call_at(at, self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         batch, self._pending = self._pending, []
         if not batch:
             return
+        started = time.perf_counter()
         joined = b"".join(d.frame for d in batch)
         for sub in list(self.subscribers):
             if not sub.offer(batch, joined):
                 self.subscribers.discard(sub)
-                self.dropped += 1
-                metrics.SSE_DROPPED.inc()
+                if sub.dropped:
+                    self.dropped += 1
+                    metrics.SSE_DROPPED.inc()
         self.delivered += len(batch)
+        self.flushes += 1
+        self.flush_cost = time.perf_counter() - started
+        self._flushed_at = asyncio.get_running_loop().time()
 
     # -- subscribers ------------------------------------------------------------------------------
 
@@ -238,6 +366,7 @@ class EventHub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        sub.close()
 
     async def replay(self, first: int, last: int, filter: Filter | None) -> AsyncIterator[list[Delivered]]:
         """Events with sequences first..last read back from JetStream, in batches."""

@@ -26,7 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from application.ports import StoredEvent
 from infrastructure import metrics
-from infrastructure.eventstore import NEVER_SKIP, init_connection
+from infrastructure.eventstore import HORIZON, NEVER_SKIP, init_connection
 from infrastructure.projector import cancel_requested, lock_key, wait_or_timeout
 
 log = structlog.get_logger(__name__)
@@ -115,7 +115,8 @@ class Outbox:
 
     async def read(self, conn: asyncpg.Connection, after: tuple[int, int], limit: int, previous_id: str | None) -> list[Outgoing]:
         """Up to `limit` events after the cursor; `previous_id` is the event id published just before them."""
-        rows = await conn.fetch(READ_OUTBOX, str(after[0]), after[1], limit)
+        horizon = await conn.fetchval(HORIZON)
+        rows = await conn.fetch(READ_OUTBOX, str(after[0]), after[1], limit, horizon)
         return self.messages(rows, previous_id)
 
     def messages(self, rows: list[Any], previous_id: str | None) -> list[Outgoing]:

@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -226,14 +227,14 @@ def recorded_epoch(data: bytes, start: int) -> float:
 
 
 class Feed:
-    """What the SSE connections of one client process share: window, timestamps, latency histogram."""
+    """What the SSE connections of one client process share: window, timestamps, counters. Latencies are
+    worked out after the run from each connection's receipts, so the clients spend as little CPU as
+    possible while the server is measured."""
 
     def __init__(self) -> None:
         self.window = (math.inf, math.inf)  # recorded_at range (epoch s) of the measured events
         self.recorded: dict[int, float] = {}  # JetStream sequence -> recorded_at, parsed once per process
-        self.hist = new_histogram()
-        self.max_latency = 0.0
-        self.negative = 0
+        self.parsed_up_to = 0
         self.frames = 0
         self.drops = 0
         self.disconnects = 0
@@ -241,8 +242,6 @@ class Feed:
         self.duplicates = 0
         self.heartbeats = 0
         self.chunks = 0  # reads that carried at least one event frame
-        self.first: dict[int, float] = {}  # window event -> first and last receive time in this process
-        self.last: dict[int, float] = {}
         self.stopping = False
 
 
@@ -250,7 +249,9 @@ class SseConnection(asyncio.Protocol):
     """One SSE client: sends the GET, skips the response head, finds `id:` lines in the chunked body.
 
     The body is never de-chunked: chunk-size lines cannot contain `\\n\\n` or `\\nid: `, and a frame is only
-    looked at once the blank line ending it has arrived, so scanning the raw bytes is exact and cheap.
+    looked at once the blank line ending it has arrived, so scanning the raw bytes is exact and cheap. A
+    read holding consecutive sequences is kept as one receipt (first, last, receive time); events are
+    parsed once per process, by the first connection that sees them.
     """
 
     def __init__(self, feed: Feed, request: bytes, loop: asyncio.AbstractEventLoop) -> None:
@@ -261,7 +262,9 @@ class SseConnection(asyncio.Protocol):
         self.buf = b""
         self.streaming = False
         self.last_seq = 0
-        self.window = 0
+        self.firsts = array("q")
+        self.lasts = array("q")
+        self.times = array("d")
         self.dropped = False
         self.closed = False
 
@@ -296,11 +299,6 @@ class SseConnection(asyncio.Protocol):
         feed = self.feed
         if not self.ready.done() and b": connected" in data:
             self.ready.set_result(None)
-        recorded = feed.recorded
-        low, high = feed.window
-        hist = feed.hist
-        first, last_seen = feed.first, feed.last
-        count = 0
         pos = data.find(b"\nid: ", 0, end)
         if pos < 0:
             if b": heartbeat" in data:
@@ -308,41 +306,85 @@ class SseConnection(asyncio.Protocol):
             elif b"too far behind" in data:
                 self._dropped()
             return
-        while pos >= 0:
-            newline = data.find(b"\n", pos + 5)
-            seq = int(data[pos + 5 : newline])
-            at = recorded.get(seq)
-            if at is None:
-                at = recorded_epoch(data, newline)
-                recorded[seq] = at
-            last = self.last_seq
-            if last and seq != last + 1:
-                if seq <= last:
-                    feed.duplicates += 1
-                else:
-                    feed.gaps += seq - last - 1
-            self.last_seq = seq
-            count += 1
-            if low <= at < high:
-                latency = now - at
-                bucket = int(latency * HIST_RESOLUTION)
-                if bucket < 0:
-                    feed.negative += 1
-                    bucket = 0
-                elif bucket >= HIST_BUCKETS:
-                    bucket = HIST_BUCKETS - 1
-                hist[bucket] += 1
-                if latency > feed.max_latency:
-                    feed.max_latency = latency
-                if seq not in first:
-                    first[seq] = now
-                last_seen[seq] = now
-                self.window += 1
-            pos = data.find(b"\nid: ", newline, end)
+        first = int(data[pos + 5 : data.find(b"\n", pos + 5)])
+        at = data.rfind(b"\nid: ", 0, end)
+        last = int(data[at + 5 : data.find(b"\n", at + 5)])
+        count = data.count(b"\nid: ", 0, end)
+        if last > feed.parsed_up_to or count != last - first + 1:
+            seqs = self._scan(data, pos, end)
+        else:
+            seqs = None
+        if seqs is None:  # consecutive sequences: one receipt
+            self._check(first)
+            self.last_seq = last
+            self.firsts.append(first)
+            self.lasts.append(last)
+            self.times.append(now)
+        else:
+            for seq in seqs:
+                self._check(seq)
+                self.last_seq = seq
+                self.firsts.append(seq)
+                self.lasts.append(seq)
+                self.times.append(now)
         feed.frames += count
         feed.chunks += 1
         if b"too far behind" in data:
             self._dropped()
+
+    def _check(self, seq: int) -> None:
+        last = self.last_seq
+        if last and seq != last + 1:
+            if seq <= last:
+                self.feed.duplicates += 1
+            else:
+                self.feed.gaps += seq - last - 1
+
+    def _scan(self, data: bytes, pos: int, end: int) -> list[int] | None:
+        """Parse the events this process has not seen yet; the read's sequences when they are not
+        consecutive (None when they are)."""
+        feed = self.feed
+        seqs = []
+        while pos >= 0:
+            newline = data.find(b"\n", pos + 5)
+            seq = int(data[pos + 5 : newline])
+            if seq > feed.parsed_up_to or seq not in feed.recorded:
+                feed.recorded[seq] = recorded_epoch(data, newline)
+                feed.parsed_up_to = max(feed.parsed_up_to, seq)
+            seqs.append(seq)
+            pos = data.find(b"\nid: ", newline, end)
+        consecutive = all(b == a + 1 for a, b in zip(seqs, seqs[1:]))
+        return None if consecutive else seqs
+
+    def window_latencies(self, low: float, high: float, hist: list[int], spans: dict[int, list[float]]) -> tuple[int, float, int]:
+        """After the run: add this connection's deliveries of window events to `hist` and `spans` (first
+        and last receive time per sequence); returns (deliveries, max latency, negative latencies)."""
+        recorded = self.feed.recorded
+        count, worst, negative = 0, 0.0, 0
+        for first, last, now in zip(self.firsts, self.lasts, self.times):
+            for seq in range(first, last + 1):
+                at = recorded.get(seq)
+                if at is None or not low <= at < high:
+                    continue
+                latency = now - at
+                bucket = int(latency * HIST_RESOLUTION)
+                if bucket < 0:
+                    negative += 1
+                    bucket = 0
+                elif bucket >= HIST_BUCKETS:
+                    bucket = HIST_BUCKETS - 1
+                hist[bucket] += 1
+                if latency > worst:
+                    worst = latency
+                span = spans.get(seq)
+                if span is None:
+                    spans[seq] = [now, now]
+                elif now < span[0]:
+                    span[0] = now
+                elif now > span[1]:
+                    span[1] = now
+                count += 1
+        return count, worst, negative
 
     def _dropped(self) -> None:
         if not self.dropped:
@@ -483,14 +525,23 @@ async def _clients(
             task.cancel()
         await asyncio.gather(*opening, return_exceptions=True)
     frames.value = feed.frames
-    window_seqs = [seq for seq, at in feed.recorded.items() if feed.window[0] <= at < feed.window[1]]
+    feed.window = (window[0], window[1])
+    low, high = feed.window
+    hist = new_histogram()
+    spans: dict[int, list[float]] = {}
+    per_client, max_latency, negative = [], 0.0, 0
+    for conn in conns:
+        count, worst, below = conn.window_latencies(low, high, hist, spans)
+        per_client.append(count)
+        max_latency, negative = max(max_latency, worst), negative + below
+    window_seqs = [seq for seq, at in feed.recorded.items() if low <= at < high]
     result = {
         "connections": len(conns),
         "connect_errors": errors[:5],
-        "per_client_window": [c.window for c in conns],
-        "hist": sparse(feed.hist),
-        "max_latency": feed.max_latency,
-        "negative": feed.negative,
+        "per_client_window": per_client,
+        "hist": sparse(hist),
+        "max_latency": max_latency,
+        "negative": negative,
         "frames": feed.frames,
         "drops": feed.drops,
         "disconnects": feed.disconnects,
@@ -499,7 +550,7 @@ async def _clients(
         "heartbeats": feed.heartbeats,
         "chunks": feed.chunks,
         "window_seqs": window_seqs,
-        "spread": {seq: (feed.first[seq], feed.last[seq]) for seq in feed.first},
+        "spread": {seq: (first, last) for seq, (first, last) in spans.items()},
         "nats_hist": sparse(nats_hist) if nc is not None else None,
         "nats_max": nats_state["max"],
     }
@@ -1325,7 +1376,7 @@ async def _append_events(dsn: str, count: int) -> tuple[tuple[int, int], float]:
 
 async def _read_events(dsn: str, cursor: tuple[int, int], count: int) -> tuple[list[Any], float]:
     """The outbox rows after `cursor`, read as the relay reads them; returns them and the seconds taken."""
-    from infrastructure.eventstore import init_connection
+    from infrastructure.eventstore import HORIZON, init_connection
     from infrastructure.relay import READ_OUTBOX
 
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
@@ -1334,7 +1385,8 @@ async def _read_events(dsn: str, cursor: tuple[int, int], count: int) -> tuple[l
         rows: list[Any] = []
         started = time.perf_counter()
         while len(rows) < count:
-            batch = await conn.fetch(READ_OUTBOX, str(cursor[0]), cursor[1], 1000)
+            horizon = await conn.fetchval(HORIZON)
+            batch = await conn.fetch(READ_OUTBOX, str(cursor[0]), cursor[1], 1000, horizon)
             if not batch:
                 break
             rows.extend(batch)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import itertools
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -12,8 +13,11 @@ from litestar import Controller, Request, get
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromQuery
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.types import Receive, Send
 
-from infrastructure.fanout import Delivered, Filter
+from infrastructure.fanout import Delivered, EventHub, Filter
 from interfaces.http.common import page_params, provide_runtime
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Page
@@ -132,44 +136,104 @@ class EventController(Controller):
         stream_type: FromQuery[str | None] = None,
         event_type: FromQuery[str | None] = None,
         last_event_id: FromQuery[int | None] = None,
-    ) -> Stream:
+    ) -> LiveEvents:
         hub = runtime.hub
         if hub is None or not hub.ready.is_set():
             raise ApiError(503, "FANOUT_UNAVAILABLE", "the live event stream is not available (NATS not configured or not reachable yet)")
         after = resume_point(request, last_event_id)
         visibility = Visibility(visible_sites(request, "events:read"))
         matches = event_filter(site_id, stream_type, event_type, visibility)
-        heartbeat = runtime.settings.sse_heartbeat
-        sub, held, missing = hub.subscribe(matches, after)
+        session = LiveSession(hub, request, matches, visibility, after, runtime.settings.sse_heartbeat)
+        return LiveEvents(session, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-        async def frames() -> AsyncIterator[bytes]:
-            try:
-                yield b"retry: 2000\n: connected\n\n"
-                if missing is not None:
-                    async for batch in hub.replay(missing[0], missing[1], matches):
-                        yield b"".join(d.frame for d in batch)
-                if held:
-                    yield b"".join(d.frame for d in held)
-                while True:
-                    chunk = await sub.next(heartbeat)
-                    if chunk is None:
-                        yield b"retry: 5000\n: too far behind; reconnect with Last-Event-ID to resume\n\n"
-                        return
-                    if chunk:
-                        yield chunk
-                        continue
-                    allowed, sites = still_allowed(request, "events:read")
-                    if not allowed or (matches is None and sites is not None):
-                        # token expired, user deactivated or access narrowed: come back with a fresh filter
-                        yield b"retry: 5000\n: access changed; reconnect (sign in again if refused)\n\n"
-                        return
-                    visibility.sites = sites
-                    yield b": heartbeat\n\n"
-            finally:
-                hub.unsubscribe(sub)
 
-        return Stream(
-            frames(),
+class LiveSession:
+    """One SSE client: what it missed first (from JetStream or memory), then the live feed, which the hub
+    writes to the connection itself; heartbeats and access checks every `heartbeat` seconds."""
+
+    def __init__(
+        self, hub: EventHub, request: Request, matches: Filter | None, visibility: Visibility, after: int | None, heartbeat: float
+    ) -> None:
+        self.hub, self.request, self.matches, self.visibility, self.heartbeat = hub, request, matches, visibility, heartbeat
+        self.after = after
+
+    async def run(self, send: Send, receive: Receive) -> None:
+        hub = self.hub
+        sub, held, missing = hub.subscribe(self.matches, self.after)
+
+        async def write(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        disconnected = asyncio.ensure_future(_disconnect(receive))
+        try:
+            await write(b"retry: 2000\n: connected\n\n")
+            if missing is not None:
+                async for batch in hub.replay(missing[0], missing[1], self.matches):
+                    if disconnected.done():
+                        return
+                    await write(b"".join(d.frame for d in batch))
+            if held:
+                await write(b"".join(d.frame for d in held))
+            del held
+            ended = sub.attach(write)
+            while True:
+                done, _ = await asyncio.wait({disconnected, ended}, timeout=self.heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                if disconnected in done:
+                    return
+                if ended in done:
+                    if not sub.broken:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                allowed, sites = still_allowed(self.request, "events:read")
+                if not allowed or (self.matches is None and sites is not None):
+                    # token expired, user deactivated or access narrowed: come back with a fresh filter
+                    sub.end(b"retry: 5000\n: access changed; reconnect (sign in again if refused)\n\n")
+                    continue
+                self.visibility.sites = sites
+                sub.send(b": heartbeat\n\n")
+        finally:
+            disconnected.cancel()
+            hub.unsubscribe(sub)
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _LiveEventsBody(ASGIStreamingResponse):
+    __slots__ = ("session",)
+
+    session: LiveSession
+
+    async def send_body(self, send: Send, receive: Receive) -> None:
+        await self.session.run(send, receive)
+
+
+class LiveEvents(Stream):
+    """A text/event-stream response whose body is a `LiveSession`: the hub writes events to the
+    connection directly instead of through one async generator per client."""
+
+    def __init__(self, session: LiveSession, *, headers: dict[str, str]) -> None:
+        super().__init__((), media_type="text/event-stream", headers=headers)
+        self.session = session
+
+    def to_asgi_response(  # type: ignore[override]
+        self, app: Any, request: Request, *, background: Any = None, cookies: Any = None, encoded_headers: Any = None,
+        headers: dict[str, str] | None = None, is_head_response: bool = False, media_type: Any = None,
+        status_code: int | None = None, type_encoders: Any = None,
+    ) -> ASGIResponse:
+        body = _LiveEventsBody(
+            background=self.background or background,
+            content_length=0,
+            cookies=self.cookies if cookies is None else itertools.chain(self.cookies, cookies),
+            encoded_headers=encoded_headers,
+            encoding=self.encoding,
+            headers={**headers, **self.headers} if headers is not None else self.headers,
+            is_head_response=is_head_response,
+            iterator=(),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            status_code=self.status_code or status_code,
         )
+        body.session = self.session
+        return body

@@ -159,6 +159,7 @@ class TestNeverSkip:
         b = await asyncpg.connect(projector.dsn)
         try:
             await b.execute("BEGIN")
+            await b.execute("SELECT events_write_begin()")  # an event writer taking its id early says so first
             tx_b = int(await b.fetchval("SELECT pg_current_xact_id()::text"))
             await a.execute("BEGIN")
             low, tx_a = await insert_raw(a, f"test:a-{uuid4().hex}")
@@ -236,7 +237,8 @@ class TestNeverSkip:
             try:
                 for version in range(1, per_writer + 1):
                     async with conn.transaction():
-                        if rng.random() < 0.3:
+                        if rng.random() < 0.3:  # an event writer taking its id early says so first
+                            await conn.execute("SELECT events_write_begin()")
                             await conn.fetchval("SELECT pg_current_xact_id()")
                             await asyncio.sleep(rng.random() * 0.01)
                         await insert_raw(conn, stream, version)
@@ -272,6 +274,7 @@ class TestLag:
         b = await asyncpg.connect(projector.dsn)
         try:
             await b.execute("BEGIN")
+            await b.execute("SELECT events_write_begin()")
             await b.fetchval("SELECT pg_current_xact_id()")
             await a.execute("BEGIN")
             low, _ = await insert_raw(a, f"test:a-{uuid4().hex}")
@@ -306,7 +309,7 @@ async def test_reading_after_the_cursor_walks_the_index_instead_of_sorting_the_b
     """Ordering by the selected `transaction_id::text::bigint` instead of the column once made every read
     fetch and sort the whole backlog after the cursor (50 ms per 1,000 events with 20,000 behind).
     With sorting priced out, the plan must still have no Sort node: the index gives the order."""
-    from infrastructure.eventstore import _READ_GLOBAL
+    from infrastructure.eventstore import _READ_GLOBAL, HORIZON
     from infrastructure.relay import READ_OUTBOX
 
     sql = {"read_global": _READ_GLOBAL, "outbox": READ_OUTBOX}[query]
@@ -314,7 +317,8 @@ async def test_reading_after_the_cursor_walks_the_index_instead_of_sorting_the_b
     try:
         async with conn.transaction():
             await conn.execute("SET LOCAL enable_sort = off")
-            plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, "0", 0, 1000)
+            horizon = await conn.fetchval(HORIZON)
+            plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, "0", 0, 1000, horizon)
     finally:
         await conn.close()
 
@@ -324,3 +328,66 @@ async def test_reading_after_the_cursor_walks_the_index_instead_of_sorting_the_b
     found = nodes(json.loads(plan)[0]["Plan"])
     assert "Sort" not in found, found
     assert any("Index" in n for n in found), found
+
+
+class TestWhoHoldsReadersBack:
+    async def test_a_long_transaction_writing_elsewhere_holds_no_reader_back(
+        self, projector: Projector, store: EventStore
+    ) -> None:
+        """Only transactions writing events matter: a read model or checkpoint update kept open (a slow
+        projector, an admin's session) must not delay the other readers."""
+        await warm_up(projector, store)
+        other = await asyncpg.connect(projector.dsn)
+        try:
+            await other.execute("BEGIN")
+            await other.execute("CREATE TEMP TABLE busy (n int)")
+            await other.execute("INSERT INTO checkpoints (name) VALUES ('someone-else')")
+            assert await other.fetchval("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+
+            position = await append_one(store)
+            await eventually(lambda: projector.has_seen(position), timeout=5)
+            await other.execute("ROLLBACK")
+        finally:
+            await other.close()
+
+    async def test_inserting_events_after_writing_elsewhere_is_refused(self, projector: Projector) -> None:
+        conn = await asyncpg.connect(projector.dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO checkpoints (name) VALUES ('first')")
+                with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError, match="insert into events before"):
+                    await insert_raw(conn, f"test:late-{uuid4().hex}")
+        finally:
+            await conn.close()
+        assert await projector.pool.fetchval("SELECT count(*) FROM checkpoints WHERE name = 'first'") == 0
+
+    async def test_events_write_begin_lets_a_writer_write_elsewhere_first_and_holds_readers_at_its_id(
+        self, projector: Projector, store: EventStore
+    ) -> None:
+        warm = await warm_up(projector, store)
+        conn = await asyncpg.connect(projector.dsn)
+        try:
+            await conn.execute("BEGIN")
+            await conn.execute("SELECT events_write_begin()")
+            await conn.execute("INSERT INTO checkpoints (name) VALUES ('before-the-events')")
+            high = await append_one(store)  # a younger transaction commits first
+            assert await still_not(lambda: projector.has_seen(high), polls=4), "read past an open event writer"
+            low, _ = await insert_raw(conn, f"test:begun-{uuid4().hex}")
+            await conn.execute("COMMIT")
+        finally:
+            await conn.close()
+
+        await eventually(lambda: projector.has_seen(high))
+        assert_exactly_once(projector, await projector.seen(), [warm, low, high])
+        order = [p for _, p in projector.projection.handled]
+        assert order.index(low) < order.index(high)
+
+    async def test_events_write_begin_after_another_write_is_refused(self, projector: Projector) -> None:
+        conn = await asyncpg.connect(projector.dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO checkpoints (name) VALUES ('first')")
+                with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError, match="must come before"):
+                    await conn.execute("SELECT events_write_begin()")
+        finally:
+            await conn.close()
