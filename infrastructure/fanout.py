@@ -34,7 +34,8 @@ from infrastructure.relay import StreamSettings, ensure_stream
 log = structlog.get_logger(__name__)
 
 FLUSH_DELAY = 0.004  # seconds: messages arriving within this window go out as one batch
-FLUSH_GAP = 2.0  # the next flush waits at least this many times as long as the last one took
+FLUSH_GAP = 0.5  # after a flush, the next waits at least this many times as long as it took
+FLUSH_SLICE = 64  # subscribers written to per loop turn
 
 
 @dataclass(frozen=True)
@@ -323,28 +324,42 @@ class EventHub:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop = asyncio.get_running_loop()
-            # Writing to every client takes the loop for a while; leave it at least twice that long to
-            # everything else (the relay, requests, reading from NATS) before the next flush.
+            # Writing to every client takes the loop for a while (in slices, so the relay, requests and
+            # this consumer get turns in between); after a flush, leave the loop to everything else for
+            # at least FLUSH_GAP times as long before the next one.
             at = max(loop.time() + FLUSH_DELAY, self._flushed_at + FLUSH_GAP * self.flush_cost)
             loop.call_at(at, self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         batch, self._pending = self._pending, []
         if not batch:
+            self._flush_scheduled = False
             return
-        started = time.perf_counter()
         joined = b"".join(d.frame for d in batch)
-        for sub in list(self.subscribers):
+        # Subscribers joining while this batch goes out are not in this list; they get it from `recent`.
+        self._flush_slice(batch, joined, list(self.subscribers), 0, 0.0)
+
+    def _flush_slice(self, batch: list[Delivered], joined: bytes, subscribers: list[Subscriber], start: int, cost: float) -> None:
+        started = time.perf_counter()
+        for sub in subscribers[start : start + FLUSH_SLICE]:
             if not sub.offer(batch, joined):
                 self.subscribers.discard(sub)
                 if sub.dropped:
                     self.dropped += 1
                     metrics.SSE_DROPPED.inc()
+        cost += time.perf_counter() - started
+        loop = asyncio.get_running_loop()
+        if start + FLUSH_SLICE < len(subscribers):
+            loop.call_soon(self._flush_slice, batch, joined, subscribers, start + FLUSH_SLICE, cost)
+            return
         self.delivered += len(batch)
         self.flushes += 1
-        self.flush_cost = time.perf_counter() - started
-        self._flushed_at = asyncio.get_running_loop().time()
+        self.flush_cost = cost
+        self._flushed_at = loop.time()
+        self._flush_scheduled = False
+        if self._pending:  # arrived while this batch went out
+            self._flush_scheduled = True
+            loop.call_at(max(loop.time() + FLUSH_DELAY, self._flushed_at + FLUSH_GAP * cost), self._flush)
 
     # -- subscribers ------------------------------------------------------------------------------
 
