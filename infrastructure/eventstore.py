@@ -57,7 +57,9 @@ EVENT_COLUMNS = (
 # inserting events the first write of a transaction), so a writer whose id is in this statement's
 # snapshot is still in pg_locks when they are read, or has committed before the next statement's
 # snapshot. Unlike the snapshot's xmin, transactions writing only elsewhere (projectors' read models,
-# checkpoints) hold nobody back. The read itself must be a later statement (a newer snapshot).
+# checkpoints) hold nobody back. The read itself must be a later statement with a newer snapshot: in a
+# transaction, that means READ COMMITTED (READ_GLOBAL_ISOLATION), whatever the server's default.
+READ_GLOBAL_ISOLATION = "read_committed"
 HORIZON = """
 SELECT LEAST(
     pg_snapshot_xmax(s),

@@ -18,7 +18,7 @@ import structlog
 
 from application.ports import StoredEvent
 from infrastructure import metrics
-from infrastructure.eventstore import NOTIFY_CHANNEL, init_connection, read_global
+from infrastructure.eventstore import NOTIFY_CHANNEL, READ_GLOBAL_ISOLATION, init_connection, read_global
 
 log = structlog.get_logger(__name__)
 
@@ -119,7 +119,7 @@ async def lag(pool: asyncpg.Pool, name: str, cap: int = 1_000_000) -> int:
 
 async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_size: int) -> int:
     """Handle the next batch and advance the cursor in one transaction; return how many events."""
-    async with conn.transaction():
+    async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
         tx, pos, _ = await checkpoint(conn, projection.name)
         events = await read_global(conn, (tx, pos), batch_size)
@@ -247,9 +247,9 @@ async def rebuild(dsn: str, projection: Projection, progress: Progress | None = 
                 if progress:
                     progress(done, max(total, done))
 
-        async with conn.transaction():
+        async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
             await replay()
-        async with conn.transaction():
+        async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
             await replay()  # what arrived during the bulk replay
             await conn.execute(f'DROP SCHEMA IF EXISTS "{projection.schema}" CASCADE')
