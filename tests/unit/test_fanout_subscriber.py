@@ -1,0 +1,169 @@
+"""The hub's per-client writer (infrastructure.fanout.Subscriber), against an in-memory connection whose
+writes can be made to stall like a full socket buffer. No network, no NATS."""
+
+from __future__ import annotations
+
+import asyncio
+
+from infrastructure.fanout import Delivered, Subscriber, delivered_from
+
+
+class Connection:
+    """Collects what is written; while `stalled`, a write waits (as uvicorn's send does when the
+    transport's buffer is above its high-water mark) before it writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.open = asyncio.Event()
+        self.open.set()
+
+    async def write(self, data: bytes) -> None:
+        if not self.open.is_set():
+            await self.open.wait()
+        self.written.append(data)
+
+    def stall(self) -> None:
+        self.open.clear()
+
+    def resume(self) -> None:
+        self.open.set()
+
+
+def event(seq: int) -> Delivered:
+    return delivered_from(seq, b'{"stream_id":"s","stream_type":"plugin","event_type":"Plugin.Restarted","position":%d}' % seq)
+
+
+def batch(*seqs: int) -> tuple[list[Delivered], bytes]:
+    items = [event(s) for s in seqs]
+    return items, b"".join(d.frame for d in items)
+
+
+def ids(written: list[bytes]) -> list[int]:
+    return [int(line[4:]) for chunk in written for line in chunk.split(b"\n") if line.startswith(b"id: ")]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_an_attached_subscriber_is_written_to_within_the_offer_call() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=10)
+    sub.attach(conn.write)
+
+    assert sub.offer(*batch(1, 2))
+    assert ids(conn.written) == [1, 2]  # no task, no loop turn in between
+
+
+async def test_events_offered_before_attach_are_written_first_and_in_order() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=10)
+    sub.offer(*batch(1, 2))
+    sub.attach(conn.write)
+    sub.offer(*batch(3))
+    await settle()
+
+    assert ids(conn.written) == [1, 2, 3]
+
+
+async def test_a_stalled_write_goes_on_in_a_task_and_later_events_queue_behind_it() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=10)
+    sub.attach(conn.write)
+    conn.stall()
+
+    assert sub.offer(*batch(1))
+    assert sub.offer(*batch(2, 3))
+    assert conn.written == [] and sub.pending == 2
+    conn.resume()
+    await settle()
+    assert ids(conn.written) == [1, 2, 3] and sub.pending == 0
+
+    sub.offer(*batch(4))  # caught up: direct writes again
+    assert ids(conn.written) == [1, 2, 3, 4]
+
+
+async def test_a_subscriber_more_than_its_limit_behind_is_dropped_with_a_retry_hint_after_what_was_in_flight() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=3)
+    ended = sub.attach(conn.write)
+    conn.stall()
+
+    assert sub.offer(*batch(1))  # in flight
+    assert sub.offer(*batch(2, 3))  # queued: 2 of 3
+    assert not sub.offer(*batch(4, 5))  # 4 > 3: dropped
+    assert sub.dropped and sub.pending == 0
+    assert not sub.offer(*batch(6))
+
+    conn.resume()
+    await asyncio.wait_for(ended, 1)
+    assert ids(conn.written) == [1]
+    assert conn.written[-1].startswith(b"retry: 5000\n")
+
+
+async def test_end_writes_its_last_words_after_everything_queued_then_takes_nothing_more() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=10)
+    ended = sub.attach(conn.write)
+    conn.stall()
+    sub.offer(*batch(1))
+    sub.offer(*batch(2))
+    sub.end(b": bye\n\n")
+    sub.offer(*batch(3))
+
+    conn.resume()
+    await asyncio.wait_for(ended, 1)
+    assert ids(conn.written) == [1, 2]
+    assert conn.written[-1] == b": bye\n\n"
+
+
+async def test_heartbeats_keep_their_place_among_queued_events() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=10)
+    sub.attach(conn.write)
+    conn.stall()
+    sub.offer(*batch(1))
+    sub.send(b": heartbeat\n\n")
+    sub.offer(*batch(2))
+    conn.resume()
+    await settle()
+
+    assert conn.written[1] == b": heartbeat\n\n" and ids(conn.written) == [1, 2]
+
+
+async def test_a_filtered_subscriber_gets_only_its_events_and_nothing_twice() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=lambda d: d.seq % 2 == 0, limit=10, last_seq=2)
+    sub.attach(conn.write)
+    sub.offer(*batch(1, 2, 3, 4))
+    sub.offer(*batch(4, 5, 6))
+
+    assert ids(conn.written) == [4, 6]
+
+
+async def test_close_stops_a_stalled_write_and_forgets_the_queue() -> None:
+    conn = Connection()
+    sub = Subscriber(filter=None, limit=10)
+    ended = sub.attach(conn.write)
+    conn.stall()
+    sub.offer(*batch(1))
+    sub.offer(*batch(2))
+
+    sub.close()
+    await settle()
+    assert ended.done() and not sub.queue
+    conn.resume()
+    await settle()
+    assert conn.written == []
+
+
+async def test_a_write_that_fails_marks_the_subscriber_broken() -> None:
+    async def broken(data: bytes) -> None:
+        raise ConnectionResetError("gone")
+
+    sub = Subscriber(filter=None, limit=10)
+    ended = sub.attach(broken)
+
+    assert not sub.offer(*batch(1))
+    assert sub.broken and ended.done()
