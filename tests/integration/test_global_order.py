@@ -254,7 +254,23 @@ class TestNeverSkip:
                 if rng.random() < 0.3:
                     await asyncio.sleep(rng.random() * 0.005)
 
-        await asyncio.gather(*(raw_writer(i) for i in range(10)), *(store_writer(i) for i in range(10)))
+        writing = asyncio.gather(*(raw_writer(i) for i in range(10)), *(store_writer(i) for i in range(10)))
+
+        async def bystander(index: int) -> None:
+            """Transactions writing elsewhere, held open a while: they must neither block nor confuse."""
+            conn = await asyncpg.connect(projector.dsn)
+            try:
+                while not writing.done():
+                    async with conn.transaction():
+                        await conn.execute(
+                            "INSERT INTO checkpoints (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET updated_at = now()",
+                            f"bystander-{index}",
+                        )
+                        await asyncio.sleep(rng.random() * 0.05)
+            finally:
+                await conn.close()
+
+        await asyncio.gather(writing, *(bystander(i) for i in range(3)))
         positions = await all_positions(projector.pool)
         assert len(positions) == 500
 
