@@ -355,6 +355,8 @@ class EventHub:
         self.delivered += len(batch)
         self.flushes += 1
         self.flush_cost = cost
+        metrics.SSE_FLUSH_SECONDS.observe(cost)
+        metrics.SSE_FLUSH_EVENTS.observe(len(batch))
         self._flushed_at = loop.time()
         self._flush_scheduled = False
         if self._pending:  # arrived while this batch went out

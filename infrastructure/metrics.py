@@ -19,6 +19,14 @@ RELAY_LAG = Gauge("charter_relay_lag_events", "Events committed but not yet ackn
 RELAY_PUBLISHED = Counter("charter_relay_published_total", "Events published to JetStream and acknowledged")
 SSE_CLIENTS = Gauge("charter_sse_clients", "Connected Server-Sent-Events clients")
 SSE_DROPPED = Counter("charter_sse_dropped_total", "SSE clients dropped for falling too far behind")
+SSE_FLUSH_SECONDS = Histogram(
+    "charter_sse_flush_seconds",
+    "Event-loop time one hub flush spent writing a batch to every SSE client",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+SSE_FLUSH_EVENTS = Histogram(
+    "charter_sse_flush_events", "Events per hub flush", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+)
 PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])
 
 

@@ -626,3 +626,18 @@ async def test_without_nats_the_stream_answers_503_fanout_unavailable(client) ->
     response = await client.get(STREAM)
 
     assert_error(response, 503, "FANOUT_UNAVAILABLE")
+
+
+async def test_hub_flushes_are_measured_in_metrics(api, fanout_server) -> None:
+    def counts(text: str) -> tuple[float, float]:
+        found = dict(re.findall(r"^(charter_sse_flush_(?:seconds|events)_count) (\S+)$", text, re.M))
+        return float(found.get("charter_sse_flush_seconds_count", 0)), float(found.get("charter_sse_flush_events_count", 0))
+
+    before = counts((await api.get("/metrics")).text)
+    pid = unique_id("metrics")
+    async with sse(api, {"stream_type": "plugin"}) as stream:
+        await installed(api, manifest(pid))
+        await stream.events_until(count_of(f"plugin:{pid}", 1))
+    after = counts((await api.get("/metrics")).text)
+
+    assert after[0] > before[0] and after[1] > before[1]
