@@ -16,6 +16,10 @@ run's own (all removed at the end):
                 `--rate` for a warm-up and then `--seconds`. Each delivery is timed as client receive
                 time - the event's `recorded_at` (same machine clock). A probe process with one more
                 SSE client and a core-NATS subscription on the stream splits that latency into stages.
+(5) floor       a bare uvloop server (no HTTP, no ASGI, no Charter) writes a chunk of the size the clients
+                received in (3) to as many sockets, read by another process, with nothing else running: the
+                time one hub flush cannot go below on this machine, beside what the hub's flushes took in
+                the window (from the server's /metrics). Run after (3), reported before (4).
 (4) relay       K (`--relay-events`) events are appended to the log in big batches; a Relay
                 (infrastructure/relay.py) publishes them to a fresh stream with acks; a raw nats-py
                 publish_async loop publishes the same subjects, payloads and headers to another fresh
@@ -242,6 +246,7 @@ class Feed:
         self.duplicates = 0
         self.heartbeats = 0
         self.chunks = 0  # reads that carried at least one event frame
+        self.event_bytes = 0  # bytes of those reads
         self.stopping = False
 
 
@@ -329,6 +334,7 @@ class SseConnection(asyncio.Protocol):
                 self.times.append(now)
         feed.frames += count
         feed.chunks += 1
+        feed.event_bytes += end
         if b"too far behind" in data:
             self._dropped()
 
@@ -549,6 +555,7 @@ async def _clients(
         "duplicates": feed.duplicates,
         "heartbeats": feed.heartbeats,
         "chunks": feed.chunks,
+        "event_bytes": feed.event_bytes,
         "window_seqs": window_seqs,
         "spread": {seq: (first, last) for seq, (first, last) in spans.items()},
         "nats_hist": sparse(nats_hist) if nc is not None else None,
@@ -823,6 +830,45 @@ async def http_get_json(host: str, port: int, path: str, timeout: float = 10.0) 
         return json.loads(raw.split(b"\r\n\r\n", 1)[1])
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         return {"error": repr(exc)}
+
+
+async def hub_flushes(host: str, port: int, timeout: float = 10.0) -> dict[str, float]:
+    """The server's SSE hub counters from /metrics: flushes, their event-loop seconds and events."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        writer.write(f"GET /metrics HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
+        raw = (await asyncio.wait_for(reader.read(), timeout)).decode(errors="replace")
+        writer.close()
+    except Exception:  # noqa: BLE001 - diagnostics only
+        return {}
+    wanted = {
+        "charter_sse_flush_seconds_count": "flushes",
+        "charter_sse_flush_seconds_sum": "seconds",
+        "charter_sse_flush_events_sum": "events",
+    }
+    found = {}
+    for line in raw.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+def hub_window(before: dict[str, float], after: dict[str, float], subscribers: int) -> dict[str, Any] | None:
+    """What the hub's flushes cost in the measured window (subscribers: the clients and the probe)."""
+    if not before or not after:
+        return None
+    flushes = after.get("flushes", 0) - before.get("flushes", 0)
+    seconds = after.get("seconds", 0) - before.get("seconds", 0)
+    events = after.get("events", 0) - before.get("events", 0)
+    if flushes <= 0:
+        return None
+    return {
+        "flushes": int(flushes),
+        "events_per_flush": round(events / flushes, 2),
+        "flush_ms_avg": round(seconds / flushes * 1000, 2),
+        "us_per_write": round(seconds / (flushes * subscribers) * 1e6, 2),
+    }
 
 
 async def relay_behind(dsn: str) -> int:
@@ -1121,6 +1167,7 @@ def run_fanout_phases(
                 writes.begin(committed.value)
                 deliveries.begin(delivered())
                 cpu.start()
+                hub_before = asyncio.run(hub_flushes(server.host, server.port))
                 if profiling:
                     server.process.send_signal(signal.SIGUSR1)
             writes.tick(committed.value)
@@ -1131,7 +1178,9 @@ def run_fanout_phases(
             writes.begin(committed.value)
             deliveries.begin(delivered())
             cpu.start()
+            hub_before = asyncio.run(hub_flushes(server.host, server.port))
         cores = cpu.stop()
+        hub_after = asyncio.run(hub_flushes(server.host, server.port))
         if profiling:
             server.process.send_signal(signal.SIGUSR2)
         written, write_seconds = writes.end(committed.value)
@@ -1159,6 +1208,7 @@ def run_fanout_phases(
 
         committed_in_window = asyncio.run(events_recorded_between(dsn, window[0], window[1]))
         result.load = summarize_load(cfg, reports, writer_done, cores, window[0], window[1], committed_in_window)
+        result.load["hub"] = hub_window(hub_before, hub_after, result.load["clients"] + 1)
         result.memory["server_rss_after_load_kib"] = after_load.get("rss")
         result.memory["server_rss_peak_kib"] = after_load.get("hwm")
         progress.update(
@@ -1222,7 +1272,10 @@ def summarize_load(
     buckets: dict[int, int] = {}
     per_client: list[int] = []
     window_seqs: set[int] = set(probe["window_seqs"])
-    totals = {"drops": 0, "disconnects": 0, "gaps": 0, "duplicates": 0, "negative": 0, "connections": 0, "chunks": 0, "frames": 0}
+    totals = {
+        "drops": 0, "disconnects": 0, "gaps": 0, "duplicates": 0, "negative": 0, "connections": 0, "chunks": 0, "frames": 0,
+        "event_bytes": 0,
+    }
     max_latency = 0.0
     for report in reports.values():
         for bucket, n in report["hist"].items():
@@ -1301,6 +1354,7 @@ def summarize_load(
         },
         "cpu_cores": cores,
         "events_per_chunk": round(totals["frames"] / totals["chunks"], 2) if totals["chunks"] else None,
+        "bytes_per_chunk": round(totals["event_bytes"] / totals["chunks"]) if totals["chunks"] else None,
         "server_us_per_delivery": round(cores.get("server", 0.0) / frames_per_s * 1e6, 2) if frames_per_s else None,
         "server_us_per_chunk": round(cores.get("server", 0.0) / chunks_per_s * 1e6, 2) if chunks_per_s else None,
         "clients_us_per_chunk": round(sum(client_cores.values()) / chunks_per_s * 1e6, 2) if chunks_per_s else None,
@@ -1308,6 +1362,96 @@ def summarize_load(
         "client_processes": len(reports),
         "client_side_saturated": any(v >= 0.9 for v in client_cores.values()),
         "server_saturated": cores.get("server", 0.0) >= 0.9,
+    }
+
+
+# -- (5) the machine's floor for one flush ----------------------------------------------------------
+
+
+class _Discard(asyncio.Protocol):
+    def data_received(self, data: bytes) -> None:
+        pass
+
+
+def sink_entry(host: str, port: int, count: int, ready: Any, stop: Any) -> None:
+    """A process holding `count` connections that read and discard everything (the floor's clients)."""
+    _raise_nofile()
+    _run_loop(_sink(host, port, count, ready, stop))
+
+
+async def _sink(host: str, port: int, count: int, ready: Any, stop: Any) -> None:
+    loop = asyncio.get_running_loop()
+    transports = []
+    for _ in range(count):
+        transport, _ = await loop.create_connection(_Discard, host, port)
+        transports.append(transport)
+    ready.set()
+    while not stop.is_set():
+        await asyncio.sleep(0.05)
+    for transport in transports:
+        transport.close()
+
+
+def raw_floor(clients: int, chunk_bytes: int, passes: int = 40) -> dict[str, Any]:
+    """A bare uvloop server (no HTTP, no ASGI, no Charter) writes one `chunk_bytes` chunk to each of
+    `clients` sockets, `passes` times, while another process reads them: the CPU one hub flush cannot
+    go below on this machine. Measured with nothing else running."""
+    return _run_loop(_raw_floor(clients, chunk_bytes, passes))
+
+
+async def _raw_floor(clients: int, chunk_bytes: int, passes: int) -> dict[str, Any]:
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.Transport] = []
+
+    class Peer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transports.append(transport)  # type: ignore[arg-type]
+
+    server = await loop.create_server(Peer, "127.0.0.1", 0, backlog=4096)
+    port = server.sockets[0].getsockname()[1]
+    ready, stop = mp.Event(), mp.Event()
+    sink = mp.Process(target=sink_entry, args=("127.0.0.1", port, clients, ready, stop), daemon=True)
+    sink.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (ready.is_set() and len(transports) >= clients):
+            if time.monotonic() > deadline or not sink.is_alive():
+                raise RuntimeError(f"the floor's sink connected {len(transports)} of {clients} sockets")
+            await asyncio.sleep(0.05)
+        frame = b'id: 1\nevent: Plugin.Restarted\ndata: {"event_id":"' + uuid.uuid4().hex.encode() + b'","payload":{}}\n\n'
+        chunk = (frame * (chunk_bytes // len(frame) + 1))[:chunk_bytes]
+        walls, cpus = [], []
+        for _ in range(passes):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for transport in transports:
+                transport.write(chunk)
+            walls.append(time.perf_counter() - wall0)
+            cpus.append(time.process_time() - cpu0)
+            settle = time.monotonic() + 5
+            while any(t.get_write_buffer_size() for t in transports) and time.monotonic() < settle:
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        sink.join(timeout=10)
+        if sink.is_alive():
+            sink.terminate()
+        server.close()
+        for transport in transports:
+            transport.close()
+    walls.sort()
+    cpus.sort()
+    return {
+        "clients": clients,
+        "chunk_bytes": chunk_bytes,
+        "passes": passes,
+        "pass_ms_p50": round(walls[len(walls) // 2] * 1000, 2),
+        "pass_ms_min": round(walls[0] * 1000, 2),
+        "us_per_write_wall": round(walls[len(walls) // 2] / clients * 1e6, 2),
+        "us_per_write_cpu": round(cpus[len(cpus) // 2] / clients * 1e6, 2),
     }
 
 
@@ -1673,6 +1817,24 @@ def fmt_value(key: str, value: Any) -> str:
     return f"{value:,.1f} ms"
 
 
+def fmt_hub(hub: dict[str, Any] | None) -> str:
+    if not hub:
+        return "-"
+    return (
+        f"{hub['flushes']:,} flushes of {hub['events_per_flush']:,.1f} events, {hub['flush_ms_avg']:,.1f} ms each, "
+        f"{hub['us_per_write']:,.1f} µs per client write"
+    )
+
+
+def fmt_floor(floor: dict[str, Any] | None) -> str:
+    if not floor:
+        return "-"
+    return (
+        f"{floor['us_per_write_wall']:,.1f} µs per write ({floor['us_per_write_cpu']:,.1f} µs CPU) of {floor['chunk_bytes']:,} B; "
+        f"{floor['pass_ms_p50']:,.1f} ms per pass over {floor['clients']:,} sockets (p50 of {floor['passes']})"
+    )
+
+
 def fmt_lat(lat: dict[str, float] | None) -> str:
     if not lat:
         return "-"
@@ -1708,6 +1870,19 @@ def results_tables(report: dict[str, Any]) -> list[Table]:
     )
     main.add_row("commit-to-client ms (all clients)", fmt_lat(load["latency_ms"]))
     main.add_row("  first -> last client, per event, ms", fmt_lat(load.get("fanout_spread_ms")))
+    hub, floor = load.get("hub"), report.get("floor")
+    if hub:
+        main.add_row(
+            "hub flushes in the window",
+            f"{hub['flushes']:,} of {hub['events_per_flush']:,.1f} events, {hub['flush_ms_avg']:,.1f} ms each = "
+            f"{hub['us_per_write']:,.1f} µs per client write",
+        )
+    if floor:
+        main.add_row(
+            "floor: bare uvloop writes, no load",
+            f"{floor['us_per_write_wall']:,.1f} µs per write of {floor['chunk_bytes']:,} B, {floor['pass_ms_p50']:,.1f} ms per "
+            f"pass over {floor['clients']:,} sockets",
+        )
     stages = load["stages_ms"]
     main.add_row("  command execute (writer) ms", fmt_lat(stages["command_execute"]))
     main.add_row("  recorded_at -> JetStream (probe) ms", fmt_lat(stages["recorded_to_jetstream"]))
@@ -1780,6 +1955,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"| CPU cores in the window | {', '.join(f'{k} {v:.2f}' for k, v in load['cpu_cores'].items())} (machine has {report['machine'].get('cpu_count')}) |",
         f"| client side saturated (a client process ≥ 0.9 core) | {load['client_side_saturated']} |",
         f"| server process saturated (≥ 0.9 core) | {load['server_saturated']} |",
+        f"| hub flushes in the window (from /metrics) | {fmt_hub(load.get('hub'))} |",
+        f"| floor: bare uvloop server, same chunk to as many sockets, nothing else running | {fmt_floor(report.get('floor'))} |",
         "",
         "Latency = client receive time (`time.time()` when the bytes were read) − the event's `recorded_at`, on one "
         "machine clock. `recorded_at` is the domain event's timestamp, taken in the writer process when the command "
@@ -1877,6 +2054,14 @@ def analysis(report: dict[str, Any]) -> list[str]:
             f"chunk), so one hub flush to {load['clients']:,} clients costs ≈ {cycle_ms:,.0f} ms of event-loop time: the last client of "
             "a flush gets it that much later than the first, and the relay (same loop) waits behind it."
         )
+    floor, hub = report.get("floor"), load.get("hub")
+    if floor and hub:
+        notes.append(
+            f"- Floor: a bare uvloop server writing one {floor['chunk_bytes']:,}-byte chunk to each of {floor['clients']:,} sockets "
+            f"takes {floor['us_per_write_wall']:,.1f} µs per write ({floor['pass_ms_p50']:,.1f} ms per pass) on this machine with "
+            f"nothing else running; Charter's hub took {hub['us_per_write']:,.1f} µs per write in the window "
+            f"({hub['flush_ms_avg']:,.1f} ms per flush of {hub['events_per_flush']:,.1f} events, with the load running)."
+        )
     if load.get("server_saturated"):
         notes.append(f"- The server process used {cores.get('server', 0):.2f} cores: its one event loop is saturated.")
     if load.get("client_side_saturated"):
@@ -1960,6 +2145,12 @@ def run_fanout(args: argparse.Namespace) -> int:
                     console=Console(stderr=True),
                 ) as progress:
                     fan = run_fanout_phases(dsn, nats_url, stream, cfg, workdir, progress, nats_pid)
+                    flooring = progress.add_task("(5) floor: bare socket writes", total=None, status="")
+                    floor = raw_floor(cfg.clients, int(fan.load.get("bytes_per_chunk") or 25_000))
+                    progress.update(
+                        flooring, total=1, completed=1,
+                        status=f"{floor['us_per_write_wall']:,.1f} µs per write, {floor['pass_ms_p50']:,.1f} ms per pass",
+                    )
                     relay = _run_loop(_relay_phases(dsn, nats_url, token, relay_events, relay_rounds, progress))
             finally:
                 with contextlib.suppress(Exception):
@@ -1992,6 +2183,7 @@ def run_fanout(args: argparse.Namespace) -> int:
         "server_process": fan.server,
         "memory": fan.memory,
         "fanout": fan.load,
+        "floor": floor,
         "relay": relay,
         "targets": {},
         "notes": [

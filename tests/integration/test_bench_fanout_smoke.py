@@ -92,6 +92,9 @@ def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
     assert load["stages_ms"]["recorded_to_jetstream"]["p99"] > 0
     assert load["stages_ms"]["recorded_to_probe_sse"]["p99"] > 0
     assert load["cpu_cores"]["server"] >= 0
+    assert load["hub"]["flushes"] > 0 and load["hub"]["us_per_write"] > 0
+    floor = report["floor"]
+    assert floor["clients"] == 20 and floor["chunk_bytes"] > 0 and floor["us_per_write_wall"] > 0
     memory = report["memory"]
     assert memory["idle_clients"] == 20
     assert memory["server_rss_before_kib"] > 0 and memory["kib_per_idle_client"] is not None
