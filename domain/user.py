@@ -37,6 +37,11 @@ def user_uuid(email: str) -> UUID:
     return uuid5(NAMESPACE_URL, f"charter:user:{normalise_email(email)}")
 
 
+# Payload fields of user events that stay in the log: kept for signing in, never published to
+# JetStream or SSE and never listed by the event log API.
+WITHHELD_FIELDS = ("password_hash",)
+
+
 class User(Aggregate):
     """A person who signs in. Password hashes come from the application (never a clear password)."""
 

@@ -14,6 +14,7 @@ import structlog
 
 from application.errors import ConcurrencyError, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
+from domain.user import WITHHELD_FIELDS
 from infrastructure import metrics
 
 log = structlog.get_logger(__name__)
@@ -49,6 +50,9 @@ EVENT_COLUMNS = (
 
 # Rows below the oldest transaction still running can no longer be joined by a row with a lower
 # (transaction_id, position): reading only those, in that order, never skips an event.
+# The payload as it may leave the database (published, listed): credentials withheld.
+PUBLIC_PAYLOAD = "(events.payload - '{%s}'::text[])" % ",".join(WITHHELD_FIELDS)
+
 # How far the global order can be read without ever skipping an event: below the oldest transaction
 # still writing events. A transaction can take a lower position and commit after a higher one was read;
 # reading only below every transaction that may still add events means such an event is read before

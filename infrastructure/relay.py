@@ -26,7 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from application.ports import StoredEvent
 from infrastructure import metrics
-from infrastructure.eventstore import HORIZON, NEVER_SKIP, init_connection
+from infrastructure.eventstore import HORIZON, NEVER_SKIP, PUBLIC_PAYLOAD, init_connection
 from infrastructure.projector import cancel_requested, lock_key, wait_or_timeout
 
 log = structlog.get_logger(__name__)
@@ -85,11 +85,11 @@ class Envelope(msgspec.Struct):
     metadata: msgspec.Raw
 
 
-# The outbox read: the never-skip global order, with payload and metadata as stored JSON text (they are
-# passed through, never decoded) and the two metadata fields that become headers.
+# The outbox read: the never-skip global order, with payload (credentials withheld) and metadata as
+# stored JSON text (passed through, never decoded) and the two metadata fields that become headers.
 READ_OUTBOX = f"""
 SELECT position, transaction_id::text::bigint, event_id::text, stream_id, stream_type, stream_version,
-       event_type, schema_version, site_id, recorded_at, payload::text, metadata::text,
+       event_type, schema_version, site_id, recorded_at, {PUBLIC_PAYLOAD}::text, metadata::text,
        metadata->>'traceparent', metadata->>'correlation_id'
 FROM events {NEVER_SKIP}"""
 

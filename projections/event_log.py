@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from infrastructure.eventstore import PUBLIC_PAYLOAD
+
 
 @dataclass(frozen=True)
 class EventQuery:
@@ -62,7 +64,7 @@ async def list_events(
         total = await conn.fetchval(f"SELECT count(*) FROM events{where}", *args)
         rows = await conn.fetch(
             "SELECT position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
-            " schema_version, site_id, metadata->>'actor' AS actor, recorded_at, payload, metadata"
+            f" schema_version, site_id, metadata->>'actor' AS actor, recorded_at, {PUBLIC_PAYLOAD} AS payload, metadata"
             f" FROM events{where} ORDER BY position {order} OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
             *args,
             skip,

@@ -641,3 +641,37 @@ async def test_hub_flushes_are_measured_in_metrics(api, fanout_server) -> None:
     after = counts((await api.get("/metrics")).text)
 
     assert after[0] > before[0] and after[1] > before[1]
+
+
+async def test_password_hashes_never_leave_the_log(api, fanout_server, nats_url) -> None:
+    """The log keeps a user's password hash (signing in needs it); JetStream, SSE and the event log API
+    get the event without it."""
+    email = f"{unique_id('hash')}@example.com"
+    async with sse(api, {"stream_type": "user"}) as stream:
+        registered = await api.post("/api/v1/auth/register", json={"email": email, "password": "correct horse battery staple"})
+        assert registered.status_code == 201, registered.text
+        stream_id = registered.json()["stream_id"]
+        (frame,) = await stream.events_until(count_of(stream_id, 1))
+
+    assert frame.event == "User.Registered"
+    assert frame.data["payload"]["email"] == email and "password_hash" not in frame.data["payload"]
+    assert b"argon2" not in frame.raw
+
+    listed = (await api.get("/api/v1/events", params={"stream": stream_id})).json()["items"]
+    assert [e["event_type"] for e in listed] == ["User.Registered"]
+    assert "password_hash" not in listed[0]["payload"]
+
+    settings = fanout_server.runtime.settings
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(settings.nats_stream)
+        messages = [await js.get_msg(settings.nats_stream, seq=s) for s in range(max(1, info.state.last_seq - 20), info.state.last_seq + 1)]
+    finally:
+        await nc.close()
+    published = [json.loads(m.data) for m in messages if json.loads(m.data)["stream_id"] == stream_id]
+    assert len(published) == 1 and "password_hash" not in published[0]["payload"]
+
+    async with fanout_server.runtime.pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT payload->>'password_hash' FROM events WHERE stream_id = $1", stream_id)
+    assert stored.startswith("$argon2id$")
