@@ -89,6 +89,9 @@ def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
     assert load["deliveries"] > 0 and load["deliveries_per_s"] > 0
     assert load["per_client_events_per_s"]["mean"] > 0
     assert load["latency_ms"]["p50"] > 0 and load["latency_ms"]["p99"] >= load["latency_ms"]["p50"]
+    from_ack = load["latency_from_ack_ms"]
+    assert from_ack["count"] == load["latency_ms"]["count"], "every timed delivery has its command's acknowledgement"
+    assert from_ack["p50"] <= load["latency_ms"]["p50"]
     assert load["stages_ms"]["recorded_to_jetstream"]["p99"] > 0
     assert load["stages_ms"]["recorded_to_probe_sse"]["p99"] > 0
     assert load["cpu_cores"]["server"] >= 0
