@@ -16,7 +16,7 @@ import asyncio
 import time
 import types
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class Chunk:
     last_seq: int
 
 
-Write = Callable[[bytes], Coroutine[Any, Any, None]]
+Write = Callable[[bytes], Awaitable[None]]  # the connection's send of body bytes (a coroutine, normally)
 
 
 @types.coroutine
@@ -133,6 +133,10 @@ class Subscriber:
         if self.dropped or self.closing:
             return not self.dropped
         if self.filter is None and batch[0].seq > self.last_seq:
+            if self.write is not None and self._draining is None:  # the common case, kept short
+                self.last_seq = batch[-1].seq
+                self._write_now(joined)
+                return not self.broken
             chunk = Chunk(joined, len(batch), batch[-1].seq)
         else:
             mine = [d for d in batch if d.seq > self.last_seq and (self.filter is None or self.filter(d))]
@@ -205,6 +209,9 @@ class Subscriber:
     def _write_now(self, data: bytes) -> None:
         assert self.write is not None
         coro = self.write(data)
+        if not isinstance(coro, types.CoroutineType):  # a server whose send is some other awaitable
+            self._draining = asyncio.ensure_future(self._drain(coro, None))
+            return
         try:
             waiting_on = coro.send(None)
         except StopIteration:
@@ -214,12 +221,15 @@ class Subscriber:
             return
         self._draining = asyncio.ensure_future(self._drain(coro, waiting_on))
 
-    async def _drain(self, started: Coroutine[Any, Any, None] | None, waiting_on: Any) -> None:
-        """Finish a write that could not complete at once, then write what queued up meanwhile; back to
-        direct writes once the queue is empty."""
+    async def _drain(self, started: Awaitable[None] | None, waiting_on: Any) -> None:
+        """Finish a write that could not complete at once (a coroutine suspended on `waiting_on`, or an
+        awaitable not started yet), then write what queued up meanwhile; back to direct writes once the
+        queue is empty."""
         try:
-            if started is not None:
+            if isinstance(started, types.CoroutineType) and waiting_on is not None:
                 await _resume(started, waiting_on)
+            elif started is not None:
+                await started
             while self.queue:
                 chunk = self.queue.popleft()
                 self.pending -= chunk.count

@@ -167,3 +167,21 @@ async def test_a_write_that_fails_marks_the_subscriber_broken() -> None:
 
     assert not sub.offer(*batch(1))
     assert sub.broken and ended.done()
+
+
+async def test_a_send_that_returns_another_awaitable_is_awaited_in_order() -> None:
+    written: list[bytes] = []
+    loop = asyncio.get_running_loop()
+
+    def write(data: bytes) -> asyncio.Future[None]:  # as a server whose send hands back a future might
+        done = loop.create_future()
+        loop.call_soon(lambda: (written.append(data), done.set_result(None)))
+        return done
+
+    sub = Subscriber(filter=None, limit=10)
+    sub.attach(write)
+    sub.offer(*batch(1))
+    sub.offer(*batch(2, 3))
+    await settle()
+
+    assert ids(written) == [1, 2, 3] and not sub.broken
