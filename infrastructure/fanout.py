@@ -133,26 +133,22 @@ class Subscriber:
         if self.dropped or self.closing:
             return not self.dropped
         if self.filter is None and batch[0].seq > self.last_seq:
-            if self.write is not None and self._draining is None:  # the common case, kept short
-                self.last_seq = batch[-1].seq
-                self._write_now(joined)
-                return not self.broken
-            chunk = Chunk(joined, len(batch), batch[-1].seq)
+            frames, count, last = joined, len(batch), batch[-1].seq
         else:
             mine = [d for d in batch if d.seq > self.last_seq and (self.filter is None or self.filter(d))]
             if not mine:
                 return True
-            chunk = Chunk(b"".join(d.frame for d in mine), len(mine), mine[-1].seq)
+            frames, count, last = b"".join(d.frame for d in mine), len(mine), mine[-1].seq
         if self.write is not None and self._draining is None:
-            self.last_seq = chunk.last_seq
-            self._write_now(chunk.frames)
+            self.last_seq = last
+            self._write_now(frames)
             return not self.broken
-        if self.pending + chunk.count > self.limit:
+        if self.pending + count > self.limit:
             self.drop()
             return False
-        self.pending += chunk.count
-        self.last_seq = chunk.last_seq
-        self.queue.append(chunk)
+        self.pending += count
+        self.last_seq = last
+        self.queue.append(Chunk(frames, count, last))
         return True
 
     def attach(self, write: Write) -> asyncio.Future[None]:
@@ -332,13 +328,15 @@ class EventHub:
         self.recent.append(item)
         self._pending.append(item)
         if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop = asyncio.get_running_loop()
-            # Writing to every client takes the loop for a while (in slices, so the relay, requests and
-            # this consumer get turns in between); after a flush, leave the loop to everything else for
-            # at least FLUSH_GAP times as long before the next one.
-            at = max(loop.time() + FLUSH_DELAY, self._flushed_at + FLUSH_GAP * self.flush_cost)
-            loop.call_at(at, self._flush)
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Writing to every client takes the loop for a while (in slices, so the relay, requests and this
+        consumer get turns in between); after a flush, leave the loop to everything else for at least
+        FLUSH_GAP times as long before the next one."""
+        self._flush_scheduled = True
+        loop = asyncio.get_running_loop()
+        loop.call_at(max(loop.time() + FLUSH_DELAY, self._flushed_at + FLUSH_GAP * self.flush_cost), self._flush)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
@@ -370,8 +368,7 @@ class EventHub:
         self._flushed_at = loop.time()
         self._flush_scheduled = False
         if self._pending:  # arrived while this batch went out
-            self._flush_scheduled = True
-            loop.call_at(max(loop.time() + FLUSH_DELAY, self._flushed_at + FLUSH_GAP * cost), self._flush)
+            self._schedule_flush()
 
     # -- subscribers ------------------------------------------------------------------------------
 

@@ -80,6 +80,16 @@ async def ensure_projection(conn: asyncpg.Connection, projection: Projection) ->
         )
 
 
+async def move_checkpoint(conn: asyncpg.Connection, name: str, cursor: tuple[int, int]) -> None:
+    """Record that the reader `name` has handled the global order up to `cursor` (transaction_id, position)."""
+    await conn.execute(
+        "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1",
+        name,
+        str(cursor[0]),
+        cursor[1],
+    )
+
+
 async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tuple[int, int, int]:
     row = await conn.fetchrow(
         "SELECT transaction_id::text::bigint AS tx, position, version FROM checkpoints WHERE name = $1", name
@@ -127,12 +137,7 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_si
             return 0
         await projection.handle(conn, events)
         last = events[-1]
-        await conn.execute(
-            "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1",
-            projection.name,
-            str(last.transaction_id),
-            last.position,
-        )
+        await move_checkpoint(conn, projection.name, (last.transaction_id, last.position))
     metrics.PROJECTION_EVENTS.labels(projection.name).inc(len(events))
     return len(events)
 

@@ -27,7 +27,7 @@ from nats.js.errors import APIError, NotFoundError
 from application.ports import StoredEvent
 from infrastructure import metrics
 from infrastructure.eventstore import HORIZON, NEVER_SKIP, PUBLIC_PAYLOAD, init_connection
-from infrastructure.projector import cancel_requested, lock_key, wait_or_timeout
+from infrastructure.projector import cancel_requested, lock_key, move_checkpoint, wait_or_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +94,12 @@ SELECT position, transaction_id::text::bigint, event_id::text, stream_id, stream
 FROM events {NEVER_SKIP}"""
 
 
+async def outbox_rows(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` rows of the outbox read after the cursor `(transaction_id, position)`."""
+    horizon = await conn.fetchval(HORIZON)
+    return await conn.fetch(READ_OUTBOX, str(after[0]), after[1], limit, horizon)
+
+
 @dataclass(slots=True)
 class Outgoing:
     """One event as the relay publishes it."""
@@ -115,9 +121,7 @@ class Outbox:
 
     async def read(self, conn: asyncpg.Connection, after: tuple[int, int], limit: int, previous_id: str | None) -> list[Outgoing]:
         """Up to `limit` events after the cursor; `previous_id` is the event id published just before them."""
-        horizon = await conn.fetchval(HORIZON)
-        rows = await conn.fetch(READ_OUTBOX, str(after[0]), after[1], limit, horizon)
-        return self.messages(rows, previous_id)
+        return self.messages(await outbox_rows(conn, after, limit), previous_id)
 
     def messages(self, rows: list[Any], previous_id: str | None) -> list[Outgoing]:
         out = []
@@ -344,12 +348,7 @@ class Relay:
 
     async def _acknowledged(self, conn: asyncpg.Connection, batch: Batch) -> None:
         """Every message of `batch` is in the stream: record how far the relay got."""
-        await conn.execute(
-            "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1",
-            RELAY,
-            str(batch.cursor[0]),
-            batch.cursor[1],
-        )
+        await move_checkpoint(conn, RELAY, batch.cursor)
         self.state.cursor = batch.cursor
         self.state.published += batch.size
         self.state.last_error = None
@@ -371,13 +370,7 @@ class Relay:
                 held = (int(headers.get("Charter-Transaction-Id", 0)), int(headers.get("Charter-Position", 0)))
                 if held > cursor:
                     cursor = held
-                    await conn.execute(
-                        "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now()"
-                        " WHERE name = $1",
-                        RELAY,
-                        str(cursor[0]),
-                        cursor[1],
-                    )
+                    await move_checkpoint(conn, RELAY, cursor)
         except NotFoundError:
             pass
         self.state.cursor = cursor

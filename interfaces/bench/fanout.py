@@ -876,25 +876,31 @@ async def warm_connections(server: FanoutServer, auth: Auth, count: int) -> None
     await asyncio.sleep(0.5)
 
 
-async def http_get_json(host: str, port: int, path: str, timeout: float = 10.0) -> Any:
-    """GET `path` with HTTP/1.0 (no chunking, server closes) and decode the JSON body (None on failure)."""
+async def http_get(host: str, port: int, path: str, timeout: float = 10.0) -> bytes:
+    """The body of GET `path`, over HTTP/1.0 (no chunking, the server closes)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
         raw = await asyncio.wait_for(reader.read(), timeout)
+    finally:
         writer.close()
-        return json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    return raw.split(b"\r\n\r\n", 1)[1]
+
+
+async def http_get_json(host: str, port: int, path: str, timeout: float = 10.0) -> Any:
+    """GET `path` and decode the JSON body (an error entry on failure)."""
+    try:
+        return json.loads(await http_get(host, port, path, timeout))
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         return {"error": repr(exc)}
 
 
 async def hub_flushes(host: str, port: int, timeout: float = 10.0) -> dict[str, float]:
     """The server's SSE hub counters from /metrics: flushes, their event-loop seconds and events."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        writer.write(f"GET /metrics HTTP/1.0\r\nHost: {host}:{port}\r\n\r\n".encode())
-        raw = (await asyncio.wait_for(reader.read(), timeout)).decode(errors="replace")
-        writer.close()
+        text = (await http_get(host, port, "/metrics", timeout)).decode(errors="replace")
     except Exception:  # noqa: BLE001 - diagnostics only
         return {}
     wanted = {
@@ -902,12 +908,12 @@ async def hub_flushes(host: str, port: int, timeout: float = 10.0) -> dict[str, 
         "charter_sse_flush_seconds_sum": "seconds",
         "charter_sse_flush_events_sum": "events",
     }
-    found = {}
-    for line in raw.splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            found[wanted[name]] = float(value)
-    return found
+    return {
+        wanted[sample.name]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in wanted
+    }
 
 
 def hub_window(before: dict[str, float], after: dict[str, float], subscribers: int) -> dict[str, Any] | None:
@@ -1585,8 +1591,8 @@ async def _append_events(dsn: str, count: int) -> tuple[tuple[int, int], float]:
 
 async def _read_events(dsn: str, cursor: tuple[int, int], count: int) -> tuple[list[Any], float]:
     """The outbox rows after `cursor`, read as the relay reads them; returns them and the seconds taken."""
-    from infrastructure.eventstore import HORIZON, init_connection
-    from infrastructure.relay import READ_OUTBOX
+    from infrastructure.eventstore import init_connection
+    from infrastructure.relay import outbox_rows
 
     conn = await asyncpg.connect(dsn, statement_cache_size=0)
     await init_connection(conn)
@@ -1594,8 +1600,7 @@ async def _read_events(dsn: str, cursor: tuple[int, int], count: int) -> tuple[l
         rows: list[Any] = []
         started = time.perf_counter()
         while len(rows) < count:
-            horizon = await conn.fetchval(HORIZON)
-            batch = await conn.fetch(READ_OUTBOX, str(cursor[0]), cursor[1], 1000, horizon)
+            batch = await outbox_rows(conn, cursor, 1000)
             if not batch:
                 break
             rows.extend(batch)
