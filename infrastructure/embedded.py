@@ -113,7 +113,23 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class EmbeddedPostgres:
+class _Started:
+    """`with server:` starts it (the subclass's `start`) and stops it again (its `stop`)."""
+
+    def __enter__(self) -> Self:
+        self.start()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()  # type: ignore[attr-defined]
+
+
+class EmbeddedPostgres(_Started):
     """A PostgreSQL server whose cluster lives in ``data_dir / "pgdata"``.
 
     The server listens on 127.0.0.1 (TCP, trust authentication) and on a unix
@@ -241,18 +257,6 @@ class EmbeddedPostgres:
                 self._stop_server(self.pid)
         _log.info("PostgreSQL stopped (pid %s)", self.pid)
         self._forget()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _forget(self) -> None:
         if self._owned:
@@ -567,7 +571,7 @@ def _ensure_tree_readable(root: Path) -> None:
                 os.chmod(name, stat.S_IMODE(wanted))
 
 
-class EmbeddedNats:
+class EmbeddedNats(_Started):
     """A JetStream-enabled ``nats-server`` bound to 127.0.0.1.
 
     JetStream state lives in ``data_dir / "jetstream"`` and the server log in
@@ -662,18 +666,6 @@ class EmbeddedNats:
         """Stop and start again on the same port and store directory; return the URL."""
         self.stop()
         return self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _launch(self) -> None:
         assert self.port is not None

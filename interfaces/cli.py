@@ -86,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from interfaces.app import create_app
+    from interfaces.serving import server_config
 
     settings = Settings.from_env(host=args.host, port=args.port)
     if args.no_projectors:
@@ -106,14 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"-d '{{\"username\": \"{settings.bootstrap_admin_email}\", \"password\": \"'$(sed -n 2p {credentials})'\"}}'",
                 file=sys.stderr,
             )
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop" if sys.platform != "win32" else "asyncio",
-            log_level="warning",
-            access_log=False,
-        )
+        uvicorn.Server(server_config(app, settings.host, settings.port)).run()
     return 0
 
 

@@ -130,21 +130,12 @@ def serve() -> None:
 
     from infrastructure.settings import Settings
     from interfaces.app import create_app
+    from interfaces.serving import server_config
 
     settings = Settings.from_env()
     authorization = os.environ.get(AUTHORIZATION_ENV, "on") != "off"
     app = create_app(settings, authorization=authorization)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        backlog=4096,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(app, settings.host, settings.port)
     config.load()
     print(
         f"authorization={authorization} http={config.http_protocol_class.__name__} loop={config.loop}",

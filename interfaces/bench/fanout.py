@@ -733,20 +733,11 @@ def serve() -> None:
 
     from infrastructure.settings import Settings
     from interfaces.app import create_app
+    from interfaces.serving import server_config
 
     settings = Settings.from_env()
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        backlog=4096,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(app, settings.host, settings.port)
     profile_path = os.environ.get(PROFILE_ENV)
     if profile_path:
         import cProfile

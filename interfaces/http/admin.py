@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -193,10 +194,8 @@ class UserAdminController(Controller):
         role: FromPath[str],
         site_id: FromQuery[str | None] = None,
     ) -> Response[Written]:
-        result = await runtime.execute(i.GrantRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
-        key = await runtime.application_role_key(role)
-        runtime.authority.granted(user_id, key, site_id)
-        return written(result, user_id)
+        command = i.GrantRole(user_id=user_id, role=role, site_id=site_id)
+        return await _change_grant(request, runtime, command, runtime.authority.granted)
 
     @delete(
         "/{user_id:str}/roles/{role:str}",
@@ -213,10 +212,18 @@ class UserAdminController(Controller):
         role: FromPath[str],
         site_id: FromQuery[str | None] = None,
     ) -> Response[Written]:
-        result = await runtime.execute(i.RevokeRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
-        key = await runtime.application_role_key(role)
-        runtime.authority.revoked(user_id, key, site_id)
-        return written(result, user_id)
+        command = i.RevokeRole(user_id=user_id, role=role, site_id=site_id)
+        return await _change_grant(request, runtime, command, runtime.authority.revoked)
+
+
+async def _change_grant(
+    request: Request, runtime: Runtime, command: i.GrantRole | i.RevokeRole, apply: Callable[[str, str, str | None], None]
+) -> Response[Written]:
+    """Run a grant or revoke, then apply it to this replica's access cache at once (other replicas
+    refresh theirs within a second)."""
+    result = await runtime.execute(command, command_context(request))
+    apply(command.user_id, await runtime.application_role_key(command.role), command.site_id)
+    return written(result, command.user_id)
 
 
 class RoleAdminController(Controller):

@@ -17,6 +17,7 @@ from litestar.testing import AsyncTestClient
 from infrastructure.embedded import find_free_port
 from infrastructure.settings import Settings
 from interfaces.app import create_app
+from interfaces.serving import server_config
 
 
 ADMIN_EMAIL = "admin@charter.test"
@@ -56,6 +57,20 @@ async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         yield test_client
 
 
+async def serve_live(app: Litestar) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
+    """Serve `app` with uvicorn in this event loop on a free port, once it listens and its event hub is
+    subscribed: the server, the task serving it (set `server.should_exit` and await it to stop) and the URL."""
+    port = find_free_port()
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
+    return server, task, f"http://127.0.0.1:{port}"
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -83,15 +98,7 @@ async def fanout_server(
         sse_heartbeat=1.0,
     )
     app = create_app(settings)
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
-    url = f"http://127.0.0.1:{port}"
+    server, task, url = await serve_live(app)
     async with httpx.AsyncClient(base_url=url) as http:
         headers = {"Authorization": f"Bearer {await admin_token(http)}"}
     try:

@@ -5,53 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from interfaces.bench import run_bench
-
-
-async def _bench_databases(dsn: str) -> set[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'charter_bench_%'")
-        return {r["datname"] for r in rows}
-    finally:
-        await conn.close()
-
-
-def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    """Run outside pytest-asyncio's loop: the bench starts event loops (and server processes) of its own."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=120)
-    assert not thread.is_alive(), "bench did not finish within 120 s"
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome.get("value")
+from tests.integration.bench_support import bench_databases, in_thread
 
 
 def test_bench_auth_writes_report_with_two_rates(pg_server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHARTER_DATABASE_URL", pg_server_dsn)
     monkeypatch.delenv("CHARTER_NATS_URL", raising=False)
     monkeypatch.delenv("CHARTER_BENCH_AUTH_ROUNDS", raising=False)
-    before = _in_thread(lambda: asyncio.run(_bench_databases(pg_server_dsn)))
+    before = in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn)))
     args = argparse.Namespace(command="bench", suite="auth", clients=4, seconds=1.0, report=str(tmp_path / "reports"))
 
     started = time.monotonic()
-    assert _in_thread(run_bench, args) == 0
+    assert in_thread(run_bench, args) == 0
     took = time.monotonic() - started
 
     reports = sorted((tmp_path / "reports").glob("auth-*.json"))
@@ -77,5 +48,5 @@ def test_bench_auth_writes_report_with_two_rates(pg_server_dsn: str, tmp_path: P
     assert guard["authorized_us"] > 0 and guard["disabled_us"] > 0 and guard["calls"] > 0
     assert 0 < report["expected_ratio_from_guard"] <= 1.5
     # The bench database is dropped again.
-    assert _in_thread(lambda: asyncio.run(_bench_databases(pg_server_dsn))) <= before
+    assert in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn))) <= before
     assert took < 30, f"the tiny run took {took:.0f} s"

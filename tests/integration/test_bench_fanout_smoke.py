@@ -5,23 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
 import time
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from interfaces.bench import run_bench
-
-
-async def _bench_databases(dsn: str) -> set[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'charter_bench_%'")
-        return {r["datname"] for r in rows}
-    finally:
-        await conn.close()
+from tests.integration.bench_support import bench_databases, in_thread
 
 
 async def _stream_names(url: str) -> set[str]:
@@ -34,32 +24,13 @@ async def _stream_names(url: str) -> set[str]:
         await nc.close()
 
 
-def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    """Run outside pytest-asyncio's loop: the bench starts event loops (and processes) of its own."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=180)
-    assert not thread.is_alive(), "bench did not finish within 180 s"
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome.get("value")
-
-
 def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
     pg_server_dsn: str, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CHARTER_DATABASE_URL", pg_server_dsn)
     monkeypatch.setenv("CHARTER_NATS_URL", nats_url)
     monkeypatch.delenv("CHARTER_BENCH_PROFILE_SERVER", raising=False)
-    databases_before = _in_thread(lambda: asyncio.run(_bench_databases(pg_server_dsn)))
+    databases_before = in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn)))
     args = argparse.Namespace(
         command="bench",
         suite="fanout",
@@ -74,7 +45,7 @@ def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
     )
 
     started = time.monotonic()
-    assert _in_thread(run_bench, args) == 0
+    assert in_thread(run_bench, args, timeout=180) == 0
     took = time.monotonic() - started
 
     reports = sorted((tmp_path / "reports").glob("fanout-*.json"))
@@ -108,7 +79,7 @@ def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
     assert set(report["targets"]) == {"p99_commit_to_client_ms", "kib_per_idle_client", "relay_vs_raw"}
     assert all(isinstance(t["met"], bool) for t in report["targets"].values())
     # The bench database and the bench's JetStream streams are gone again.
-    assert _in_thread(lambda: asyncio.run(_bench_databases(pg_server_dsn))) <= databases_before
-    streams = _in_thread(lambda: asyncio.run(_stream_names(nats_url)))
+    assert in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn))) <= databases_before
+    streams = in_thread(lambda: asyncio.run(_stream_names(nats_url)))
     assert not {name for name in streams if name.startswith(report["config"]["stream"])}
     assert took < 60, f"the tiny run took {took:.0f} s"

@@ -5,41 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import threading
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from interfaces.bench import run_bench
-
-
-async def _bench_databases(dsn: str) -> list[str]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'charter_bench_%'")
-        return [r["datname"] for r in rows]
-    finally:
-        await conn.close()
-
-
-def _in_thread(fn, *args):  # type: ignore[no-untyped-def]
-    """Run outside pytest-asyncio's loop: the bench starts event loops of its own (uvloop)."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(timeout=120)
-    assert not thread.is_alive(), "bench did not finish within 120 s"
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome.get("value")
+from tests.integration.bench_support import bench_databases, in_thread
 
 
 def test_bench_append_writes_report_with_three_rates(
@@ -48,10 +19,10 @@ def test_bench_append_writes_report_with_three_rates(
     monkeypatch.setenv("CHARTER_DATABASE_URL", pg_server_dsn)
     for name in ("CHARTER_WRITERS", "CHARTER_MAX_BATCH", "CHARTER_POOL_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    before = set(_in_thread(lambda: asyncio.run(_bench_databases(pg_server_dsn))))
+    before = in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn)))
     args = argparse.Namespace(command="bench", suite="append", clients=4, seconds=1.0, report=str(tmp_path / "reports"))
 
-    assert _in_thread(run_bench, args) == 0
+    assert in_thread(run_bench, args) == 0
 
     reports = sorted((tmp_path / "reports").glob("append-*.json"))
     assert len(reports) == 1
@@ -70,5 +41,5 @@ def test_bench_append_writes_report_with_three_rates(
     assert report["server"]["version"]
     assert "fsync" in report["server"]["settings"]
     # The bench database is dropped again.
-    after = set(_in_thread(lambda: asyncio.run(_bench_databases(pg_server_dsn))))
+    after = set(in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn))))
     assert after <= before

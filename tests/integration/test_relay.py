@@ -170,6 +170,15 @@ async def stream_messages(js: nats.js.JetStreamContext, settings: StreamSettings
     return received
 
 
+async def assert_server_holds_log_once_in_order(url: str, stream: StreamSettings, pool: asyncpg.Pool) -> None:
+    """`assert_stream_holds_log_once_in_order` against the NATS server at `url` (one the test runs itself)."""
+    client = await nats.connect(url, connect_timeout=2)
+    try:
+        await assert_stream_holds_log_once_in_order(client.jetstream(timeout=5), stream, pool)
+    finally:
+        await client.close()
+
+
 async def assert_stream_holds_log_once_in_order(
     js: nats.js.JetStreamContext, settings: StreamSettings, pool: asyncpg.Pool
 ) -> list[Received]:
@@ -418,11 +427,7 @@ async def test_appends_succeed_while_nats_is_down_and_the_relay_catches_up_exact
     assert await lag(pool, RELAY) == 0
     assert relay.state.connected and relay.state.last_error is None
 
-    client = await nats.connect(url, connect_timeout=2)
-    try:
-        await assert_stream_holds_log_once_in_order(client.jetstream(timeout=5), settings, pool)
-    finally:
-        await client.close()
+    await assert_server_holds_log_once_in_order(url, settings, pool)
 
 
 async def test_a_relay_started_while_nats_is_down_waits_and_then_publishes_everything(
@@ -443,11 +448,7 @@ async def test_a_relay_started_while_nats_is_down_waits_and_then_publishes_every
     url = await asyncio.to_thread(own_nats.start)
     await eventually(lambda: caught_up(pool, relay), 20, "the relay published the backlog once NATS is up")
     assert relay.state.published == 100 and relay.state.last_error is None
-    client = await nats.connect(url, connect_timeout=2)
-    try:
-        await assert_stream_holds_log_once_in_order(client.jetstream(timeout=5), settings, pool)
-    finally:
-        await client.close()
+    await assert_server_holds_log_once_in_order(url, settings, pool)
 
 
 async def test_relay_continues_after_nats_restart_when_its_last_message_is_older_than_the_duplicate_window(
@@ -470,11 +471,7 @@ async def test_relay_continues_after_nats_restart_when_its_last_message_is_older
     await write_concurrently(store, writers=2, per_writer=10, label="window-after")
 
     await eventually(lambda: caught_up(pool, relay), 15, f"the relay publishes after the restart (last_error={relay.state.last_error})")
-    client = await nats.connect(url, connect_timeout=2)
-    try:
-        await assert_stream_holds_log_once_in_order(client.jetstream(timeout=5), settings, pool)
-    finally:
-        await client.close()
+    await assert_server_holds_log_once_in_order(url, settings, pool)
 
 
 async def _true(value: bool) -> bool:

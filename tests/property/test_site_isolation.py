@@ -38,10 +38,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
 
-from infrastructure.embedded import find_free_port
 from interfaces.app import create_app
 from tests.conftest import DatabaseFactory, StreamFactory
-from tests.e2e.conftest import admin_token, make_settings
+from tests.e2e.conftest import admin_token, make_settings, serve_live
 
 T = TypeVar("T")
 
@@ -119,15 +118,8 @@ async def _start(databases: DatabaseFactory, streams: StreamFactory, data_dir: P
         sse_heartbeat=0.2,
     )
     app = create_app(settings_)
-    port = find_free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.05)
-    await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
-    http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    server, serving, url = await serve_live(app)
+    http = httpx.AsyncClient(base_url=url, timeout=30)
     admin = {"Authorization": f"Bearer {await admin_token(http)}"}
     me = await http.get("/api/v1/auth/me", headers=admin)
     assert me.status_code == 200, me.text
