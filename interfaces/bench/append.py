@@ -46,10 +46,10 @@ from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 import asyncpg
 from eventsourcing.domain import Aggregate, event
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from interfaces.bench.common import write_report
+from interfaces.bench.common import bench_progress, write_report
 
 CEILING_TARGET = 1.0  # Charter events/s over one-row INSERT transactions/s
 STOCK_TARGET = 10.0  # Charter events/s over eventsourcing's stock recorder events/s
@@ -1095,13 +1095,7 @@ def run_append(args: argparse.Namespace) -> int:
                     f"{seconds:g}s per phase after {warmup:g}s warm-up"
                 )
                 results: dict[str, PhaseResult] = {}
-                with Progress(
-                    TextColumn("{task.description:<28}"),
-                    BarColumn(bar_width=24),
-                    TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"),
-                    console=Console(stderr=True),
-                ) as progress:
+                with bench_progress(28) as progress:
                     results["postgres_ceiling"] = phase_ceiling(dsn, pgbench, connections, warmup, seconds, workdir, progress)
                     results["eventsourcing_stock"] = phase_eventsourcing(dsn, clients, connections, warmup, seconds, progress)
                     results["charter"] = phase_charter(

@@ -48,7 +48,7 @@ from typing import Any
 
 import asyncpg
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from interfaces.bench.append import (
@@ -62,7 +62,7 @@ from interfaces.bench.append import (
     warmup_for,
     with_database,
 )
-from interfaces.bench.common import ServerProcess, postmaster_pid, tree_cpu_seconds, write_report
+from interfaces.bench.common import ServerProcess, bench_progress, postmaster_pid, tree_cpu_seconds, write_report
 
 RATIO_TARGET = 0.9  # authorized requests/s over unauthorized requests/s
 PLUGINS = 50  # seeded: the page of 20 is full
@@ -722,13 +722,7 @@ def run_auth(args: argparse.Namespace) -> int:
                     f"servers up: A :{a.port} (pid {a.pid}, authorization on), B :{b.port} (pid {b.pid}, authorization off); "
                     f"page of {prepared.body_bytes} bytes, same on both: {prepared.same_body}"
                 )
-                with Progress(
-                    TextColumn("{task.description:<22}"),
-                    BarColumn(bar_width=24),
-                    TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"),
-                    console=Console(stderr=True),
-                ) as progress:
+                with bench_progress(22) as progress:
                     phases = _run_loop(run_load(a, b, prepared.token, clients, warmup, seconds, rounds, progress, pg_pid))
                 timings["load"] = _lap()
                 banners = {s.label: _banner(s) for s in servers}

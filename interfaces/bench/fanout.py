@@ -58,7 +58,7 @@ from typing import Any
 
 import asyncpg
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from interfaces.bench.append import (
@@ -72,7 +72,7 @@ from interfaces.bench.append import (
     with_database,
 )
 
-from interfaces.bench.common import ServerProcess, postmaster_pid, tree_cpu_seconds, write_report
+from interfaces.bench.common import ServerProcess, bench_progress, postmaster_pid, tree_cpu_seconds, write_report
 
 P99_TARGET_MS = 50.0
 KIB_PER_CLIENT_TARGET = 30.0
@@ -2202,13 +2202,7 @@ def run_fanout(args: argparse.Namespace) -> int:
                     f"stream {stream.name}; {clients:,} SSE clients in {processes} process(es), {rate:g} events/s for "
                     f"{cfg.warmup:g}s warm-up + {seconds:g}s; relay phase {relay_events:,} events x {relay_rounds} rounds"
                 )
-                with Progress(
-                    TextColumn("{task.description:<28}"),
-                    BarColumn(bar_width=24),
-                    TimeElapsedColumn(),
-                    TextColumn("{task.fields[status]}"),
-                    console=Console(stderr=True),
-                ) as progress:
+                with bench_progress(28) as progress:
                     fan = run_fanout_phases(dsn, nats_url, stream, cfg, workdir, progress, nats_pid)
                     flooring = progress.add_task("(5) floor: bare socket writes", total=None, status="")
                     floor = raw_floor(cfg.clients, int(fan.load.get("bytes_per_chunk") or 25_000))
