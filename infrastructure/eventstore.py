@@ -16,6 +16,7 @@ from application.errors import ConcurrencyError, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from domain.user import WITHHELD_FIELDS
 from infrastructure import metrics
+from infrastructure.availability import DATABASE, is_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -122,9 +123,19 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     a transaction left open."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 20, connect_timeout: float = 5.0, **kwargs: Any
+) -> asyncpg.Pool:
+    """The shared pool. `connect_timeout` bounds each new connection (asyncpg waits 60 s by default), so
+    a request meeting a server that accepts but does not answer fails fast with a 503."""
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, reset=_keep_session, **kwargs
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        reset=_keep_session,
+        timeout=connect_timeout,
+        **kwargs,
     )
 
 
@@ -205,8 +216,12 @@ class EventStore:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._commit(batch)
+                DATABASE.succeeded()
             except Exception as exc:  # connection lost, server gone: every command of the batch fails
-                log.error("append batch failed", error=str(exc), commands=len(batch))
+                if is_unavailable(exc):
+                    DATABASE.failed(exc, "append")
+                else:
+                    log.error("append batch failed", error=str(exc), commands=len(batch))
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(exc)

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from infrastructure.availability import quiet_pool_logs
+
 
 def configure_logging(level: str = "info", json: bool = True) -> None:
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
@@ -23,3 +25,4 @@ def configure_logging(level: str = "info", json: bool = True) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    quiet_pool_logs()

@@ -27,6 +27,7 @@ SSE_FLUSH_SECONDS = Histogram(
 SSE_FLUSH_EVENTS = Histogram(
     "charter_sse_flush_events", "Events per hub flush", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 )
+DEPENDENCY_UP = Gauge("charter_dependency_up", "1 while a dependency answers, 0 during an outage", ["dependency"])
 PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])
 
 

@@ -18,11 +18,13 @@ import structlog
 
 from application.ports import StoredEvent
 from infrastructure import metrics
+from infrastructure.availability import DATABASE, is_unavailable
 from infrastructure.eventstore import NOTIFY_CHANNEL, READ_GLOBAL_ISOLATION, init_connection, read_global
 
 log = structlog.get_logger(__name__)
 
 Progress = Callable[[int, int], None]
+CONNECT_TIMEOUT = 5.0  # a server that accepts TCP but never answers must not hold a loop for asyncpg's 60 s
 
 
 class Projection(Protocol):
@@ -59,7 +61,7 @@ def lock_key(kind: str, name: str) -> int:
 
 async def _connect(dsn: str) -> asyncpg.Connection:
     # No statement cache: a rebuild swaps the tables, and cached plans would point at the old ones.
-    conn = await asyncpg.connect(dsn, statement_cache_size=0)
+    conn = await asyncpg.connect(dsn, statement_cache_size=0, timeout=CONNECT_TIMEOUT)
     await init_connection(conn)
     return conn
 
@@ -143,12 +145,19 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_si
 
 
 class Notifier:
-    """One LISTEN connection per process; wakes every registered waiter when events are appended."""
+    """One LISTEN connection per process; wakes every registered waiter when events are appended.
 
-    def __init__(self, dsn: str) -> None:
+    The connection is re-opened when the server drops it (restart, failover); waiters are woken then,
+    so nothing committed during the outage waits for the poll interval.
+    """
+
+    def __init__(self, dsn: str, *, retry_every: float = 0.25) -> None:
         self.dsn = dsn
+        self.retry_every = retry_every
         self._conn: asyncpg.Connection | None = None
         self._events: list[asyncio.Event] = []
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
     def subscribe(self) -> asyncio.Event:
         event = asyncio.Event()
@@ -159,13 +168,41 @@ class Notifier:
         for event in self._events:
             event.set()
 
+    async def _listen(self) -> None:
+        self._lost.clear()
+        conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        await conn.add_listener(NOTIFY_CHANNEL, self._wake)
+        self._conn = conn
+
     async def start(self) -> None:
-        self._conn = await asyncpg.connect(self.dsn)
-        await self._conn.add_listener(NOTIFY_CHANNEL, self._wake)
+        await self._listen()
+        self._task = asyncio.create_task(self._keep_listening(), name="notifier")
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await self._lost.wait()
+            self._conn = None
+            while True:
+                try:
+                    await self._listen()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if cancel_requested():
+                        raise asyncio.CancelledError from exc
+                    DATABASE.failed(exc, "notifier")
+                    await asyncio.sleep(self.retry_every)
+            self._wake()
 
     async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         if self._conn is not None:
-            await self._conn.close()
+            await self._conn.close(timeout=2)
             self._conn = None
 
 
@@ -198,7 +235,10 @@ class ProjectionRunner:
             except Exception as exc:
                 if cancel_requested():
                     raise asyncio.CancelledError from exc
-                log.error("projection runner failed; restarting", projection=self.projection.name, error=repr(exc))
+                if is_unavailable(exc):
+                    DATABASE.failed(exc, f"projection {self.projection.name}")
+                else:
+                    log.error("projection runner failed; restarting", projection=self.projection.name, error=repr(exc))
                 self.leading = False
                 await asyncio.sleep(self.poll_interval)
 
@@ -218,6 +258,7 @@ class ProjectionRunner:
             while True:
                 self.wakeup.clear()
                 handled = await apply_batch(conn, self.projection, self.batch_size)
+                DATABASE.succeeded()
                 if handled < self.batch_size:
                     await wait_or_timeout(self.wakeup, self.poll_interval)
         finally:

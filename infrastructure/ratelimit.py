@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 import asyncpg
 import structlog
 
+from infrastructure.availability import DATABASE, is_unavailable
+
 log = structlog.get_logger(__name__)
 
 
@@ -74,7 +76,12 @@ class RateLimiter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the limiter degrades to per-process counting while the database is away
-                log.warning("rate-limit sync failed", error=repr(exc))
+                if is_unavailable(exc) or DATABASE.down:  # mid-outage errors come in many shapes
+                    DATABASE.failed(exc, "rate-limit sync")
+                else:
+                    log.warning("rate-limit sync failed", error=repr(exc))
+            else:
+                DATABASE.succeeded()
 
     async def sync(self) -> None:
         if not self._unsent:

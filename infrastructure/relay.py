@@ -26,6 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from application.ports import StoredEvent
 from infrastructure import metrics
+from infrastructure.availability import DATABASE, is_unavailable
 from infrastructure.eventstore import HORIZON, NEVER_SKIP, PUBLIC_PAYLOAD, init_connection
 from infrastructure.projector import cancel_requested, lock_key, move_checkpoint, wait_or_timeout
 
@@ -237,7 +238,10 @@ class Relay:
                 if cancel_requested():  # a library turned our cancellation into its own error
                     raise asyncio.CancelledError from exc
                 self.state.last_error = repr(exc)
-                log.warning("relay interrupted; retrying", error=repr(exc))
+                if is_unavailable(exc) or DATABASE.down:
+                    DATABASE.failed(exc, "relay")
+                else:
+                    log.warning("relay interrupted; retrying", error=repr(exc))
                 await asyncio.sleep(self.poll_interval)
             finally:
                 self.state.leading = False

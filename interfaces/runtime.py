@@ -21,6 +21,7 @@ from domain.user import user_uuid
 from infrastructure.auth import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.ratelimit import RateLimiter
 from infrastructure import metrics
+from infrastructure.availability import DATABASE, is_unavailable
 from infrastructure.eventstore import EventStore, create_pool
 from infrastructure.migrations import migrate
 from infrastructure.plugin_sources import PostgresArchiveStore
@@ -138,7 +139,13 @@ async def start_runtime(settings: Settings) -> Runtime:
             await migrate(conn)
         finally:
             await conn.close()
-    pool = await create_pool(dsn, min_size=2, max_size=settings.pool_size)
+    pool = await create_pool(
+        dsn,
+        min_size=2,
+        max_size=settings.pool_size,
+        connect_timeout=settings.database_connect_timeout,
+        command_timeout=settings.database_command_timeout,
+    )
     store = EventStore(pool, writers=settings.writers, max_batch=settings.max_batch)
     await store.start()
     cipher = FernetCipher(load_or_create_key(settings.secret_key, settings.data_dir))
@@ -248,7 +255,10 @@ async def _refresh_authority(runtime: Runtime) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the access schema may not exist until its projector starts
-            log.debug("authority refresh failed", error=repr(exc))
+            if is_unavailable(exc):
+                DATABASE.failed(exc, "access cache")
+            else:
+                log.debug("authority refresh failed", error=repr(exc))
         await asyncio.sleep(runtime.authority.refresh_every)
 
 

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from application.errors import ConcurrencyError, PreconditionFailed
 from domain.errors import DomainError
+from infrastructure.availability import DATABASE, is_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -89,7 +90,19 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
     return envelope(request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None)
 
 
+RETRY_AFTER_UNAVAILABLE = "2"
+
+
 def on_unexpected(request: Request, exc: Exception) -> Response:
+    if is_unavailable(exc):  # logged once per outage by DATABASE, not once per request
+        DATABASE.failed(exc, "request")
+        return envelope(
+            request,
+            503,
+            "DATABASE_UNAVAILABLE",
+            "the database is unavailable; retry shortly",
+            headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+        )
     log.exception("unhandled error", path=request.url.path)
     return envelope(request, 500, "INTERNAL_ERROR", "an unexpected error occurred; see the server log for this request id")
 

@@ -1,0 +1,56 @@
+"""Which errors mean "the database is unavailable" (503) rather than a defect (500)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from infrastructure.availability import Outage, is_unavailable
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        ConnectionResetError(104, "reset"),
+        TimeoutError(),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed"),
+        asyncpg.InterfaceError("pool is closing"),
+        asyncpg.exceptions._base.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+    ],
+)
+def test_outage_shapes_are_unavailable(exc: BaseException) -> None:
+    assert is_unavailable(exc)
+
+
+def test_a_cause_or_a_group_member_counts() -> None:
+    wrapped = RuntimeError("append failed")
+    wrapped.__cause__ = ConnectionRefusedError()
+    assert is_unavailable(wrapped)
+    assert is_unavailable(ExceptionGroup("relay", [ValueError(), ConnectionResetError()]))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad"),
+        asyncpg.UniqueViolationError("duplicate key"),
+        asyncpg.InterfaceError("the server expects 2 arguments, 1 was passed"),
+        asyncpg.exceptions._base.InternalClientError("something else"),
+    ],
+)
+def test_defects_are_not_outages(exc: BaseException) -> None:
+    assert not is_unavailable(exc)
+
+
+def test_an_outage_counts_failures_and_resets_when_it_ends() -> None:
+    outage = Outage("test-db")
+    outage.failed(ConnectionRefusedError(), "here")
+    outage.failed(ConnectionRefusedError(), "there")
+    assert outage.down and outage.failures == 2 and "ConnectionRefusedError" in outage.last_error
+    outage.succeeded()
+    assert not outage.down and outage.failures == 0 and outage.last_error is None
