@@ -271,6 +271,11 @@ class EventHub:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
+    @property
+    def connected(self) -> bool:
+        """Whether the hub's NATS connection is up now (it reconnects by itself)."""
+        return self._nc is not None and self._nc.is_connected
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="event-hub")
 

@@ -120,10 +120,11 @@ async def last_committed(pool: asyncpg.Pool) -> tuple[int, int] | None:
 
 
 async def lag(pool: asyncpg.Pool, name: str, cap: int = 1_000_000) -> int:
-    """Events committed beyond the projection's cursor (counted up to `cap`)."""
+    """Events committed beyond the projection's cursor (counted up to `cap`); a projection that never
+    ran is behind by the whole log."""
     return await pool.fetchval(
-        "SELECT count(*) FROM (SELECT 1 FROM events e, checkpoints c WHERE c.name = $1"
-        " AND (e.transaction_id, e.position) > (c.transaction_id, c.position) LIMIT $2) behind",
+        "SELECT count(*) FROM (SELECT 1 FROM events e LEFT JOIN checkpoints c ON c.name = $1"
+        " WHERE c.name IS NULL OR (e.transaction_id, e.position) > (c.transaction_id, c.position) LIMIT $2) behind",
         name,
         cap,
     )

@@ -32,6 +32,7 @@ from infrastructure.projector import Notifier, Projection, ProjectionRunner, has
 from infrastructure.secrets import FernetCipher, load_or_create_key
 from infrastructure.settings import Settings
 from interfaces.http.security import Authority
+from interfaces.readiness import Readiness
 from projections import PROJECTIONS
 from projections.access_queries import PostgresRoleDirectory
 from projections.plugin_catalog import PostgresPluginCatalog
@@ -80,6 +81,10 @@ class Runtime:
     dummy_hash: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
+    readiness: "Readiness" = None  # type: ignore[assignment]  # set by start_runtime
+
+    def __post_init__(self) -> None:
+        self.readiness = Readiness(self)
 
     async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
         """Run a command through the application, counting and timing it."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from litestar import Controller, Response, get
@@ -14,7 +13,6 @@ from interfaces.http.common import provide_runtime
 from interfaces.http.security import PUBLIC
 from interfaces.runtime import Runtime
 
-MAX_READY_LAG = 10_000
 # litestar appends the charset itself to text/* types; prometheus_client's constant already has one.
 METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=" + CONTENT_TYPE_LATEST.split("version=")[1].split(";")[0]
 
@@ -24,41 +22,19 @@ class OpsController(Controller):
     tags = ["operations"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @get("/health", operation_id="health", opt=PUBLIC, summary="Liveness: the process is up")
+    @get("/health", operation_id="health", opt=PUBLIC, summary="Liveness: version, uptime, each component's last state")
     async def health(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-        return {"status": "ok", "uptime_seconds": round(time.time() - runtime.started_at, 1)}
+        return runtime.readiness.health()
 
-    @get("/ready", operation_id="ready", opt=PUBLIC, summary="Readiness: database reachable, projections not far behind")
+    @get(
+        "/ready",
+        operation_id="ready",
+        opt=PUBLIC,
+        summary="Readiness: database, NATS, relay and projections, each with its reason and age",
+    )
     async def ready(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
-        checks: dict[str, Any] = {}
-        ok = True
-        try:
-            started = time.perf_counter()
-            await runtime.pool.fetchval("SELECT 1")
-            checks["database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
-            lags = await runtime.projection_lag()
-            checks["projections"] = {
-                name: {"lag": value, "leading_here": any(r.leading for r in runtime.runners if r.projection.name == name)}
-                for name, value in lags.items()
-            }
-            if any(value > MAX_READY_LAG for value in lags.values()):
-                ok = False
-            if runtime.settings.nats_url:
-                relay = runtime.relay
-                checks["relay"] = {
-                    "lag": await runtime.relay_lag(),
-                    "leading_here": bool(relay and relay.state.leading),
-                    "nats_connected": bool(relay and relay.state.connected),
-                    "last_error": relay.state.last_error if relay else None,
-                }
-                checks["event_stream"] = {
-                    "subscribed": bool(runtime.hub and runtime.hub.ready.is_set()),
-                    "clients": len(runtime.hub.subscribers) if runtime.hub else 0,
-                }
-        except Exception as exc:  # readiness must answer, whatever is broken
-            checks["database"] = {"status": "unreachable", "error": str(exc)}
-            ok = False
-        return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
+        ok = await runtime.readiness.probe()
+        return Response(runtime.readiness.ready(), status_code=200 if ok else 503)
 
     @get("/metrics", operation_id="metrics", opt=PUBLIC, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
     async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:

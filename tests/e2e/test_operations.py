@@ -33,7 +33,16 @@ class TestHealth:
         body = response.json()
         assert body["status"] == "ok"
         assert body["uptime_seconds"] >= 0
+        assert body["version"]
         assert response.headers["x-request-id"]
+
+    async def test_shows_each_components_last_state(self, client) -> None:
+        await client.get("/ready")
+
+        components = (await client.get("/health")).json()["components"]
+
+        assert components["database"]["status"] == "ok"
+        assert components["projection:plugins"]["for_seconds"] >= 0
 
 
 class TestReady:
@@ -46,8 +55,8 @@ class TestReady:
         body = response.json()
         assert body["status"] == "ready"
         assert body["checks"]["database"]["status"] == "ok"
-        assert "plugins" in body["checks"]["projections"]
-        assert body["checks"]["projections"]["plugins"]["lag"] >= 0
+        assert body["checks"]["projection:plugins"]["status"] == "ok"
+        assert body["checks"]["projection:plugins"]["lag"] >= 0
 
 
 class TestMetrics:

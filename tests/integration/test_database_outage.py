@@ -113,6 +113,10 @@ async def test_requests_answer_503_during_an_outage_and_recover_by_themselves(
             outage_started = len(outcomes)
             await asyncio.sleep(3.0)
             during = outcomes[outage_started:]
+            asked = time.monotonic()
+            ready = await http.get("/ready")
+            assert ready.status_code == 503 and time.monotonic() - asked < 5
+            assert ready.json()["checks"]["database"]["status"] == "failing"
             await asyncio.to_thread(throwaway_pg.start)
             back_at = time.monotonic()
 
@@ -142,7 +146,7 @@ async def test_requests_answer_503_during_an_outage_and_recover_by_themselves(
             deadline = time.monotonic() + 10
             while True:
                 ready = await http.get("/ready")
-                if ready.status_code == 200:
+                if ready.status_code == 200 and ready.json()["checks"]["relay"]["last_error"] is None:
                     break
                 assert time.monotonic() < deadline, ready.text
                 await asyncio.sleep(0.2)
