@@ -40,12 +40,16 @@ async def put_config(client, plugin_id: str, config: dict, **kwargs):
     return await client.put(f"{PLUGINS}/{plugin_id}/config", json={"config": config}, **kwargs)
 
 
-async def read_model_config_text(database_url: str, plugin_id: str) -> str:
+async def read_model_config_text(client, database_url: str, plugin_id: str) -> str:
+    """The read model's stored configuration, once the projection has every write so far."""
+    assert (await client.get(f"{PLUGINS}/{plugin_id}", params={"consistent": "true"})).status_code == 200
     conn = await asyncpg.connect(database_url)
     try:
-        return await conn.fetchval("SELECT config::text FROM rm_plugins.plugins WHERE plugin_id = $1", plugin_id)
+        text = await conn.fetchval("SELECT config::text FROM rm_plugins.plugins WHERE plugin_id = $1", plugin_id)
     finally:
         await conn.close()
+    assert text is not None, f"{plugin_id} is not in the read model"
+    return text
 
 
 class TestGetPluginConfig:
@@ -172,7 +176,7 @@ class TestSecretsStayOutOfTheLog:
         for row in rows:
             assert secret not in row["payload"]
             assert secret not in row["metadata"]
-        assert secret not in await read_model_config_text(database_url, pid)
+        assert secret not in await read_model_config_text(client, database_url, pid)
 
     async def test_a_secret_set_later_is_not_stored_in_clear(self, client, database_url) -> None:
         pid, secret = unique_id(), f"s3cr3t-{unique_id()}"
@@ -183,7 +187,7 @@ class TestSecretsStayOutOfTheLog:
         rows = await event_rows(database_url, pid)
         assert [r["event_type"] for r in rows] == ["Plugin.Installed", "Plugin.ConfigurationChanged"]
         assert all(secret not in row["payload"] for row in rows)
-        assert secret not in await read_model_config_text(database_url, pid)
+        assert secret not in await read_model_config_text(client, database_url, pid)
         assert (await config_of(client, pid, include_secrets="true"))["config"]["api_token"] == secret
 
     async def test_a_secret_kept_through_a_masked_write_is_not_stored_in_clear(self, client, database_url) -> None:
