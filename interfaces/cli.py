@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from interfaces.app import create_app
     from interfaces.serving import server_config
 
-    settings = Settings.from_env(host=args.host, port=args.port)
+    settings = Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None))
     if args.no_projectors:
         settings.run_projectors = False
     credentials = None
@@ -197,33 +197,61 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from infrastructure.settings_doc import settings_help, settings_markdown
+
+    print(settings_markdown() if args.markdown else settings_help(), end="" if args.markdown else "\n")
+    return 0
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Epilogs keep their layout; every option shows its default."""
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="charter", description="Charter: control plane for plugins and extensions")
+    from infrastructure.settings_doc import settings_help
+
+    root = argparse.ArgumentParser(
+        prog="charter", description="Charter: control plane for plugins and extensions", formatter_class=_HelpFormatter
+    )
     sub = root.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser(
-        "serve", help="run the API (embedded PostgreSQL / NATS when CHARTER_DATABASE_URL / CHARTER_NATS_URL are unset)"
+    def command(name: str, help: str, **kwargs: object) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter, **kwargs)
+
+    serve = command(
+        "serve",
+        "run the API (embedded PostgreSQL / NATS when CHARTER_DATABASE_URL / CHARTER_NATS_URL are unset)",
+        epilog=settings_help(),
     )
-    serve.add_argument("--host", default=None)
-    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--host", default=argparse.SUPPRESS, help=f"listen address (default: CHARTER_HOST, else {Settings().host})"
+    )
+    serve.add_argument(
+        "--port", type=int, default=argparse.SUPPRESS, help=f"listen port (default: CHARTER_PORT, else {Settings().port})"
+    )
     serve.add_argument("--no-projectors", action="store_true", help="run no projectors in this process")
     serve.set_defaults(func=cmd_serve)
 
-    mig = sub.add_parser("migrate", help="apply database migrations")
+    settings = command("settings", "list every setting, its environment variable, default and meaning")
+    settings.add_argument("--markdown", action="store_true", help="as the README's table")
+    settings.set_defaults(func=cmd_settings)
+
+    mig = command("migrate", "apply database migrations")
     mig.set_defaults(func=cmd_migrate)
 
-    proj = sub.add_parser("projections", help="inspect or rebuild read models")
+    proj = command("projections", "inspect or rebuild read models")
     proj.add_argument("action", choices=["rebuild", "status"])
     proj.add_argument("name", nargs="?", help="projection to rebuild (default: all)")
     proj.set_defaults(func=cmd_projections)
 
-    users = sub.add_parser("users", help="manage users from the command line")
+    users = command("users", "manage users from the command line")
     users.add_argument("action", choices=["create-admin"])
     users.add_argument("--email", required=True)
     users.add_argument("--password", help="default: CHARTER_ADMIN_PASSWORD, else asked for")
     users.set_defaults(func=cmd_users)
 
-    bench = sub.add_parser("bench", help="benchmarks that print ratios against a baseline measured in the same run")
+    bench = command("bench", "benchmarks that print ratios against a baseline measured in the same run")
     bench.add_argument("suite", choices=["append", "fanout", "auth"])
     bench.add_argument("--clients", type=int, default=64)
     bench.add_argument(

@@ -1,0 +1,88 @@
+"""What each setting means, in one place: `charter serve --help`, `charter settings` and the README's
+settings table are all generated from this and `Settings`' defaults (a test keeps the README in step)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from infrastructure.settings import Settings
+
+DESCRIPTIONS: dict[str, str] = {
+    "database_url": "PostgreSQL DSN; unset: `charter serve` starts an embedded PostgreSQL under the data dir",
+    "nats_url": "NATS server with JetStream; unset: `charter serve` starts an embedded nats-server",
+    "host": "address the API listens on",
+    "port": "port the API listens on",
+    "data_dir": "embedded servers' data, the generated secret key, the first admin's credentials",
+    "secret_key": "Fernet key sealing secret configuration values (every replica needs the same); unset: generated into `<data_dir>/secret.key`",
+    "host_version": "the host version manifests' `host_versions` are checked against",
+    "log_level": "structured log level (debug, info, warning, error)",
+    "log_json": "JSON log lines (false: console rendering)",
+    "writers": "group-commit writer tasks",
+    "max_batch": "most commands one group-commit transaction carries",
+    "pool_size": "PostgreSQL connections per process",
+    "database_connect_timeout": "seconds to open a database connection before the request answers 503",
+    "database_command_timeout": "seconds one SQL statement may take before the request answers 503",
+    "run_projectors": "run projectors in this process (one leader per projection across processes)",
+    "migrate_on_start": "apply pending migrations when the process starts",
+    "consistency_timeout": "seconds a `?consistent=true` read waits before `503 PROJECTION_BEHIND`",
+    "ready_check_timeout": "seconds `/ready` waits for the database before reporting it failing",
+    "ready_max_projection_lag": "events a projection may lag before `/ready` answers 503",
+    "ready_max_relay_lag": "events not yet in JetStream before `/ready` answers 503",
+    "ready_relay_stall_seconds": "seconds with events waiting and nothing published before `/ready` calls the relay stuck",
+    "poll_interval": "seconds between polls of projectors and relay when no NOTIFY arrives",
+    "nats_stream": "JetStream stream events are published to",
+    "nats_subject_prefix": "subject prefix (`<prefix>.<site|global>.<stream_type>.<EventName>`)",
+    "nats_max_age_days": "days JetStream keeps events (the log in PostgreSQL keeps them forever)",
+    "run_relay": "take part in relaying to JetStream (one leader across processes)",
+    "sse_heartbeat": "seconds between `: heartbeat` comments on idle SSE streams",
+    "sse_client_backlog": "events queued for one SSE client before it is dropped as too slow",
+    "sse_replay_buffer": "recent events kept in memory for resuming SSE clients",
+    "jwt_secret": "HS256 signing key of access tokens; unset: derived from the secret key",
+    "jwt_issuer": "`iss` of issued tokens",
+    "jwt_audience": "`aud` of issued tokens",
+    "access_token_ttl": "seconds an access token lives",
+    "refresh_token_days": "days a refresh token (a session) lives",
+    "external_issuers": "JSON list of trusted identity providers `{issuer, audience, jwks_url, role_claim, role_map}`",
+    "allow_registration": "whether `POST /api/v1/auth/register` is open",
+    "bootstrap_admin_email": "e-mail of an administrator ensured at start",
+    "bootstrap_admin_password": "that administrator's password",
+    "rate_limit_window": "seconds of one rate-limit window",
+    "rate_limit_anonymous": "requests per window per IP without a token",
+    "rate_limit_user": "requests per window per signed-in user",
+    "rate_limit_admin": "requests per window per administrator",
+}
+
+
+def env_name(field: str) -> str:
+    return f"CHARTER_{field.upper()}"
+
+
+def default_text(field: str) -> str:
+    value = getattr(Settings(), field)
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Path):
+        return str(value)
+    return str(value) if value != "" else '""'
+
+
+def undocumented() -> list[str]:
+    return [name for name in Settings.__struct_fields__ if name not in DESCRIPTIONS]
+
+
+def settings_markdown() -> str:
+    """The README's settings table."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name in Settings.__struct_fields__:
+        rows.append(f"| `{env_name(name)}` | `{default_text(name)}` | {DESCRIPTIONS.get(name, '')} |")
+    return "\n".join(rows) + "\n"
+
+
+def settings_help() -> str:
+    """The settings as `--help` lists them."""
+    lines = ["settings (environment variables; default in brackets):"]
+    for name in Settings.__struct_fields__:
+        lines.append(f"  {env_name(name)} [{default_text(name)}]\n      {DESCRIPTIONS.get(name, '')}")
+    return "\n".join(lines)
