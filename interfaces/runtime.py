@@ -28,7 +28,7 @@ from infrastructure.fanout import EventHub
 from infrastructure.relay import RELAY, Relay, StreamSettings
 from infrastructure.repository import AggregateRepository
 from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
-from infrastructure.secrets import FernetCipher, load_or_create_key
+from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
 from interfaces.http.security import Authority
 from projections import PROJECTIONS
@@ -141,7 +141,8 @@ async def start_runtime(settings: Settings) -> Runtime:
     pool = await create_pool(dsn, min_size=2, max_size=settings.pool_size)
     store = EventStore(pool, writers=settings.writers, max_batch=settings.max_batch)
     await store.start()
-    cipher = FernetCipher(load_or_create_key(settings.secret_key, settings.data_dir))
+    secret = load_or_create_key(settings.secret_key, settings.data_dir)
+    cipher = FernetCipher(secret)
     projections = {p.name: p for p in PROJECTIONS}
     runtime = Runtime(
         settings=settings,
@@ -165,7 +166,9 @@ async def start_runtime(settings: Settings) -> Runtime:
     identity = IdentityServices(
         repository=runtime.repository, passwords=runtime.passwords, roles=ConsistentRoleDirectory(runtime)
     )
-    runtime.application = Application(store, services, identity)
+    runtime.application = Application(
+        store, services, identity, fingerprint_key=derive_key(secret, IDEMPOTENCY_FINGERPRINT)
+    )
     await _start_access(runtime, settings)
     if settings.run_projectors:
         runtime.notifier = Notifier(dsn)
