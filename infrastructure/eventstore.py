@@ -21,6 +21,8 @@ from infrastructure.availability import DATABASE, is_unavailable
 log = structlog.get_logger(__name__)
 
 GENESIS = bytes(32)
+# Keys recorded before fingerprints were keyed lost their plain digests (migration 0005): they replay.
+UNVERIFIED_FINGERPRINT = "unverified"
 NOTIFY_CHANNEL = "charter_events"
 
 _INSERT_EVENTS = """
@@ -363,7 +365,7 @@ class EventStore:
             row = await conn.fetchrow(query, idempotency.key)
         if row is None:
             return None
-        if row["fingerprint"] != idempotency.fingerprint:
+        if row["fingerprint"] not in (idempotency.fingerprint, UNVERIFIED_FINGERPRINT):
             raise IdempotencyKeyReused(idempotency.key)
         return AppendResult(row["stream_id"], row["version"], row["position"], duplicate=True)
 

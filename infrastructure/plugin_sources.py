@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import zipfile
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -13,35 +11,42 @@ import msgspec
 
 from application.errors import SourceUnavailable
 from domain.errors import ManifestInvalid
+from infrastructure.archives import ArchiveLimits, open_archive, read_entry, verify_entries
 
 MANIFEST_NAMES = ("charter-plugin.json", "plugin.json")
 ENTRY_POINT_GROUP = "charter.plugins"
-MAX_ARCHIVE_BYTES = 50 * 1024 * 1024
 
 
 def sha256_of(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def manifest_from_archive(content: bytes) -> dict[str, Any]:
-    """Read `charter-plugin.json` from the root (or the single top folder) of a zip archive."""
-    if len(content) > MAX_ARCHIVE_BYTES:
-        raise ManifestInvalid(f"archive is larger than {MAX_ARCHIVE_BYTES} bytes", field="archive")
+def manifest_from_archive(content: bytes, limits: ArchiveLimits = ArchiveLimits()) -> dict[str, Any]:
+    """Read `charter-plugin.json` from the root (or the single top folder) of a zip archive that passes
+    the checks of `infrastructure.archives` (CPU-bound: call it off the event loop)."""
+    with open_archive(content, limits) as archive:
+        name = manifest_name(archive.namelist())
+        info = archive.getinfo(name)
+        if info.file_size > limits.max_manifest_bytes:
+            raise ManifestInvalid(
+                f"{name} is larger than {limits.max_manifest_bytes} bytes", field="archive.manifest", limit=limits.max_manifest_bytes
+            )
+        verify_entries(archive)
+        text = read_entry(archive, info, limits.max_manifest_bytes, keep=True)
     try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
-    except zipfile.BadZipFile:
-        raise ManifestInvalid("archive is not a zip file", field="archive") from None
-    names = archive.namelist()
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ManifestInvalid(f"{name} is not valid JSON: {exc}", field="archive.manifest") from None
+    if not isinstance(raw, dict):
+        raise ManifestInvalid(f"{name} must hold a JSON object", field="archive.manifest")
+    return raw
+
+
+def manifest_name(names: list[str]) -> str:
     for candidate in MANIFEST_NAMES:
         matches = [n for n in names if n == candidate or (n.count("/") == 1 and n.endswith("/" + candidate))]
         if matches:
-            try:
-                raw = msgspec.json.decode(archive.read(matches[0]))
-            except msgspec.DecodeError as exc:
-                raise ManifestInvalid(f"{matches[0]} is not valid JSON: {exc}", field="archive.manifest") from None
-            if not isinstance(raw, dict):
-                raise ManifestInvalid(f"{matches[0]} must hold a JSON object", field="archive.manifest")
-            return raw
+            return matches[0]
     raise ManifestInvalid(f"archive has no {MANIFEST_NAMES[0]} at its root", field="archive")
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from domain.configuration import SEALED
 
@@ -24,6 +26,15 @@ class FernetCipher:
             return msgspec.json.decode(self._fernet.decrypt(sealed[SEALED].encode()))
         except InvalidToken:
             raise ValueError("a sealed secret cannot be opened with the configured CHARTER_SECRET_KEY") from None
+
+
+IDEMPOTENCY_FINGERPRINT = b"charter idempotency fingerprint"
+
+
+def derive_key(secret: str, purpose: bytes) -> bytes:
+    """A 32-byte key for one `purpose`, derived from the server secret (HKDF-SHA256, the purpose as its
+    info), so no two uses share a key and none reveals the secret."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret.encode())
 
 
 def load_or_create_key(configured: str | None, data_dir: Path) -> str:

@@ -60,6 +60,14 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit_anonymous: int = 600  # requests per window per IP
     rate_limit_user: int = 6000  # per token subject
     rate_limit_admin: int = 60000
+    # Uploaded plugin archives (infrastructure/archives.py). The HTTP request body limit is
+    # archive_max_bytes plus MULTIPART_ALLOWANCE (interfaces/app.py).
+    archive_max_bytes: int = 20 * 1024 * 1024  # the zip as uploaded; larger answers 413
+    archive_max_entries: int = 1000  # files and folders in one archive
+    archive_max_entry_bytes: int = 50 * 1024 * 1024  # one entry, uncompressed
+    archive_max_total_bytes: int = 200 * 1024 * 1024  # all entries together, uncompressed
+    archive_max_ratio: int = 100  # uncompressed:compressed, per entry and overall (past the first MiB)
+    manifest_max_bytes: int = 1024 * 1024  # charter-plugin.json, before it is decoded
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

@@ -23,7 +23,8 @@ from interfaces.http.plugins import ArchiveController, PluginController
 from interfaces.http.security import Rule, authorize, documented, rule_of
 from interfaces.runtime import ProjectionBehind, bootstrap, start_runtime, stop_runtime
 
-MAX_UPLOAD = 50 * 1024 * 1024
+MULTIPART_ALLOWANCE = 1024 * 1024  # the other form fields (config, auto_enable) and the multipart framing
+MULTIPART_PARTS = 16  # form parts in one request; an install sends three
 
 
 def on_projection_behind(request: Request, exc: ProjectionBehind) -> Response:
@@ -98,7 +99,8 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},
-        request_max_body_size=MAX_UPLOAD,
+        request_max_body_size=settings.archive_max_bytes + MULTIPART_ALLOWANCE,
+        multipart_form_part_limit=MULTIPART_PARTS,
         openapi_config=OpenAPIConfig(
             title="Charter",
             version="1.0.0",

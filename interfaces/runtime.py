@@ -29,7 +29,7 @@ from infrastructure.fanout import EventHub
 from infrastructure.relay import RELAY, Relay, StreamSettings
 from infrastructure.repository import AggregateRepository
 from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
-from infrastructure.secrets import FernetCipher, load_or_create_key
+from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
 from interfaces.http.security import Authority
 from interfaces.readiness import Readiness
@@ -153,7 +153,8 @@ async def start_runtime(settings: Settings) -> Runtime:
     )
     store = EventStore(pool, writers=settings.writers, max_batch=settings.max_batch)
     await store.start()
-    cipher = FernetCipher(load_or_create_key(settings.secret_key, settings.data_dir))
+    secret = load_or_create_key(settings.secret_key, settings.data_dir)
+    cipher = FernetCipher(secret)
     projections = {p.name: p for p in PROJECTIONS}
     runtime = Runtime(
         settings=settings,
@@ -177,7 +178,9 @@ async def start_runtime(settings: Settings) -> Runtime:
     identity = IdentityServices(
         repository=runtime.repository, passwords=runtime.passwords, roles=ConsistentRoleDirectory(runtime)
     )
-    runtime.application = Application(store, services, identity)
+    runtime.application = Application(
+        store, services, identity, fingerprint_key=derive_key(secret, IDEMPOTENCY_FINGERPRINT)
+    )
     await _start_access(runtime, settings)
     if settings.run_projectors:
         runtime.notifier = Notifier(dsn)

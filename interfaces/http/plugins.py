@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -12,6 +13,7 @@ from litestar.params import FromPath, FromQuery, PathParameter
 from application import commands as c
 from domain.configuration import is_sealed, map_secrets, mask_secrets, secret_paths
 from domain.errors import PluginNotFound
+from infrastructure.archives import ArchiveLimits
 from infrastructure.plugin_sources import manifest_from_archive, manifest_from_entry_point, sha256_of
 from interfaces.http.common import body, command_context, decode, page_params, provide_runtime, read_consistency, written
 from interfaces.http.errors import ApiError
@@ -81,19 +83,30 @@ async def plugin_row(runtime: Runtime, plugin_id: str) -> dict[str, Any]:
     return row
 
 
-async def source_from_request(request: Request, model: type) -> tuple[dict, dict, bytes | None, Any]:
+async def uploaded_archive(form: Any, limits: ArchiveLimits) -> tuple[bytes, str | None]:
+    """The bytes of the `archive` form field (read no further than one byte past the cap), and its file name."""
+    upload = form.get("archive")
+    if upload is None or isinstance(upload, str):
+        raise ApiError(400, "VALIDATION_FAILED", "multipart field 'archive' (the plugin zip) is required", field="archive")
+    content = await upload.read(limits.max_bytes + 1)
+    if len(content) > limits.max_bytes:
+        raise ApiError(
+            413, "PAYLOAD_TOO_LARGE", f"the archive is larger than {limits.max_bytes} bytes", field="archive", limit=limits.max_bytes
+        )
+    return content, upload.filename
+
+
+async def source_from_request(request: Request, runtime: Runtime, model: type) -> tuple[dict, dict, bytes | None, Any]:
     """Read where the plugin comes from: a multipart archive upload or a JSON body naming an entry point.
 
     Returns (manifest, source, archive bytes or None, decoded JSON body or form fields).
     """
     if request.content_type[0] == "multipart/form-data":
         form = await request.form()
-        upload = form.get("archive")
-        if upload is None or isinstance(upload, str):
-            raise ApiError(400, "VALIDATION_FAILED", "multipart field 'archive' (the plugin zip) is required", field="archive")
-        content = await upload.read()
-        manifest = manifest_from_archive(content)
-        source = {"kind": "file", "sha256": sha256_of(content), "size": len(content), "filename": upload.filename}
+        limits = ArchiveLimits.of(runtime.settings)
+        content, filename = await uploaded_archive(form, limits)
+        manifest = await asyncio.to_thread(manifest_from_archive, content, limits)
+        source = {"kind": "file", "sha256": sha256_of(content), "size": len(content), "filename": filename}
         return manifest, source, content, form
     data = await body(request, model)
     if data.source == "file":
@@ -175,7 +188,7 @@ class PluginController(Controller):
 
     @post("/install", operation_id="installPlugin", opt=rule("plugins:install"), summary="Install from an uploaded archive or an installed distribution")
     async def install(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
-        manifest, source, archive, data = await source_from_request(request, PluginInstall)
+        manifest, source, archive, data = await source_from_request(request, runtime, PluginInstall)
         if isinstance(data, PluginInstall):
             config, auto_enable = data.config, data.auto_enable
         else:
@@ -187,7 +200,7 @@ class PluginController(Controller):
 
     @put("/{plugin_id:str}", operation_id="updatePlugin", opt=rule("plugins:update"), summary="Update to another version (the old one is kept)")
     async def update(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        manifest, source, archive, _ = await source_from_request(request, PluginUpdate)
+        manifest, source, archive, _ = await source_from_request(request, runtime, PluginUpdate)
         cmd = c.UpdatePlugin(plugin_id=plugin_id, manifest=manifest, source=source, archive=archive)
         return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
