@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from application.ports import Idempotency
+from domain.access import Access
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class CommandContext:
     expected_version: int | None = None  # from If-Match
     site_id: str | None = None
     idempotency: Idempotency | None = None
+    access: Access | None = None  # what the caller may do; None: the system itself (start-up, CLI)
 
     def metadata(self, command: str) -> dict[str, Any]:
         data = {

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
 from application.unit import Loaded, Repository
-from domain.access import BUILTIN_ROLES, check_permission
+from domain import admins
+from domain.access import ADMIN_ROLE, BUILTIN_ROLES, check_may_change_user, check_may_grant, check_permission
+from domain.admins import AdminRegistry
 from domain.errors import DomainError
 from domain.role import STREAM_TYPE as ROLE_STREAM
 from domain.role import PERMISSION_STREAM, Permission, Role, role_uuid
+from domain.user import RESERVATION_STREAM, EmailReservation, User, email_digest, normalise_email
 from domain.user import STREAM_TYPE as USER_STREAM
-from domain.user import User, normalise_email, user_uuid
+
+ADMINS_STREAM_ID = f"{admins.STREAM_TYPE}:{admins.KEY}"
+REGISTRY_ATTEMPTS = 3  # a clash on the admin registry alone is retried (the caller never read it)
 
 
 class UserNotFound(DomainError):
@@ -39,6 +45,10 @@ class PermissionExists(DomainError):
 
 
 class WeakPassword(DomainError):
+    code = "VALIDATION_FAILED"
+
+
+class PasswordRequired(DomainError):
     code = "VALIDATION_FAILED"
 
 
@@ -107,6 +117,17 @@ class DeleteRole(Command):
     role_id: str
 
 
+class EnsureAdmin(Command):
+    """Make `email` an administrator everywhere: register it when new (a password is then required).
+    With `repair` an existing account is also reactivated, granted admin again and, when a password is
+    given, given that password (`charter users create-admin`); without, it is left as it is (start-up)."""
+
+    email: str
+    password: str | None = None
+    full_name: str = "Administrator"
+    repair: bool = True
+
+
 class DefinePermission(Command):
     name: str
     description: str = ""
@@ -123,6 +144,7 @@ class IdentityServices:
     repository: Repository
     passwords: Passwords
     roles: RoleDirectory
+    email_key: bytes  # the server key of the e-mail reservation hashes
     min_password_length: int = 8
 
 
@@ -161,50 +183,179 @@ async def save(services: IdentityServices, loaded: Loaded, ctx: CommandContext, 
     return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
 
 
+async def find_user_id(services: IdentityServices, email: str) -> str | None:
+    """The id of the user registered with `email`, from its reservation stream (None when unknown)."""
+    digest = email_digest(services.email_key, email)
+    loaded = await services.repository.load(
+        EmailReservation, RESERVATION_STREAM, digest, EmailReservation.create_id(digest)
+    )
+    return loaded.aggregate.user_id if loaded.aggregate else None
+
+
+async def _register(
+    services: IdentityServices, ctx: CommandContext, command: str, email: str, password: str, full_name: str,
+    active: bool = True, then: Callable[[User], None] | None = None,
+) -> CommandResult:
+    """A new user (random id) and its e-mail reservation in one append: a taken address refuses both."""
+    email = normalise_email(email)
+    check_password(services, password)
+    password_hash = await services.passwords.hash(password)
+    digest = email_digest(services.email_key, email)
+    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+        user = User(email=email, full_name=full_name.strip(), password_hash=password_hash, active=active)
+        if then is not None:
+            then(user)
+        fresh = services.repository.new(USER_STREAM, str(user.id))
+        fresh.aggregate = user
+        reservation = services.repository.new(RESERVATION_STREAM, digest)
+        reservation.aggregate = EmailReservation(digest=digest, user_id=str(user.id))
+        items = [(fresh, None), (reservation, None), *await _admins_following(services, user, False)]
+        try:
+            results = await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency)
+        except ConcurrencyError as exc:
+            if exc.details.get("stream_id") == ADMINS_STREAM_ID and attempt < REGISTRY_ATTEMPTS:
+                continue  # another administrator came or went meanwhile
+            raise UserExists(f"a user with e-mail {email} already exists", field="email") from None
+        first = results[0]
+        return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
+    raise AssertionError("unreachable")
+
+
 async def register_user(cmd: RegisterUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    email = normalise_email(cmd.email)
-    check_password(services, cmd.password)
-    uid = user_uuid(email)
-    fresh = services.repository.new(USER_STREAM, str(uid))
-    password_hash = await services.passwords.hash(cmd.password)
-    fresh.aggregate = User(email=email, full_name=cmd.full_name.strip(), password_hash=password_hash, active=cmd.active)
-    try:
-        return await save(services, fresh, ctx, "RegisterUser")
-    except ConcurrencyError:
-        raise UserExists(f"a user with e-mail {email} already exists", field="email") from None
+    return await _register(services, ctx, "RegisterUser", cmd.email, cmd.password, cmd.full_name, cmd.active)
+
+
+async def _admins_following(services: IdentityServices, user: User, was_admin: bool) -> list[tuple[Loaded[Any], None]]:
+    """The admin registry, brought in line with `user` when this change makes or unmakes an administrator
+    (to be appended with the user's stream); nothing otherwise."""
+    if user.is_admin == was_admin:
+        return []
+    loaded = await services.repository.load(AdminRegistry, admins.STREAM_TYPE, admins.KEY, AdminRegistry.create_id())
+    if loaded.aggregate is None:
+        loaded.aggregate = AdminRegistry()
+    if was_admin:  # an administrator made before the registry existed is counted before leaving it
+        loaded.aggregate.follow(str(user.id), True)
+    loaded.aggregate.follow(str(user.id), user.is_admin)
+    return [(loaded, None)]
+
+
+async def _change_user(
+    services: IdentityServices,
+    ctx: CommandContext,
+    command: str,
+    user_id: str,
+    change: Callable[[User], None],
+    site_id: str | None = None,
+) -> CommandResult:
+    """Load a user, apply `change` (policy checks, then one aggregate method), append the user's events
+    and, when an administrator comes or goes, the admin registry's, in one transaction."""
+    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+        loaded = await load_user(services, user_id, ctx)
+        was_admin = loaded.aggregate.is_admin
+        change(loaded.aggregate)
+        items = [(loaded, site_id), *await _admins_following(services, loaded.aggregate, was_admin)]
+        try:
+            results = await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency)
+        except ConcurrencyError as exc:
+            if exc.details.get("stream_id") == ADMINS_STREAM_ID and attempt < REGISTRY_ATTEMPTS:
+                continue  # another administrator came or went meanwhile: decide again on the new registry
+            raise
+        first = results[0]
+        return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
+    raise AssertionError("unreachable")
+
+
+def _may_change(ctx: CommandContext, permission: str, user: User) -> None:
+    if ctx.access is not None:
+        check_may_change_user(ctx.access, permission, user.holds_global_role)
 
 
 async def activate_user(cmd: ActivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    loaded = await load_user(services, cmd.user_id, ctx)
-    loaded.aggregate.activate()
-    return await save(services, loaded, ctx, "ActivateUser")
+    def change(user: User) -> None:
+        _may_change(ctx, "users:manage", user)
+        user.activate()
+
+    return await _change_user(services, ctx, "ActivateUser", cmd.user_id, change)
 
 
 async def deactivate_user(cmd: DeactivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    loaded = await load_user(services, cmd.user_id, ctx)
-    loaded.aggregate.deactivate(cmd.reason)
-    return await save(services, loaded, ctx, "DeactivateUser")
+    def change(user: User) -> None:
+        _may_change(ctx, "users:manage", user)
+        user.deactivate(cmd.reason)
+
+    return await _change_user(services, ctx, "DeactivateUser", cmd.user_id, change)
 
 
 async def change_password(cmd: ChangePassword, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     check_password(services, cmd.password)
-    loaded = await load_user(services, cmd.user_id, ctx)
-    loaded.aggregate.change_password(await services.passwords.hash(cmd.password))
-    return await save(services, loaded, ctx, "ChangePassword")
+    password_hash = await services.passwords.hash(cmd.password)
+
+    def change(user: User) -> None:
+        _may_change(ctx, "users:manage", user)
+        user.change_password(password_hash)
+
+    return await _change_user(services, ctx, "ChangePassword", cmd.user_id, change)
+
+
+async def _role_permissions(services: IdentityServices, key: str) -> list[str]:
+    """A role's permissions as its stream has them (a deleted or unknown role: none)."""
+    loaded = await services.repository.load(Role, ROLE_STREAM, key, role_uuid(key))
+    return list(loaded.aggregate.permissions) if loaded.aggregate else []
+
+
+def _may_grant(ctx: CommandContext, user: User, role: str, permissions: list[str], site_id: str | None) -> None:
+    if ctx.access is not None:
+        check_may_change_user(ctx.access, "roles:grant", user.holds_global_role)
+        check_may_grant(ctx.access, role, permissions, site_id)
 
 
 async def grant_role(cmd: GrantRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    role = await load_role(services, cmd.role, CommandContext())
-    loaded = await load_user(services, cmd.user_id, ctx)
-    loaded.aggregate.grant_role(role.aggregate.key, cmd.site_id)
-    return await save(services, loaded, ctx, "GrantRole", site_id=cmd.site_id)
+    role = (await load_role(services, cmd.role, CommandContext())).aggregate
+
+    def change(user: User) -> None:
+        _may_grant(ctx, user, role.key, role.permissions, cmd.site_id)
+        user.grant_role(role.key, cmd.site_id)
+
+    return await _change_user(services, ctx, "GrantRole", cmd.user_id, change, site_id=cmd.site_id)
 
 
 async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     key = await services.roles.key_of(cmd.role) or cmd.role
-    loaded = await load_user(services, cmd.user_id, ctx)
-    loaded.aggregate.revoke_role(key, cmd.site_id)
-    return await save(services, loaded, ctx, "RevokeRole", site_id=cmd.site_id)
+    permissions = await _role_permissions(services, key)
+
+    def change(user: User) -> None:
+        _may_grant(ctx, user, key, permissions, cmd.site_id)
+        user.revoke_role(key, cmd.site_id)
+
+    return await _change_user(services, ctx, "RevokeRole", cmd.user_id, change, site_id=cmd.site_id)
+
+
+async def ensure_admin(cmd: EnsureAdmin, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    def make_admin(user: User) -> None:
+        user.activate()
+        user.grant_role(ADMIN_ROLE, None)
+
+    user_id = await find_user_id(services, cmd.email)
+    if user_id is None:
+        if not cmd.password:
+            raise PasswordRequired(f"{cmd.email} has no account yet: give a password for it", field="password")
+        try:
+            return await _register(services, ctx, "EnsureAdmin", cmd.email, cmd.password, cmd.full_name, then=make_admin)
+        except UserExists:  # registered meanwhile (another replica starting): repair that one
+            user_id = await find_user_id(services, cmd.email)
+    if not cmd.repair:
+        return CommandResult(f"{USER_STREAM}:{user_id}", 0, None)
+    password_hash = None
+    if cmd.password:
+        check_password(services, cmd.password)
+        password_hash = await services.passwords.hash(cmd.password)
+
+    def repair(user: User) -> None:
+        make_admin(user)
+        if password_hash is not None:
+            user.change_password(password_hash)
+
+    return await _change_user(services, ctx, "EnsureAdmin", user_id, repair)
 
 
 async def create_role(cmd: CreateRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
@@ -278,4 +429,5 @@ HANDLERS = {
     DeleteRole: delete_role,
     DefinePermission: define_permission,
     EnsureBuiltins: ensure_builtins,
+    EnsureAdmin: ensure_admin,
 }

@@ -32,3 +32,12 @@ class Repository(Protocol):
         idempotency: Idempotency | None = None,
         site_id: str | None = None,
     ) -> AppendResult: ...
+
+    async def save_all(
+        self,
+        items: list[tuple[Loaded[Any], str | None]],
+        metadata: dict[str, Any],
+        idempotency: Idempotency | None = None,
+    ) -> list[AppendResult]:
+        """Several aggregates (with the site id of each one's events) in one atomic append, or none."""
+        ...

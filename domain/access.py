@@ -13,9 +13,10 @@ ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
 SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 READ_PLUGINS = ["plugins:read"]
+ADMIN_ROLE = "admin"
 
 BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
-    "admin": ("Everything, everywhere", ["*:*"]),
+    ADMIN_ROLE: ("Everything, everywhere", ["*:*"]),
     "plugin-admin": (
         "Installs, updates, configures and operates plugins",
         ["plugins:*", "events:read", "audit:read"],
@@ -121,3 +122,43 @@ def resolve_access(user_id: str | None, held: Iterable[Grant], roles: Mapping[st
         else:
             at_site.setdefault(grant.site_id, set()).update(perms)
     return Access(user_id, frozenset(everywhere), {s: frozenset(p) for s, p in at_site.items()})
+
+
+# -- who may change whose access (pure policies) -----------------------------------------------------
+
+
+class EscalationForbidden(DomainError):
+    code = "ESCALATION_FORBIDDEN"
+
+
+class UserProtected(DomainError):
+    code = "USER_PROTECTED"
+
+
+def check_may_grant(grantor: Access, role: str, permissions: Iterable[str], site_id: str | None) -> None:
+    """Nobody hands out (or takes away) more than they hold: every permission of the role must be covered
+    by what the grantor holds where the grant applies (everywhere, or at that site). `admin` is granted
+    and revoked only by those who hold everything everywhere (not by an admin of one site)."""
+    where = f" at site {site_id}" if site_id else " everywhere"
+    if role == ADMIN_ROLE and not grantor.allows("*:*"):
+        raise EscalationForbidden(
+            "only an administrator of every site may grant or revoke admin", role=role, site_id=site_id
+        )
+    missing = sorted(p for p in set(permissions) if not grantor.allows(p, site_id))
+    if missing:
+        raise EscalationForbidden(
+            f"role {role} carries permissions you do not hold{where}: {', '.join(missing)}",
+            role=role,
+            site_id=site_id,
+            missing_permissions=missing,
+        )
+
+
+def check_may_change_user(actor: Access, permission: str, holds_global_role: bool) -> None:
+    """A user holding a role everywhere is changed (activated, deactivated, granted, revoked, given a new
+    password) only by someone holding `permission` everywhere, never by an administrator of one site."""
+    if holds_global_role and not actor.allows(permission):
+        raise UserProtected(
+            f"this user holds a role everywhere: changing them needs {permission} everywhere",
+            required_permission=permission,
+        )

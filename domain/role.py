@@ -1,4 +1,5 @@
-"""The Role aggregate: a named bundle of permissions. Built-in roles cannot be renamed or deleted."""
+"""The Role aggregate: a named bundle of permissions. Built-in roles cannot be renamed, deleted or given
+other permissions (so nobody can widen `viewer` into `admin`, nor empty `admin`)."""
 
 from __future__ import annotations
 
@@ -54,10 +55,10 @@ class Role(Aggregate):
         if self.deleted:
             raise RoleDeleted(f"role {self.name} was deleted", role=self.name)
 
-    def check_editable(self) -> None:
+    def check_editable(self, what: str = "renamed or deleted") -> None:
         self.check_exists()
         if self.builtin:
-            raise RoleProtected(f"built-in role {self.name} cannot be renamed or deleted", role=self.name)
+            raise RoleProtected(f"built-in role {self.name} cannot be {what}", role=self.name)
 
     def rename(self, name: str) -> bool:
         check_role_name(name)
@@ -87,6 +88,7 @@ class Role(Aggregate):
         check_permission(permission)
         if permission in self.permissions:
             return False
+        self.check_editable("given other permissions")
         self._permission_added(permission=permission)
         return True
 
@@ -98,6 +100,7 @@ class Role(Aggregate):
         self.check_exists()
         if permission not in self.permissions:
             return False
+        self.check_editable("given other permissions")
         self._permission_removed(permission=permission)
         return True
 

@@ -1,13 +1,16 @@
-"""The User aggregate: one stream per e-mail address (so an address can be registered only once)."""
+"""The User aggregate (a random id that says nothing about the person) and the reservation of its e-mail
+address (one stream per keyed hash of the address, so an address can be registered only once)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.access import Grant, check_role_name, check_site_id
+from domain.access import ADMIN_ROLE, Grant, check_role_name, check_site_id
 from domain.errors import DomainError
 
 STREAM_TYPE = "user"
@@ -33,8 +36,26 @@ def normalise_email(email: str) -> str:
     return email
 
 
-def user_uuid(email: str) -> UUID:
-    return uuid5(NAMESPACE_URL, f"charter:user:{normalise_email(email)}")
+RESERVATION_STREAM = "email"
+
+
+def email_digest(key: bytes, email: str) -> str:
+    """The key of an address's reservation stream: HMAC-SHA256 with a server key of the normalised
+    address, so neither the stream id nor a user id can be computed (or confirmed) from an e-mail."""
+    return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+
+
+class EmailReservation(Aggregate):
+    """An e-mail address taken by one user: appended with the user's registration, all or none."""
+
+    @staticmethod
+    def create_id(digest: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"charter:email:{digest}")
+
+    @event("Reserved")
+    def __init__(self, digest: str, user_id: str) -> None:
+        self.digest = digest
+        self.user_id = user_id
 
 
 # Payload fields of user events that stay in the log: kept for signing in, never published to
@@ -43,11 +64,8 @@ WITHHELD_FIELDS = ("password_hash",)
 
 
 class User(Aggregate):
-    """A person who signs in. Password hashes come from the application (never a clear password)."""
-
-    @staticmethod
-    def create_id(email: str) -> UUID:
-        return user_uuid(email)
+    """A person who signs in. Password hashes come from the application (never a clear password).
+    Its id is random (uuid4, the aggregate default): ids can be shown without revealing an address."""
 
     @event("Registered")
     def __init__(self, email: str, full_name: str, password_hash: str, active: bool) -> None:
@@ -56,6 +74,15 @@ class User(Aggregate):
         self.password_hash = password_hash
         self.active = active
         self.grants: list[Grant] = []
+
+    @property
+    def holds_global_role(self) -> bool:
+        return any(g.site_id is None for g in self.grants)
+
+    @property
+    def is_admin(self) -> bool:
+        """An active holder of `admin` granted everywhere (who the admin registry counts)."""
+        return self.active and Grant(ADMIN_ROLE, None) in self.grants
 
     def check_active(self) -> None:
         if not self.active:

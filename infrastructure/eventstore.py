@@ -150,8 +150,14 @@ async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: i
 
 @dataclass
 class _Pending:
-    request: AppendRequest
-    future: asyncio.Future[AppendResult]
+    """One command's appends: `requests[0]` is its own stream, the rest are appended with it, all or none."""
+
+    requests: list[AppendRequest]
+    future: asyncio.Future[list[AppendResult]]
+
+    @property
+    def request(self) -> AppendRequest:
+        return self.requests[0]
 
 
 class _Settled(Exception):
@@ -160,6 +166,27 @@ class _Settled(Exception):
     def __init__(self, settled: dict[int, AppendResult | BaseException]) -> None:
         super().__init__(f"{len(settled)} commands settled")
         self.settled = settled
+
+
+def _by_owner(
+    pending: list[_Pending], owners: list[int], settled: dict[int, AppendResult | BaseException]
+) -> dict[int, AppendResult | BaseException]:
+    """Outcomes per command from outcomes per request: a command's own stream speaks for it; a clash on a
+    stream appended with it fails it too (it is then retried as a whole by its caller, or refused)."""
+    firsts = {i: sum(len(p.requests) for p in pending[:i]) for i in range(len(pending))}
+    out: dict[int, AppendResult | BaseException] = {}
+    for index, outcome in sorted(settled.items()):
+        owner = owners[index]
+        if index == firsts[owner]:
+            out[owner] = outcome
+        elif owner not in out:
+            request = pending[owner].requests[index - firsts[owner]]
+            out[owner] = (
+                outcome
+                if isinstance(outcome, BaseException)
+                else ConcurrencyError(request.stream_id, request.expected_version, None)
+            )
+    return out
 
 
 class EventStore:
@@ -197,19 +224,31 @@ class EventStore:
         """Append all events of one stream atomically at `expected_version`, or none."""
         if not request.events:
             return AppendResult(request.stream_id, request.expected_version, None)
-        versions = [e.stream_version for e in request.events]
-        if versions != list(range(request.expected_version + 1, request.expected_version + 1 + len(versions))):
-            raise ValueError(f"events of {request.stream_id} must be numbered from {request.expected_version + 1}: {versions}")
-        prev = request.prev_hash
-        request.hashes = []
-        for event in request.events:
-            prev = event_hash(prev, event)
-            request.hashes.append(prev)
-        if not self._tasks:
-            await self.start()
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(request, future))
-        return await future
+        return (await self.append_all([request]))[0]
+
+    async def append_all(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """Append to several streams in one transaction, each at its expected version, or to none: a
+        clash on any of them fails the whole command (so a registry stream written with a user's stream
+        serialises commands that read it). Requests without events are answered without writing."""
+        writing = [r for r in requests if r.events]
+        for request in writing:
+            versions = [e.stream_version for e in request.events]
+            if versions != list(range(request.expected_version + 1, request.expected_version + 1 + len(versions))):
+                raise ValueError(f"events of {request.stream_id} must be numbered from {request.expected_version + 1}: {versions}")
+            prev = request.prev_hash
+            request.hashes = []
+            for event in request.events:
+                prev = event_hash(prev, event)
+                request.hashes.append(prev)
+        written: list[AppendResult] = []
+        if writing:
+            if not self._tasks:
+                await self.start()
+            future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait(_Pending(writing, future))
+            written = await future
+        by_stream = {r.stream_id: r for r in written}
+        return [by_stream.get(r.stream_id, AppendResult(r.stream_id, r.expected_version, None)) for r in requests]
 
     async def _writer(self) -> None:
         while True:
@@ -233,18 +272,20 @@ class EventStore:
         settled: list[tuple[_Pending, AppendResult | BaseException]] = []
         async with self.pool.acquire() as conn:
             while pending:
+                owners = [i for i, p in enumerate(pending) for _ in p.requests]
                 try:
                     async with conn.transaction():
-                        results = await self._insert(conn, [p.request for p in pending])
+                        results = await self._insert(conn, [r for p in pending for r in p.requests])
                 except _Settled as outcome:
-                    settled.extend((pending[i], o) for i, o in outcome.settled.items())
-                    pending = [p for i, p in enumerate(pending) if i not in outcome.settled]
+                    by_owner = _by_owner(pending, owners, outcome.settled)
+                    settled.extend((pending[i], o) for i, o in by_owner.items())
+                    pending = [p for i, p in enumerate(pending) if i not in by_owner]
                     continue
                 metrics.APPEND_BATCH.observe(len(pending))
-                metrics.EVENTS_APPENDED.inc(sum(len(p.request.events) for p in pending))
-                for p, result in zip(pending, results):
+                metrics.EVENTS_APPENDED.inc(sum(len(r.events) for p in pending for r in p.requests))
+                for i, p in enumerate(pending):
                     if not p.future.done():
-                        p.future.set_result(result)
+                        p.future.set_result([res for owner, res in zip(owners, results) if owner == i])
                 break
             # Settled only now, after the rest committed: a retry racing its first attempt in the same
             # batch finds that attempt's idempotency key.
@@ -259,14 +300,15 @@ class EventStore:
             except IdempotencyKeyReused as exc:
                 outcome = exc
         if isinstance(outcome, ConcurrencyError):
-            current = await conn.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", request.stream_id)
-            outcome = ConcurrencyError(request.stream_id, request.expected_version, current or 0)
+            clashed = next((r for r in pending.requests if r.stream_id == outcome.details["stream_id"]), request)
+            current = await conn.fetchval("SELECT max(stream_version) FROM events WHERE stream_id = $1", clashed.stream_id)
+            outcome = ConcurrencyError(clashed.stream_id, clashed.expected_version, current or 0)
         if pending.future.done():
             return
         if isinstance(outcome, BaseException):
             pending.future.set_exception(outcome)
         else:
-            pending.future.set_result(outcome)
+            pending.future.set_result([outcome])
 
     async def _insert(self, conn: asyncpg.Connection, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         events = [(r, e, h) for r in requests for e, h in zip(r.events, r.hashes)]

@@ -99,16 +99,29 @@ class AggregateRepository:
         idempotency: Idempotency | None = None,
         site_id: str | None = None,
     ) -> AppendResult:
-        events = to_new_events(loaded, metadata, site_id)
-        return await self.store.append(
-            AppendRequest(
-                stream_id=loaded.stream_id,
-                expected_version=loaded.version,
-                events=events,
-                prev_hash=loaded.last_hash,
-                idempotency=idempotency if events else None,
+        return (await self.save_all([(loaded, site_id)], metadata, idempotency))[0]
+
+    async def save_all(
+        self,
+        items: list[tuple[Loaded[Any], str | None]],
+        metadata: dict[str, Any],
+        idempotency: Idempotency | None = None,
+    ) -> list[AppendResult]:
+        """Save several aggregates (each with the site id of its events) in one transaction, or none;
+        the first is the command's own (it carries the Idempotency-Key)."""
+        requests = []
+        for index, (loaded, site_id) in enumerate(items):
+            events = to_new_events(loaded, metadata, site_id)
+            requests.append(
+                AppendRequest(
+                    stream_id=loaded.stream_id,
+                    expected_version=loaded.version,
+                    events=events,
+                    prev_hash=loaded.last_hash,
+                    idempotency=idempotency if events and index == 0 else None,
+                )
             )
-        )
+        return await self.store.append_all(requests)
 
 
 def utcnow() -> datetime:

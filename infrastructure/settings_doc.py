@@ -50,6 +50,12 @@ DESCRIPTIONS: dict[str, str] = {
     "rate_limit_anonymous": "requests per window per IP without a token",
     "rate_limit_user": "requests per window per signed-in user",
     "rate_limit_admin": "requests per window per administrator",
+    "archive_max_bytes": "bytes of an uploaded plugin archive; larger answers 413 (the request body limit is this plus 1 MiB)",
+    "archive_max_entries": "files and folders in one archive",
+    "archive_max_entry_bytes": "bytes of one archive entry, uncompressed",
+    "archive_max_total_bytes": "bytes of all entries together, uncompressed",
+    "archive_max_ratio": "uncompressed:compressed ratio, per entry and overall (checked past the first MiB)",
+    "manifest_max_bytes": "bytes of `charter-plugin.json`, checked before it is decoded",
 }
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from domain.errors import DomainError
 from infrastructure.settings import Settings
 
 EMBEDDED_DATABASE = "charter"
@@ -170,7 +171,10 @@ def cmd_users(args: argparse.Namespace) -> int:
 
     from interfaces.runtime import bootstrap, ensure_admin, start_runtime, stop_runtime
 
-    password = args.password or os.environ.get("CHARTER_ADMIN_PASSWORD") or getpass.getpass(f"password for {args.email}: ")
+    password = args.password or os.environ.get("CHARTER_ADMIN_PASSWORD")
+    if password is None and sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.email} (empty: keep the current one of an existing account): ")
+    password = password or None
 
     async def run(url: str) -> str:
         settings = Settings.from_env(database_url=url)
@@ -181,13 +185,17 @@ def cmd_users(args: argparse.Namespace) -> int:
             from interfaces.app import create_app
 
             await bootstrap(runtime, route_permissions(create_app(settings)))
-            return await ensure_admin(runtime, args.email, password)
+            return await ensure_admin(runtime, args.email, password, repair=True)
         finally:
             await stop_runtime(runtime)
 
     with database(Settings.from_env()) as url:
-        user_id = asyncio.run(run(url))
-    print(f"administrator {args.email} ready (user id {user_id}); sign in at POST /api/v1/auth/login")
+        try:
+            user_id = asyncio.run(run(url))
+        except DomainError as exc:
+            print(f"charter users create-admin: {exc.message}", file=sys.stderr)
+            return 2
+    print(f"administrator {args.email} ready (user id {user_id}): active, admin everywhere; sign in at POST /api/v1/auth/login")
     return 0
 
 
@@ -248,7 +256,11 @@ def parser() -> argparse.ArgumentParser:
     users = command("users", "manage users from the command line")
     users.add_argument("action", choices=["create-admin"])
     users.add_argument("--email", required=True)
-    users.add_argument("--password", help="default: CHARTER_ADMIN_PASSWORD, else asked for")
+    users.add_argument(
+        "--password",
+        help="default: CHARTER_ADMIN_PASSWORD, else asked for; an existing account (reactivated and granted admin)"
+        " keeps its password when none is given",
+    )
     users.set_defaults(func=cmd_users)
 
     bench = command("bench", "benchmarks that print ratios against a baseline measured in the same run")

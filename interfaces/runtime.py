@@ -13,16 +13,16 @@ import structlog
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
-from application.identity import EnsureBuiltins, GrantRole, IdentityServices, RegisterUser, UserExists
+from application.identity import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
 from application.plugins import PluginServices
 from application.service import Application
 from domain.errors import DomainError
-from domain.user import user_uuid
 from infrastructure.auth import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.ratelimit import RateLimiter
 from infrastructure import metrics
 from infrastructure.availability import DATABASE, is_unavailable
 from infrastructure.eventstore import EventStore, create_pool
+from infrastructure.keys import EMAIL_RESERVATION, server_key
 from infrastructure.migrations import migrate
 from infrastructure.plugin_sources import PostgresArchiveStore
 from infrastructure.fanout import EventHub
@@ -77,6 +77,7 @@ class Runtime:
     authority: Authority | None = None
     passwords: Argon2Passwords | None = None
     refresh_tokens: RefreshTokens | None = None
+    identity: IdentityServices | None = None
     limiter: RateLimiter | None = None
     dummy_hash: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -120,6 +121,10 @@ class Runtime:
     async def application_role_key(self, role: str) -> str:
         """The stable key of a role named by key or current name."""
         return await PostgresRoleDirectory(self.pool).key_of(role) or role
+
+    async def user_id_of(self, email: str) -> str | None:
+        """The id of the user registered with `email` (None when nobody is), from the log itself."""
+        return await find_user_id(self.identity, email)
 
     async def relay_lag(self) -> int:
         """Events committed but not yet acknowledged by JetStream."""
@@ -176,8 +181,12 @@ async def start_runtime(settings: Settings) -> Runtime:
     runtime.passwords = Argon2Passwords()
     runtime.dummy_hash = await runtime.passwords.hash("not a password of anyone")
     identity = IdentityServices(
-        repository=runtime.repository, passwords=runtime.passwords, roles=ConsistentRoleDirectory(runtime)
+        repository=runtime.repository,
+        passwords=runtime.passwords,
+        roles=ConsistentRoleDirectory(runtime),
+        email_key=await server_key(pool, EMAIL_RESERVATION),
     )
+    runtime.identity = identity
     runtime.application = Application(
         store, services, identity, fingerprint_key=derive_key(secret, IDEMPOTENCY_FINGERPRINT)
     )
@@ -276,22 +285,19 @@ async def bootstrap(runtime: Runtime, permissions: dict[str, str]) -> None:
     await runtime.execute(EnsureBuiltins(permissions=permissions), ctx)
     settings = runtime.settings
     if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
-        await ensure_admin(runtime, settings.bootstrap_admin_email, settings.bootstrap_admin_password)
+        # Made when missing, left alone otherwise: an administrator deactivated or demoted on purpose
+        # does not come back at the next start (`charter users create-admin` repairs on request).
+        await ensure_admin(runtime, settings.bootstrap_admin_email, settings.bootstrap_admin_password, repair=False)
     if settings.run_projectors:
         await runtime.wait_for("access", None, timeout=30)
         await runtime.authority.refresh(runtime.pool)
 
 
-async def ensure_admin(runtime: Runtime, email: str, password: str) -> str:
-    """Register `email` (when new) and grant it the admin role everywhere; returns the user id."""
-    ctx = CommandContext(actor="system")
-    try:
-        result = await runtime.execute(RegisterUser(email=email, password=password, full_name="Administrator"), ctx)
-        user_id = result.stream_id.split(":", 1)[1]
-    except UserExists:
-        user_id = str(user_uuid(email))
-    await runtime.execute(GrantRole(user_id=user_id, role="admin"), ctx)
-    return user_id
+async def ensure_admin(runtime: Runtime, email: str, password: str | None, repair: bool = True) -> str:
+    """Make `email` an active administrator everywhere (see EnsureAdmin); returns the user id."""
+    cmd = EnsureAdmin(email=email, password=password, full_name="Administrator", repair=repair)
+    result = await runtime.execute(cmd, CommandContext(actor="system"))
+    return result.stream_id.split(":", 1)[1]
 
 
 async def stop_runtime(runtime: Runtime) -> None:

@@ -11,7 +11,8 @@ from litestar.di import NamedDependency, Provide
 
 from application.identity import RegisterUser
 from domain.user import STREAM_TYPE as USER_STREAM
-from domain.user import User, normalise_email, user_uuid
+from domain.user import User
+from domain.errors import DomainError
 from infrastructure.auth import AuthenticationFailed
 from interfaces.http.common import body, command_context, provide_runtime, written
 from interfaces.http.errors import ApiError
@@ -96,10 +97,10 @@ class AuthController(Controller):
             raise ApiError(400, "VALIDATION_FAILED", "username (or email) and password are required", field="username")
         failed = ApiError(401, "INVALID_CREDENTIALS", "unknown user or wrong password")
         try:
-            user_id = str(user_uuid(normalise_email(who)))
-        except Exception:
-            raise failed from None
-        user = await load_user(runtime, user_id)
+            user_id = await runtime.user_id_of(who)
+        except DomainError:  # not an e-mail address
+            user_id = None
+        user = await load_user(runtime, user_id) if user_id else None
         if user is None:
             await runtime.passwords.verify(runtime.dummy_hash, data.password)  # same time as a real check
             raise failed

@@ -10,6 +10,7 @@ from litestar import Request, Response
 from litestar.datastructures import State
 
 from application.context import CommandContext, CommandResult
+from domain.access import Access
 from domain.errors import field_of
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Written
@@ -68,6 +69,9 @@ def command_context(request: Request) -> CommandContext:
         traceparent=request.headers.get("traceparent"),
         idempotency_key=key,
         expected_version=expected_version(request),
+        # Without authorization (benchmarks only) the caller acts as the system; otherwise as what the
+        # guard found (nobody's permissions when it found nothing).
+        access=state.get("access", Access(None)) if request.app.state.runtime.authority.enabled else None,
     )
 
 

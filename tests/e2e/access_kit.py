@@ -18,7 +18,6 @@ from httpx import Response
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from domain.user import user_uuid
 from tests.e2e.conftest import ADMIN_EMAIL
 from tests.e2e.plugin_kit import assert_error
 
@@ -28,7 +27,6 @@ ROLES = "/api/v1/admin/roles"
 PERMISSIONS = "/api/v1/admin/permissions"
 EVENTS = "/api/v1/events"
 PASSWORD = "correct-horse-battery"
-ADMIN_ID = str(user_uuid(ADMIN_EMAIL))
 
 
 def unique_email(prefix: str = "user") -> str:
@@ -137,6 +135,13 @@ async def account_with(client: Any, *grants: tuple[str, str | None], prefix: str
     for role, site_id in grants:
         await grant(client, account.id, role, site_id)
     return await sign_in(account, client)
+
+
+async def admin_id(client: Any) -> str:
+    """The bootstrap administrator's id (random, so asked of /auth/me with the client's default header)."""
+    response = await send(client, "GET", f"{AUTH}/me")
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
 
 
 async def me(client: Any, token: str) -> Response:

@@ -18,8 +18,8 @@ from litestar.testing import AsyncTestClient
 from domain.access import BUILTIN_ROLES
 from interfaces.app import create_app
 from tests.e2e.access_kit import (
-    ADMIN_ID,
     AUTH,
+    admin_id,
     EVENTS,
     PASSWORD,
     PERMISSIONS,
@@ -306,8 +306,8 @@ class TestRoleChangesInTheAuditTrail:
             assert event["stream_id"] == f"user:{target.id}"
             assert event["payload"] == {"role": "auditor", "site_id": "site-a"}
             assert event["site_id"] == "site-a"
-            assert event["metadata"]["actor"] == ADMIN_ID
-            assert event["actor"] == ADMIN_ID
+            assert event["metadata"]["actor"] == await admin_id(client)
+            assert event["actor"] == await admin_id(client)
             assert event["metadata"]["command"] == command
             assert event["metadata"]["request_id"] == response.headers["x-request-id"]
             assert before <= parse_time(event["recorded_at"]) <= after
@@ -322,7 +322,7 @@ class TestRoleChangesInTheAuditTrail:
         [event] = await role_events(client, target.id)
         assert event["site_id"] is None
         assert event["payload"] == {"role": "viewer", "site_id": None}
-        assert event["metadata"]["actor"] == ADMIN_ID
+        assert event["metadata"]["actor"] == await admin_id(client)
 
     async def test_the_actor_is_whoever_made_the_change(self, client) -> None:
         site_admin = await account_with(client, ("admin", "site-a"), prefix="flow-site-admin")
@@ -343,7 +343,7 @@ class TestRoleChangesInTheAuditTrail:
 
         [role] = response.json()["roles"]
         assert role["role"] == "compliance-officer" and role["site_id"] == "site-a"
-        assert role["granted_by"] == ADMIN_ID
+        assert role["granted_by"] == await admin_id(client)
         assert abs(parse_time(role["granted_at"]) - datetime.now(timezone.utc)) < timedelta(seconds=30)
 
     async def test_an_auditor_of_one_site_sees_only_that_sites_role_changes(self, client) -> None:
