@@ -15,7 +15,7 @@ from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.identity import EnsureBuiltins, GrantRole, IdentityServices, RegisterUser, UserExists
 from application.plugins import PluginServices
-from application.service import Application
+from application.service import Application, RetryPolicy
 from domain.errors import DomainError
 from domain.user import user_uuid
 from infrastructure.auth import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
@@ -165,7 +165,13 @@ async def start_runtime(settings: Settings) -> Runtime:
     identity = IdentityServices(
         repository=runtime.repository, passwords=runtime.passwords, roles=ConsistentRoleDirectory(runtime)
     )
-    runtime.application = Application(store, services, identity)
+    runtime.application = Application(
+        store,
+        services,
+        identity,
+        retry=RetryPolicy(settings.command_retries, settings.command_retry_backoff),
+        on_retry=lambda command: metrics.COMMAND_RETRIES.labels(command).inc(),
+    )
     await _start_access(runtime, settings)
     if settings.run_projectors:
         runtime.notifier = Notifier(dsn)
