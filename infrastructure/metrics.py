@@ -9,6 +9,9 @@ from prometheus_client import Counter, Gauge, Histogram
 HTTP_REQUESTS = Counter("charter_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram("charter_http_request_seconds", "HTTP request latency", ["method", "route"])
 COMMANDS = Counter("charter_commands_total", "Commands handled", ["command", "outcome"])
+COMMAND_RETRIES = Counter(
+    "charter_command_retries_total", "Commands decided again after another writer moved their stream on", ["command"]
+)
 COMMAND_LATENCY = Histogram("charter_command_seconds", "Command latency", ["command"])
 EVENTS_APPENDED = Counter("charter_events_appended_total", "Events appended to the log")
 APPEND_BATCH = Histogram(

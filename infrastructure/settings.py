@@ -29,6 +29,10 @@ class Settings(msgspec.Struct, kw_only=True):
     log_json: bool = True
     writers: int = 2
     max_batch: int = 128
+    # A command without If-Match that loses a race for its stream is decided again (reloaded) up to this
+    # many times, each after a random wait of up to command_retry_backoff * 2**n seconds; then 409.
+    command_retries: int = 5
+    command_retry_backoff: float = 0.002
     pool_size: int = 20
     database_connect_timeout: float = 5.0  # seconds to open a connection before answering 503
     database_command_timeout: float = 30.0  # seconds one statement may take (a hung server answers 503)

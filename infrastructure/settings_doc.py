@@ -56,6 +56,8 @@ DESCRIPTIONS: dict[str, str] = {
     "archive_max_total_bytes": "bytes of all entries together, uncompressed",
     "archive_max_ratio": "uncompressed:compressed ratio, per entry and overall (checked past the first MiB)",
     "manifest_max_bytes": "bytes of `charter-plugin.json`, checked before it is decoded",
+    "command_retries": "times a command without If-Match is decided again after losing a race for its stream (then 409)",
+    "command_retry_backoff": "seconds; retry n first waits a random time up to this × 2^n",
 }
 
 

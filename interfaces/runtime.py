@@ -15,7 +15,7 @@ from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.identity import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
 from application.plugins import PluginServices
-from application.service import Application
+from application.service import Application, RetryPolicy
 from domain.errors import DomainError
 from infrastructure.auth import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.ratelimit import RateLimiter
@@ -188,7 +188,12 @@ async def start_runtime(settings: Settings) -> Runtime:
     )
     runtime.identity = identity
     runtime.application = Application(
-        store, services, identity, fingerprint_key=derive_key(secret, IDEMPOTENCY_FINGERPRINT)
+        store,
+        services,
+        identity,
+        fingerprint_key=derive_key(secret, IDEMPOTENCY_FINGERPRINT),
+        retry=RetryPolicy(settings.command_retries, settings.command_retry_backoff),
+        on_retry=lambda command: metrics.COMMAND_RETRIES.labels(command).inc(),
     )
     await _start_access(runtime, settings)
     if settings.run_projectors:

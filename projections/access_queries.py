@@ -7,6 +7,7 @@ from typing import Any
 import asyncpg
 
 from projections.access import SCHEMA
+from projections.paging import fetch_page
 
 USER_SORTABLE = {"email": "email", "full_name": "full_name", "created_at": "created_at", "updated_at": "updated_at"}
 ROLE_SORTABLE = {"name": "name", "created_at": "created_at"}
@@ -47,17 +48,11 @@ async def list_users(
             f"EXISTS (SELECT 1 FROM {SCHEMA}.user_grants s WHERE s.user_id = u.user_id AND s.site_id = ANY(${len(args)}))"
         )
     where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    order = f"{USER_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, u.user_id"
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.users u{where}", *args)
-        rows = await conn.fetch(
-            f"SELECT u.*, {_GRANTS} FROM {SCHEMA}.users u{where} ORDER BY {order}"
-            f" OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
-            *args,
-            skip,
-            limit,
-        )
-    return total, [dict(r) for r in rows]
+    order = f"{USER_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, user_id"
+    return await fetch_page(
+        pool, columns=f"u.*, {_GRANTS}", source=f"{SCHEMA}.users u", where=where, args=args, order=order,
+        skip=skip, limit=limit,
+    )
 
 
 async def get_user(pool: asyncpg.Pool, user_id: str) -> dict[str, Any] | None:
@@ -72,14 +67,10 @@ _USER_COUNT = (
 
 async def list_roles(pool: asyncpg.Pool, skip: int, limit: int, sort_by: str, descending: bool) -> tuple[int, list[dict[str, Any]]]:
     order = f"{ROLE_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, role_key"
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.roles WHERE NOT deleted")
-        rows = await conn.fetch(
-            f"SELECT r.*, {_USER_COUNT} FROM {SCHEMA}.roles r WHERE NOT deleted ORDER BY {order} OFFSET $1 LIMIT $2",
-            skip,
-            limit,
-        )
-    return total, [dict(r) for r in rows]
+    return await fetch_page(
+        pool, columns=f"r.*, {_USER_COUNT}", source=f"{SCHEMA}.roles r", where=" WHERE NOT deleted", args=[],
+        order=order, skip=skip, limit=limit,
+    )
 
 
 async def get_role(pool: asyncpg.Pool, role: str) -> dict[str, Any] | None:
@@ -101,15 +92,9 @@ async def list_permissions(
 ) -> tuple[int, list[dict[str, Any]]]:
     where, args = ("", []) if not resource else (" WHERE resource = $1", [resource])
     order = f"{PERMISSION_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, name"
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.permissions{where}", *args)
-        rows = await conn.fetch(
-            f"SELECT * FROM {SCHEMA}.permissions{where} ORDER BY {order} OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
-            *args,
-            skip,
-            limit,
-        )
-    return total, [dict(r) for r in rows]
+    return await fetch_page(
+        pool, columns="*", source=f"{SCHEMA}.permissions", where=where, args=args, order=order, skip=skip, limit=limit
+    )
 
 
 class PostgresRoleDirectory:

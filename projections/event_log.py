@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from infrastructure.eventstore import PUBLIC_PAYLOAD
+from projections.paging import fetch_page
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,14 @@ async def list_events(
     pool: asyncpg.Pool, q: EventQuery, skip: int, limit: int, descending: bool = False
 ) -> tuple[int, list[dict[str, Any]]]:
     where, args = _where(q)
-    order = "DESC" if descending else "ASC"
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM events{where}", *args)
-        rows = await conn.fetch(
-            "SELECT position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
-            f" schema_version, site_id, metadata->>'actor' AS actor, recorded_at, {PUBLIC_PAYLOAD} AS payload, metadata"
-            f" FROM events{where} ORDER BY position {order} OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
-            *args,
-            skip,
-            limit,
-        )
-    return total, [dict(r) for r in rows]
+    return await fetch_page(
+        pool,
+        columns="position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
+        f" schema_version, site_id, metadata->>'actor' AS actor, recorded_at, {PUBLIC_PAYLOAD} AS payload, metadata",
+        source="events",
+        where=where,
+        args=args,
+        order=f"position {'DESC' if descending else 'ASC'}",
+        skip=skip,
+        limit=limit,
+    )

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from projections.paging import fetch_page
 from projections.plugins import SCHEMA
 
 SORTABLE = {
@@ -66,22 +67,21 @@ def _escape_like(text: str) -> str:
 
 
 async def list_plugins(pool: asyncpg.Pool, f: PluginFilter, page: Page) -> tuple[int, list[dict[str, Any]]]:
+    """The total of plugins matching `f` and one page of them, from one snapshot."""
     where, args = _where(f)
-    column = SORTABLE[page.sort_by]
-    order = "DESC" if page.sort_order == "desc" else "ASC"
-    async with pool.acquire() as conn:
-        total = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.plugins{where}", *args)
-        rows = await conn.fetch(
-            f"SELECT p.*, ARRAY(SELECT d.plugin_id FROM {SCHEMA}.plugin_dependencies d"
-            f"   JOIN {SCHEMA}.plugins o ON o.plugin_id = d.plugin_id AND o.status <> 'uninstalled'"
-            f"   WHERE d.depends_on = p.plugin_id ORDER BY d.plugin_id) AS dependents"
-            f" FROM {SCHEMA}.plugins p{where} ORDER BY {column} {order}, plugin_id"
-            f" OFFSET ${len(args) + 1} LIMIT ${len(args) + 2}",
-            *args,
-            page.skip,
-            page.limit,
-        )
-    return total, [dict(r) for r in rows]
+    order = f"{SORTABLE[page.sort_by]} {'DESC' if page.sort_order == 'desc' else 'ASC'}, plugin_id"
+    return await fetch_page(
+        pool,
+        columns=f"p.*, ARRAY(SELECT d.plugin_id FROM {SCHEMA}.plugin_dependencies d"
+        f"   JOIN {SCHEMA}.plugins o ON o.plugin_id = d.plugin_id AND o.status <> 'uninstalled'"
+        f"   WHERE d.depends_on = p.plugin_id ORDER BY d.plugin_id) AS dependents",
+        source=f"{SCHEMA}.plugins p",
+        where=where,
+        args=args,
+        order=order,
+        skip=page.skip,
+        limit=page.limit,
+    )
 
 
 async def get_plugin(pool: asyncpg.Pool, plugin_id: str) -> dict[str, Any] | None:
