@@ -131,15 +131,16 @@ def processes_naming(path: Path) -> list[int]:
     return sorted(found)
 
 
-def _names(pid: int, path: Path, expected_names: set[str]) -> bool:
-    """Whether live ``pid`` is one of our servers for ``path``: its command line names ``path``
-    (or, without /proc, its command name is one of ``expected_names``)."""
+def _names(pid: int, path: Path, expected_names: set[str]) -> bool | None:
+    """Whether live ``pid`` is one of our servers for ``path``: a program named one of
+    ``expected_names`` whose command line names ``path``; ``None`` when it cannot tell (no /proc)."""
     if not _pid_alive(pid):
         return False
     args = _cmdline(pid)
-    if args is not None:
-        return str(path) in args
-    return _process_name(pid) in expected_names
+    if args:
+        return Path(args[0]).name in expected_names and str(path) in args
+    name = _process_name(pid)
+    return None if name is None else name in expected_names
 
 
 def _terminate(pid: int, signals: tuple[signal.Signals, ...], wait: float = 5.0) -> bool:
@@ -457,11 +458,12 @@ class EmbeddedPostgres(_Started):
         if info is None:
             return False
         pid, port, socket_dir = info
-        if not _names(pid, self.pgdata, {"postgres", "postmaster"}):
+        ours = _names(pid, self.pgdata, {"postgres", "postmaster"})
+        if ours is False:
             _log.info("Removing stale %s (pid %s is not a PostgreSQL server on it)", self.pgdata / "postmaster.pid", pid)
             (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
             return False
-        if not self.adopt:
+        if not self.adopt and ours:
             _log.warning(
                 "PostgreSQL (pid %s) is running on %s without its owner (left by a process that was killed?); "
                 "stopping it and starting our own",
@@ -524,12 +526,14 @@ class EmbeddedPostgres(_Started):
             )
         self._process, self.pid = process, process.pid
         if not self._wait_until_ready(process.pid):
+            exit_code = process.poll()
             _terminate(process.pid, (signal.SIGQUIT, signal.SIGKILL))
             process.wait()
             self._process = self.pid = None
+            outcome = "did not become ready" if exit_code is None else f"exited with {exit_code}"
             raise EmbeddedServerError(
-                f"PostgreSQL did not become ready on port {port} within {self.start_timeout}s "
-                f"(exit code {process.returncode})\nserver log tail:\n{_log_tail(self.log_file)}"
+                f"PostgreSQL {outcome} on port {port} (waited up to {self.start_timeout:g}s)\n"
+                f"server log tail:\n{_log_tail(self.log_file)}"
             )
 
     def _stop_server(self, pid: int) -> None:
@@ -825,7 +829,7 @@ class EmbeddedNats(_Started):
         with contextlib.suppress(OSError, ValueError):
             candidates.add(int(self.pid_file.read_text().strip()))
         for pid in sorted(candidates):
-            if pid == self.pid or not _names(pid, self.store_dir, {"nats-server"}):
+            if pid == self.pid or not _names(pid, self.store_dir, {"nats-server"}):  # stop only what is surely ours
                 continue
             _log.warning(
                 "nats-server (pid %s) is running on %s without its owner (left by a process that was killed?); "
