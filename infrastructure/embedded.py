@@ -90,7 +90,7 @@ def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
     ``prctl(PR_SET_PDEATHSIG)`` survives ``execve`` and runs after Popen's
     ``setuid`` (which would clear it).  It is tied to the thread that forks: the
     signal comes when that thread ends.  If the parent died between ``fork``
-    and ``prctl``, the child signals itself.  Elsewhere (no ``prctl``) children
+    and ``prctl``, the child exits before it execs.  Elsewhere (no ``prctl``) children
     are only stopped by ``stop()``/``atexit`` and by the stale-process check on
     the next start.
     """
@@ -107,7 +107,7 @@ def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
+            os._exit(1)
 
     return preexec
 
