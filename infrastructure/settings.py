@@ -23,6 +23,10 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8000
     data_dir: Path = Path(".charter")
+    # Ports of the embedded servers `charter serve` starts when no URL is set (pinned: fail if taken);
+    # unset: the port of the last run, else 54329 (PostgreSQL) / 4229 (NATS), else any free port.
+    embedded_pg_port: int | None = None
+    embedded_nats_port: int | None = None
     secret_key: str | None = None
     host_version: str = HOST_VERSION
     log_level: str = "info"

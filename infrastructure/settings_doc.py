@@ -58,6 +58,8 @@ DESCRIPTIONS: dict[str, str] = {
     "manifest_max_bytes": "bytes of `charter-plugin.json`, checked before it is decoded",
     "command_retries": "times a command without If-Match is decided again after losing a race for its stream (then 409)",
     "command_retry_backoff": "seconds; retry n first waits a random time up to this × 2^n",
+    "embedded_pg_port": "pin the embedded PostgreSQL's port (start fails if taken); unset: last run's, else 54329 when free, else any",
+    "embedded_nats_port": "pin the embedded nats-server's port (start fails if taken); unset: last run's, else 4229 when free, else any",
 }
 
 

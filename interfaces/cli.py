@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -16,44 +19,82 @@ from domain.errors import DomainError
 from infrastructure.settings import Settings
 
 EMBEDDED_DATABASE = "charter"
+PREFERRED_PG_PORT = 54329  # the embedded servers' ports when none is pinned or remembered (and they are free)
+PREFERRED_NATS_PORT = 4229
+
+
+def _embedded_postgres(settings: Settings, **options: Any) -> Any:
+    from infrastructure.embedded import EmbeddedPostgres
+
+    return EmbeddedPostgres(
+        settings.data_dir.absolute() / "postgres",
+        port=settings.embedded_pg_port,
+        preferred_port=PREFERRED_PG_PORT,
+        **options,
+    )
+
+
+def _start_postgres(server: Any) -> str:
+    print(f"starting embedded PostgreSQL under {server.pgdata} ...", file=sys.stderr)
+    admin = server.start()
+    asyncio.run(_ensure_database(admin, EMBEDDED_DATABASE))
+    return urlunsplit(urlsplit(admin)._replace(path="/" + EMBEDDED_DATABASE))
 
 
 @contextlib.contextmanager
 def database(settings: Settings) -> Iterator[str]:
-    """The configured database URL, or an embedded PostgreSQL under `<data_dir>/postgres` for the duration."""
+    """The configured database URL, or an embedded PostgreSQL under `<data_dir>/postgres` for the duration
+    (a running `charter serve`'s, when there is one)."""
     if settings.database_url:
         yield settings.database_url
         return
-    from infrastructure.embedded import EmbeddedPostgres
-
-    server = EmbeddedPostgres(settings.data_dir.absolute() / "postgres")
-    print(f"starting embedded PostgreSQL under {server.pgdata} ...", file=sys.stderr)
-    admin = server.start()
+    server = _embedded_postgres(settings)
     try:
-        asyncio.run(_ensure_database(admin, EMBEDDED_DATABASE))
-        yield urlunsplit(urlsplit(admin)._replace(path="/" + EMBEDDED_DATABASE))
+        yield _start_postgres(server)
     finally:
         server.stop()
         print("embedded PostgreSQL stopped", file=sys.stderr)
 
 
 @contextlib.contextmanager
-def nats_server(settings: Settings) -> Iterator[str]:
-    """The configured NATS URL, or an embedded nats-server with JetStream under `<data_dir>/nats`."""
-    if settings.nats_url:
-        yield settings.nats_url
+def embedded_servers(settings: Settings) -> Iterator[Any]:
+    """For `serve`: the embedded PostgreSQL / nats-server that unset CHARTER_DATABASE_URL / CHARTER_NATS_URL
+    call for, under the data directory's lock (a second serve on it is refused), watched (restarted if one
+    dies) and stopped at the end; fills in `settings.database_url` / `settings.nats_url`. Yields the
+    `Watchdog`, or None when nothing is embedded."""
+    if settings.database_url and settings.nats_url:
+        yield None
         return
     from infrastructure.embedded import EmbeddedNats
+    from infrastructure.supervision import Watchdog, data_dir_lock
 
-    server = EmbeddedNats(settings.data_dir.absolute() / "nats")
-    print(f"starting embedded NATS (JetStream) under {server.store_dir} ...", file=sys.stderr)
-    url = server.start()
-    print(f"embedded NATS at {url} (JetStream stream {settings.nats_stream}; set CHARTER_NATS_URL to use your own)", file=sys.stderr)
-    try:
-        yield url
-    finally:
-        server.stop()
-        print("embedded NATS stopped", file=sys.stderr)
+    data_dir = settings.data_dir.absolute()
+    with data_dir_lock(data_dir):
+        servers: list[Any] = []
+        try:
+            if not settings.database_url:
+                servers.append(_embedded_postgres(settings, adopt=False))
+                settings.database_url = _start_postgres(servers[-1])
+            if not settings.nats_url:
+                nats = EmbeddedNats(data_dir / "nats", port=settings.embedded_nats_port, preferred_port=PREFERRED_NATS_PORT)
+                servers.append(nats)
+                print(f"starting embedded NATS (JetStream) under {nats.store_dir} ...", file=sys.stderr)
+                settings.nats_url = nats.start()
+                print(
+                    f"embedded NATS at {settings.nats_url} (JetStream stream {settings.nats_stream}; "
+                    "set CHARTER_NATS_URL to use your own)",
+                    file=sys.stderr,
+                )
+        except BaseException:
+            for server in reversed(servers):
+                with contextlib.suppress(Exception):
+                    server.stop()
+            raise
+        try:
+            with Watchdog(servers) as watchdog:
+                yield watchdog
+        finally:
+            print("embedded servers stopped", file=sys.stderr)
 
 
 async def _ensure_database(admin_dsn: str, name: str) -> None:
@@ -83,7 +124,32 @@ def embedded_admin(settings: Settings) -> str:
     return str(path)
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived: unwind, stopping what serve started."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not interrupt the stopping
+    raise _Terminated
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from infrastructure.supervision import DataDirBusy
+
+    # uvicorn handles SIGTERM while it runs, then raises it again: with the default handler the process
+    # would die there, before the embedded servers are stopped.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _serve(args)
+    except DataDirBusy as error:
+        print(f"charter serve: {error}", file=sys.stderr)
+        return 1
+    except _Terminated:
+        return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from interfaces.app import create_app
@@ -95,9 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     credentials = None
     if not settings.database_url and not settings.bootstrap_admin_email:
         credentials = embedded_admin(settings)
-    with database(settings) as url, nats_server(settings) as nats_url:
-        settings.database_url = url
-        settings.nats_url = nats_url
+    with embedded_servers(settings) as watchdog:
         app = create_app(settings)
         base = f"http://{settings.host}:{settings.port}"
         print(f"Charter listening on {base}  (OpenAPI: {base}/schema)", file=sys.stderr)
@@ -108,7 +172,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"-d '{{\"username\": \"{settings.bootstrap_admin_email}\", \"password\": \"'$(sed -n 2p {credentials})'\"}}'",
                 file=sys.stderr,
             )
-        uvicorn.Server(server_config(app, settings.host, settings.port)).run()
+        server = uvicorn.Server(server_config(app, settings.host, settings.port))
+        if watchdog is not None:
+            watchdog.on_failure = lambda: setattr(server, "should_exit", True)
+        server.run()
+    if watchdog is not None and watchdog.failure:
+        print(f"charter serve: {watchdog.failure}; stopped", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import asyncpg
@@ -154,3 +157,35 @@ def test_postgres_data_owned_by_unprivileged_user_when_root(tmp_path: Path) -> N
     with EmbeddedPostgres(tmp_path / "pg") as server:
         assert (server.pgdata).stat().st_uid != 0
         assert server.log_file.exists()
+
+
+def test_nats_prefers_the_given_port_then_remembers_it(tmp_path: Path) -> None:
+    preferred = find_free_port()
+    with EmbeddedNats(tmp_path / "nats", preferred_port=preferred) as first:
+        assert first.port == preferred
+    with EmbeddedNats(tmp_path / "nats", preferred_port=find_free_port()) as again:
+        assert again.url == f"nats://127.0.0.1:{preferred}"
+
+
+def test_watchdog_restarts_a_dead_server_and_reports_when_it_cannot(tmp_path: Path) -> None:
+    from infrastructure.supervision import Watchdog
+
+    server = EmbeddedNats(tmp_path / "nats", port=find_free_port())
+    server.start()
+    failed = threading.Event()
+    watchdog = Watchdog([server], interval=0.05, restart_for=1.0)
+    watchdog.on_failure = failed.set
+    with watchdog:
+        first = server.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while not (server.pid not in {None, first} and _port_open(server.port)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.is_running and server.pid != first and _port_open(server.port)
+
+        server.binary = Path("/bin/false")  # every further start fails
+        os.kill(server.pid, signal.SIGKILL)
+        assert failed.wait(30)
+        assert watchdog.failure is not None and "nats-server died and could not be restarted" in watchdog.failure
+    assert not server.is_running
