@@ -54,6 +54,11 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit_anonymous: int = 600  # requests per window per IP
     rate_limit_user: int = 6000  # per token subject
     rate_limit_admin: int = 60000
+    # Plugin config schemas are the plugin author's: checking and validating against them runs in worker
+    # processes (infrastructure/sandbox.py), killed past this many seconds or this much memory.
+    schema_validation_timeout: float = 2.0
+    schema_workers: int = 2  # worker processes (at most this many validations at once)
+    schema_worker_memory_mb: int = 1024  # address-space ceiling of each worker (RLIMIT_AS)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
