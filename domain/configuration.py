@@ -102,8 +102,8 @@ def check_reserved(config: Any) -> None:
         node, at = stack.pop()
         if isinstance(node, dict):
             if SEALED in node:
-                field = "config." + path_of((*at, SEALED))
-                raise ConfigurationInvalid(f"{field}: the key {SEALED!r} is reserved", field=field)
+                field = ".".join(["config", *(str(p) for p in at)])
+                raise ConfigurationInvalid(f"{field}: the key {SEALED!r} is reserved for sealed secrets", field=field)
             stack.extend((v, (*at, k)) for k, v in node.items())
         elif isinstance(node, list):
             stack.extend((v, (*at, i)) for i, v in enumerate(node))

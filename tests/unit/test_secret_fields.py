@@ -164,7 +164,7 @@ class TestMasking:
         with pytest.raises(ConfigurationInvalid) as refused:
             prepare_config(self.SCHEMA, {"level": {SEALED: "forged"}}, {})
 
-        assert refused.value.details["field"] == "config.level.$sealed"
+        assert refused.value.details["field"] == "config.level"
 
 
 class TestClassifiedFieldsStaySealed:
