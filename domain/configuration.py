@@ -23,6 +23,7 @@ __all__ = [
 SEALED = "$sealed"
 MASK = "********"
 SAFE_MESSAGES = {"required", "dependentRequired"}  # their messages name properties, never values
+MAX_MESSAGE = 300  # characters of a violation message (jsonschema quotes whole values)
 
 
 def path_of(location: Iterable[str | int]) -> str:
@@ -97,6 +98,17 @@ def mask_secrets(schema: dict[str, Any], config: dict[str, Any], also: Iterable[
 
 def check_reserved(config: Any) -> None:
     """`$sealed` is how stored secrets are marked; a client may not send it (it could pose as a secret)."""
+    nodes: list[Any] = [config]
+    while nodes:  # a quick pass first: most configurations have no such key, and paths cost
+        node = nodes.pop()
+        if isinstance(node, dict):
+            if SEALED in node:
+                break
+            nodes.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            nodes.extend(v for v in node if isinstance(v, (dict, list)))
+    else:
+        return
     stack: list[tuple[Any, Location]] = [(config, ())]
     while stack:
         node, at = stack.pop()
@@ -155,7 +167,7 @@ def validate_config(schema: dict[str, Any], config: dict[str, Any], secret: Iter
     errors = sorted(validator_for(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     if not errors:
         return
-    hidden = {*secret_locations(schema, config), *(secret or ())}
+    hidden = set(secret) if secret is not None else set(secret_locations(schema, config))
     leaked = _secret_texts(config, hidden)
     violations = [{"field": _field(e), "message": _message(e, hidden, leaked)} for e in errors]
     first = violations[0]
@@ -185,7 +197,8 @@ def _message(error: Any, hidden: set[Location], leaked: set[str]) -> str:
     holds_secret = any(loc[: len(at)] == at or at[: len(loc)] == loc for loc in hidden)
     quotes_secret = any(t in error.message for t in leaked)
     if not quotes_secret and (not holds_secret or error.validator in SAFE_MESSAGES):
-        return error.message
+        text = error.message
+        return text if len(text) <= MAX_MESSAGE else f"{text[: MAX_MESSAGE // 2]} ... {text[-MAX_MESSAGE // 2 :]}"
     value = error.validator_value
     shown = f" {value!r}" if isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 80 else ""
     return f"the value (secret, not shown) does not satisfy {error.validator!r}{shown}"

@@ -20,6 +20,8 @@ from domain.json_schema import REGISTRY, children, compile_pattern
 
 Location = tuple[str | int, ...]
 IN_PLACE_ONE = ("not", "if", "then", "else")
+OBJECT_APPLICATORS = ("properties", "patternProperties", "additionalProperties", "unevaluatedProperties")
+ARRAY_APPLICATORS = ("prefixItems", "items", "unevaluatedItems", "contains")
 IN_PLACE_MANY = ("allOf", "anyOf", "oneOf")
 STATIC_DEPTH = 32  # how deep `secret_paths` follows recursive schemas
 STATIC_BUDGET = 5000  # schema visits `secret_paths` makes at most (a DAG of `$ref`s has exponentially many paths)
@@ -116,10 +118,14 @@ def secret_locations(schema: dict[str, Any], config: Any) -> list[Location]:
             continue
         if any(is_secret(s) for s, _ in schemas):
             found.append(at)
-        elif isinstance(value, dict):
-            stack.extend((_property_schemas(schemas, key), child, (*at, key)) for key, child in value.items())
-        elif isinstance(value, list):
-            stack.extend((_item_schemas(schemas, i), child, (*at, i)) for i, child in enumerate(value))
+        elif isinstance(value, dict) and any(k in s for s, _ in schemas for k in OBJECT_APPLICATORS):
+            for key, child in value.items():
+                if sub := _property_schemas(schemas, key):
+                    stack.append((sub, child, (*at, key)))
+        elif isinstance(value, list) and any(k in s for s, _ in schemas for k in ARRAY_APPLICATORS):
+            for i, child in enumerate(value):
+                if sub := _item_schemas(schemas, i):
+                    stack.append((sub, child, (*at, i)))
     return sorted(found, key=lambda loc: [str(p) for p in loc])
 
 
