@@ -80,7 +80,10 @@ def config_over_limit(reason: str) -> ConfigurationInvalid:
 
 
 async def checked_manifest(services: PluginServices, raw: dict[str, Any]) -> Manifest:
-    """The manifest parsed and its config_schema checked, in the sandbox (the schema is the author's)."""
+    """The manifest parsed and its config_schema checked, in the sandbox (the schema is the author's).
+    Without a schema there is nothing unbounded to run: parsed here, sparing the round trip."""
+    if isinstance(raw, dict) and not raw.get("config_schema"):
+        return parse_manifest(raw)
     return await services.sandbox.run(parse_manifest, raw, over_limit=manifest_over_limit)
 
 
@@ -99,9 +102,12 @@ async def prepare(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(clear, sealed): `new` checked against `schema` in the sandbox, and sealed where the schema marks
     a secret or a value was sealed before, so secrets never reach the log in clear."""
-    clear, secret = await services.sandbox.run(
-        prepare_config, schema, new, old, sorted(classified, key=path_of), over_limit=over_limit
-    )
+    if not schema and not classified:
+        clear, secret = prepare_config(schema, new, old)  # no schema: linear checks only, no validation
+    else:
+        clear, secret = await services.sandbox.run(
+            prepare_config, schema, new, old, sorted(classified, key=path_of), over_limit=over_limit
+        )
     return clear, map_locations(clear, secret, lambda _path, value: services.cipher.seal(value))
 
 
