@@ -56,6 +56,14 @@ class ConfigurePlugin(Command):
     config: dict[str, Any]
 
 
+class DeclassifyConfig(Command):
+    """Stop treating sealed configuration fields as secret (stored in clear from now on)."""
+
+    plugin_id: str
+    fields: list[str]
+    reason: str
+
+
 class UninstallPlugin(Command):
     plugin_id: str
     reason: str | None = None

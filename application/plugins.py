@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from application.commands import (
     ConfigurePlugin,
+    DeclassifyConfig,
     DisablePlugin,
     EnablePlugin,
     InstallPlugin,
@@ -18,10 +20,19 @@ from application.commands import (
 )
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
-from application.ports import ArchiveStore, PluginCatalog, SecretCipher
+from application.ports import ArchiveStore, PluginCatalog, Sandbox, SecretCipher
 from application.unit import Loaded, Repository
-from domain.configuration import changed_keys, is_sealed, keep_masked, map_secrets, validate_config
-from domain.errors import ManifestInvalid, PluginNotFound
+from domain.configuration import (
+    Location,
+    changed_keys,
+    is_sealed,
+    map_locations,
+    map_sealed,
+    path_of,
+    prepare_config,
+    secret_locations,
+)
+from domain.errors import ConfigurationInvalid, DeclassifyRefused, ManifestInvalid, PluginNotFound
 from domain.manifest import Manifest, parse_manifest
 from domain.plugin import STREAM_TYPE, Plugin, plugin_uuid
 from domain.policies import check_dependencies, check_host_compatibility, check_no_dependents
@@ -34,6 +45,7 @@ class PluginServices:
     cipher: SecretCipher
     archives: ArchiveStore
     host_version: str
+    sandbox: Sandbox
 
 
 async def load(services: PluginServices, plugin_id: str, ctx: CommandContext, must_exist: bool = True) -> Loaded[Plugin]:
@@ -59,20 +71,50 @@ async def installed_versions(services: PluginServices, manifest: Manifest) -> di
     return found
 
 
-def seal(services: PluginServices, schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Encrypt the fields the schema marks secret, so they never reach the log in clear."""
-    return map_secrets(schema, config, lambda _path, value: services.cipher.seal(value))
+def manifest_over_limit(reason: str) -> ManifestInvalid:
+    return ManifestInvalid(f"manifest.config_schema could not be checked: it {reason}", field="manifest.config_schema")
 
 
-def unseal(services: PluginServices, schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    return map_secrets(schema, config, lambda _path, v: services.cipher.unseal(v) if is_sealed(v) else v)
+def config_over_limit(reason: str) -> ConfigurationInvalid:
+    return ConfigurationInvalid(f"config could not be validated against the plugin's schema: it {reason}", field="config")
 
 
-def reseal(services: PluginServices, plugin: Plugin, manifest: Manifest) -> dict[str, Any]:
+async def checked_manifest(services: PluginServices, raw: dict[str, Any]) -> Manifest:
+    """The manifest parsed and its config_schema checked, in the sandbox (the schema is the author's).
+    Without a schema there is nothing unbounded to run: parsed here, sparing the round trip."""
+    if isinstance(raw, dict) and not raw.get("config_schema"):
+        return parse_manifest(raw)
+    return await services.sandbox.run(parse_manifest, raw, over_limit=manifest_over_limit)
+
+
+def unseal(services: PluginServices, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration in clear: every sealed value opened, whatever the schema says now."""
+    return map_sealed(stored, lambda _path, value: services.cipher.unseal(value))
+
+
+async def prepare(
+    services: PluginServices,
+    schema: dict[str, Any],
+    new: dict[str, Any],
+    old: dict[str, Any],
+    classified: set[Location],
+    over_limit: Callable[[str], Exception] = config_over_limit,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(clear, sealed): `new` checked against `schema` in the sandbox, and sealed where the schema marks
+    a secret or a value was sealed before, so secrets never reach the log in clear."""
+    if not schema and not classified:
+        clear, secret = prepare_config(schema, new, old)  # no schema: linear checks only, no validation
+    else:
+        clear, secret = await services.sandbox.run(
+            prepare_config, schema, new, old, sorted(classified, key=path_of), over_limit=over_limit
+        )
+    return clear, map_locations(clear, secret, lambda _path, value: services.cipher.seal(value))
+
+
+async def reseal(services: PluginServices, plugin: Plugin, manifest: Manifest) -> dict[str, Any]:
     """The plugin's configuration checked against, and sealed for, another version's schema."""
-    clear = unseal(services, plugin.manifest.config_schema, plugin.config)
-    validate_config(manifest.config_schema, clear)
-    return seal(services, manifest.config_schema, clear)
+    clear = unseal(services, plugin.config)
+    return (await prepare(services, manifest.config_schema, clear, clear, plugin.classified, manifest_over_limit))[1]
 
 
 async def check_installable(services: PluginServices, manifest: Manifest) -> None:
@@ -81,37 +123,43 @@ async def check_installable(services: PluginServices, manifest: Manifest) -> Non
 
 
 async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
-    manifest = parse_manifest(cmd.manifest)
+    manifest = await checked_manifest(services, cmd.manifest)
     await check_installable(services, manifest)
-    validate_config(manifest.config_schema, cmd.config)
-    args = dict(manifest=manifest.to_dict(), source=cmd.source, config=seal(services, manifest.config_schema, cmd.config))
+
+    async def args(classified: set[Location]) -> dict[str, Any]:
+        _, config = await prepare(services, manifest.config_schema, cmd.config, {}, classified)
+        return dict(manifest=manifest.to_dict(), source=cmd.source, config=config)
+
+    first = await args(set())
     if cmd.archive is not None:
         await services.archives.put(cmd.archive)
     if ctx.expected_version is None:
         # Most installs are of new plugins: append at version 0 without reading the stream first.
         fresh = services.repository.new(STREAM_TYPE, manifest.id)
-        fresh.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **args)
+        fresh.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **first)
         try:
             return await save(services, fresh, ctx, "InstallPlugin")
         except ConcurrencyError:
             pass  # the stream exists: installed already, or uninstalled and now reinstalled
     loaded = await load(services, manifest.id, ctx, must_exist=False)
     if loaded.aggregate is None:
-        loaded.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **args)
+        loaded.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **first)
     else:
-        loaded.aggregate.reinstall(enabled=cmd.auto_enable, **args)
+        # Fields sealed in an earlier life of the plugin stay sealed.
+        again = await args(loaded.aggregate.classified) if loaded.aggregate.classified else first
+        loaded.aggregate.reinstall(enabled=cmd.auto_enable, **again)
     return await save(services, loaded, ctx, "InstallPlugin")
 
 
 async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
-    manifest = parse_manifest(cmd.manifest)
+    manifest = await checked_manifest(services, cmd.manifest)
     if manifest.id != cmd.plugin_id:
         raise ManifestInvalid(f"manifest.id {manifest.id!r} does not match plugin {cmd.plugin_id!r}", field="manifest.id")
     loaded = await load(services, cmd.plugin_id, ctx)
     plugin = loaded.aggregate
     plugin.check_installed()
     await check_installable(services, manifest)
-    config = reseal(services, plugin, manifest)
+    config = await reseal(services, plugin, manifest)
     if cmd.archive is not None:
         await services.archives.put(cmd.archive)
     plugin.update(manifest.to_dict(), cmd.source, config)
@@ -121,9 +169,9 @@ async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: Plugin
 async def roll_back_plugin(cmd: RollBackPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     loaded = await load(services, cmd.plugin_id, ctx)
     loaded.aggregate.check_installed()
-    target = parse_manifest(loaded.aggregate.previous_version(cmd.to_version)["manifest"])
+    target = await checked_manifest(services, loaded.aggregate.previous_version(cmd.to_version)["manifest"])
     await check_installable(services, target)
-    loaded.aggregate.roll_back(cmd.to_version, reseal(services, loaded.aggregate, target))
+    loaded.aggregate.roll_back(cmd.to_version, await reseal(services, loaded.aggregate, target))
     return await save(services, loaded, ctx, "RollBackPlugin")
 
 
@@ -157,12 +205,31 @@ async def configure_plugin(cmd: ConfigurePlugin, ctx: CommandContext, services: 
     loaded = await load(services, cmd.plugin_id, ctx)
     plugin = loaded.aggregate
     plugin.check_installed()
-    schema = plugin.manifest.config_schema
-    old = unseal(services, schema, plugin.config)
-    clear = keep_masked(schema, cmd.config, old)
-    validate_config(schema, clear)
-    plugin.configure(seal(services, schema, clear), changed_keys(old, clear))
+    old = unseal(services, plugin.config)
+    clear, sealed = await prepare(services, plugin.manifest.config_schema, cmd.config, old, plugin.classified)
+    plugin.configure(sealed, changed_keys(old, clear))
     return await save(services, loaded, ctx, "ConfigurePlugin")
+
+
+async def declassify_config(cmd: DeclassifyConfig, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    """Store named sealed fields in clear from now on, unless the current schema still marks them secret."""
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
+    locations = plugin.classified_at(cmd.fields)
+    schema = plugin.manifest.config_schema
+    clear = unseal(services, plugin.config)
+    marked = set(await services.sandbox.run(secret_locations, schema, clear, over_limit=config_over_limit))
+    still = [path_of(loc) for loc in locations if loc in marked]
+    if still:
+        raise DeclassifyRefused(
+            f"{still[0]} is marked secret by the schema of version {plugin.current_version}; a field the schema marks"
+            " secret cannot be declassified",
+            field=f"fields.{[path_of(loc) for loc in locations].index(still[0])}",
+            still_secret=still,
+        )
+    config = map_locations(plugin.config, locations, lambda _p, v: services.cipher.unseal(v) if is_sealed(v) else v)
+    plugin.declassify([path_of(loc) for loc in locations], cmd.reason, config)
+    return await save(services, loaded, ctx, "DeclassifyConfig")
 
 
 async def uninstall_plugin(cmd: UninstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
@@ -182,5 +249,6 @@ HANDLERS = {
     RestartPlugin: restart_plugin,
     ReloadPlugin: reload_plugin,
     ConfigurePlugin: configure_plugin,
+    DeclassifyConfig: declassify_config,
     UninstallPlugin: uninstall_plugin,
 }

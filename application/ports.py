@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -81,6 +82,13 @@ class SecretCipher(Protocol):
     def seal(self, value: Any) -> dict[str, str]: ...
 
     def unseal(self, sealed: dict[str, str]) -> Any: ...
+
+
+class Sandbox(Protocol):
+    """Runs a pure, CPU-bound function (schema checks, configuration validation) off the event loop,
+    bounded in time and memory; past a bound it raises `over_limit(reason)`."""
+
+    async def run(self, fn: Callable[..., Any], *args: Any, over_limit: Callable[[str], Exception]) -> Any: ...
 
 
 class ArchiveStore(Protocol):

@@ -14,6 +14,8 @@ SITE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 READ_PLUGINS = ["plugins:read"]
 ADMIN_ROLE = "admin"
+# Held only when granted by name or through `*:*` (the admin role), never through `plugins:*`.
+EXPLICIT = frozenset({"plugins:declassify"})
 
 BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
     ADMIN_ROLE: ("Everything, everywhere", ["*:*"]),
@@ -69,6 +71,8 @@ def check_site_id(site_id: str) -> None:
 
 def grants(permission: str, required: str) -> bool:
     """Does `permission` (possibly with wildcards) cover the `required` permission?"""
+    if required in EXPLICIT and permission not in (required, "*:*"):
+        return False
     have_res, have_act = permission.split(":", 1)
     need_res, need_act = required.split(":", 1)
     return have_res in ("*", need_res) and have_act in ("*", need_act)

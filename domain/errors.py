@@ -49,6 +49,16 @@ class ConfigurationInvalid(DomainError):
     code = "PLUGIN_CONFIGURATION_ERROR"
 
 
+class FieldNotSealed(DomainError):
+    code = "VALIDATION_FAILED"
+
+
+class DeclassifyRefused(DomainError):
+    """The field is still marked secret by the current schema: declassifying it would not hold."""
+
+    code = "PLUGIN_DECLASSIFY_REFUSED"
+
+
 class VersionUnchanged(DomainError):
     code = "PLUGIN_VERSION_UNCHANGED"
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+import msgspec
 from eventsourcing.domain import Aggregate, event
 
+from domain.configuration import Location, path_of, sealed_locations
 from domain.errors import (
+    FieldNotSealed,
     NothingToRollBack,
     PluginAlreadyInstalled,
     PluginNotInstalled,
     VersionUnchanged,
 )
-from domain.manifest import Manifest, parse_manifest
+from domain.manifest import Manifest
 
 STREAM_TYPE = "plugin"
 
@@ -33,12 +36,13 @@ class Plugin(Aggregate):
     def __init__(self, plugin_id: str, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
         self.plugin_id = plugin_id
         self.versions: list[dict[str, Any]] = []
+        self.classified: set[Location] = set()  # locations ever sealed: they stay secret until declassified
         self._install(manifest, source, config, enabled)
 
     def _install(self, manifest: dict, source: dict, config: dict, enabled: bool) -> None:
         self.manifest_data = manifest
         self.source = source
-        self.config = config
+        self._set_config(config)
         self.enabled = enabled
         self.installed = True
         self.disabled_reason: str | None = None
@@ -46,9 +50,14 @@ class Plugin(Aggregate):
         self.reloads = 0
         self.versions.append({"version": manifest["version"], "manifest": manifest, "source": source})
 
+    def _set_config(self, config: dict) -> None:
+        self.config = config
+        self.classified |= set(sealed_locations(config))
+
     @property
     def manifest(self) -> Manifest:
-        return parse_manifest(self.manifest_data)
+        """The current manifest (checked when it was installed; not checked again on every load)."""
+        return msgspec.convert(self.manifest_data, Manifest)
 
     @property
     def current_version(self) -> str:
@@ -96,7 +105,7 @@ class Plugin(Aggregate):
     def _updated(self, from_version: str, to_version: str, manifest: dict, source: dict, config: dict) -> None:
         self.manifest_data = manifest
         self.source = source
-        self.config = config
+        self._set_config(config)
         self.versions.append({"version": to_version, "manifest": manifest, "source": source})
 
     def previous_version(self, to_version: str | None) -> dict[str, Any]:
@@ -124,7 +133,7 @@ class Plugin(Aggregate):
         target = next(v for v in reversed(self.versions) if v["version"] == to_version)
         self.manifest_data = target["manifest"]
         self.source = target["source"]
-        self.config = config
+        self._set_config(config)
 
     def enable(self, reason: str | None = None) -> bool:
         """Record Enabled; False (nothing recorded) when already enabled."""
@@ -178,6 +187,30 @@ class Plugin(Aggregate):
 
     @event("ConfigurationChanged")
     def _configuration_changed(self, config: dict, changed_keys: list[str]) -> None:
+        self._set_config(config)
+
+    def classified_at(self, fields: list[str]) -> list[Location]:
+        """The classified locations named by `fields` (dotted paths, as listed under `sealed`)."""
+        self.check_installed()
+        by_path = {path_of(loc): loc for loc in self.classified}
+        for index, name in enumerate(fields):
+            if name.removeprefix("config.") not in by_path:
+                raise FieldNotSealed(
+                    f"fields.{index}: {name!r} is not a sealed field of plugin {self.plugin_id}",
+                    field=f"fields.{index}",
+                    sealed=sorted(by_path),
+                )
+        return [by_path[name.removeprefix("config.")] for name in fields]
+
+    def declassify(self, fields: list[str], reason: str, config: dict) -> None:
+        """Record Declassified: `config` holds the fields named in clear (the caller checked that no
+        schema marks them secret any more)."""
+        self.check_installed()
+        self._declassified(fields=sorted(set(fields)), reason=reason, config=config)
+
+    @event("Declassified")
+    def _declassified(self, fields: list[str], reason: str, config: dict) -> None:
+        self.classified -= {loc for loc in self.classified if path_of(loc) in {f.removeprefix("config.") for f in fields}}
         self.config = config
 
     def uninstall(self, reason: str | None, forced: bool, cleanup_data: bool) -> None:

@@ -76,6 +76,11 @@ class Settings(msgspec.Struct, kw_only=True):
     archive_max_total_bytes: int = 200 * 1024 * 1024  # all entries together, uncompressed
     archive_max_ratio: int = 100  # uncompressed:compressed, per entry and overall (past the first MiB)
     manifest_max_bytes: int = 1024 * 1024  # charter-plugin.json, before it is decoded
+    # Plugin config schemas are the plugin author's: checking and validating against them runs in worker
+    # processes (infrastructure/sandbox.py), killed past this many seconds or this much memory.
+    schema_validation_timeout: float = 2.0
+    schema_workers: int = 2  # worker processes (at most this many validations at once)
+    schema_worker_memory_mb: int = 1024  # address-space ceiling of each worker (RLIMIT_AS)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

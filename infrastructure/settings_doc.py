@@ -60,6 +60,9 @@ DESCRIPTIONS: dict[str, str] = {
     "command_retry_backoff": "seconds; retry n first waits a random time up to this × 2^n",
     "embedded_pg_port": "pin the embedded PostgreSQL's port (start fails if taken); unset: last run's, else 54329 when free, else any",
     "embedded_nats_port": "pin the embedded nats-server's port (start fails if taken); unset: last run's, else 4229 when free, else any",
+    "schema_validation_timeout": "seconds a plugin config schema check or validation may run in its worker before it is killed (400)",
+    "schema_workers": "worker processes validating against plugin schemas (at most this many at once)",
+    "schema_worker_memory_mb": "memory ceiling of each schema worker (RLIMIT_AS)",
 }
 
 

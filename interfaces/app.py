@@ -45,6 +45,7 @@ def route_permissions(app: Litestar) -> dict[str, str]:
             if "*" not in permission:
                 found.setdefault(permission, f"held by the built-in role {name}")
     found.setdefault("plugins:read_secrets", "read plugin secrets in clear (include_secrets=true)")
+    found["plugins:declassify"] = "store sealed plugin configuration fields in clear (never implied by plugins:*)"
     return found
 
 

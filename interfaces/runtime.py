@@ -29,6 +29,7 @@ from infrastructure.fanout import EventHub
 from infrastructure.relay import RELAY, Relay, StreamSettings
 from infrastructure.repository import AggregateRepository
 from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
+from infrastructure.sandbox import ProcessSandbox
 from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
 from interfaces.http.security import Authority
@@ -69,6 +70,7 @@ class Runtime:
     application: Application
     projections: dict[str, Projection]
     archives: PostgresArchiveStore
+    sandbox: ProcessSandbox | None = None
     notifier: Notifier | None = None
     runners: list[ProjectionRunner] = field(default_factory=list)
     relay: Relay | None = None
@@ -171,12 +173,17 @@ async def start_runtime(settings: Settings) -> Runtime:
         archives=PostgresArchiveStore(pool),
     )
     runtime.repository = AggregateRepository(store)
+    runtime.sandbox = ProcessSandbox(
+        settings.schema_workers, settings.schema_validation_timeout, settings.schema_worker_memory_mb
+    )
+    runtime.tasks.append(asyncio.create_task(runtime.sandbox.start(), name="sandbox-start"))
     services = PluginServices(
         repository=runtime.repository,
         catalog=ConsistentCatalog(runtime),
         cipher=cipher,
         archives=runtime.archives,
         host_version=settings.host_version,
+        sandbox=runtime.sandbox,
     )
     runtime.passwords = Argon2Passwords()
     runtime.dummy_hash = await runtime.passwords.hash("not a password of anyone")
@@ -317,6 +324,8 @@ async def stop_runtime(runtime: Runtime) -> None:
         await runtime.hub.stop()
     if runtime.notifier:
         await runtime.notifier.stop()
+    if runtime.sandbox:
+        await runtime.sandbox.stop()
     await runtime.store.stop()
     await runtime.pool.close()
     log.info("charter runtime stopped")

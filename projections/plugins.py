@@ -108,7 +108,7 @@ class PluginsProjection:
                 await _touch(conn, pid, e, "restarts = restarts + 1")
             case "Plugin.Reloaded":
                 await _touch(conn, pid, e, "reloads = reloads + 1")
-            case "Plugin.ConfigurationChanged":
+            case "Plugin.ConfigurationChanged" | "Plugin.Declassified":
                 await _touch(conn, pid, e, "config = $5", p["config"])
             case "Plugin.Uninstalled":
                 cleanup = ", config = '{}'" if p.get("cleanup_data") else ""

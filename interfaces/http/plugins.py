@@ -11,7 +11,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, PathParameter
 
 from application import commands as c
-from domain.configuration import is_sealed, map_secrets, mask_secrets, secret_paths
+from domain.configuration import MASK, map_sealed, path_of, sealed_locations, secret_paths
 from domain.errors import PluginNotFound
 from infrastructure.archives import ArchiveLimits
 from infrastructure.plugin_sources import manifest_from_archive, manifest_from_entry_point, sha256_of
@@ -22,6 +22,7 @@ from interfaces.http.schemas import (
     Plugin,
     PluginConfig,
     PluginConfigUpdate,
+    PluginDeclassify,
     PluginInstall,
     PluginSummary,
     PluginUpdate,
@@ -66,7 +67,7 @@ def detail(row: dict[str, Any]) -> Plugin:
             "dependencies": row["dependencies"],
             "versions": row["versions"],
             "events": manifest.get("events", {}),
-            "configuration": mask_secrets(manifest.get("config_schema", {}), row["config"]),
+            "configuration": masked(row["config"]),
             "source": row["source"],
             "restarts": row["restarts"],
             "reloads": row["reloads"],
@@ -74,6 +75,12 @@ def detail(row: dict[str, Any]) -> Plugin:
         Plugin,
         from_attributes=True,
     )
+
+
+def masked(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration as readers see it: every sealed value masked, whatever the schema says now
+    (a field once secret stays sealed until declassified)."""
+    return map_sealed(stored, lambda _path, _value: MASK)
 
 
 async def plugin_row(runtime: Runtime, plugin_id: str) -> dict[str, Any]:
@@ -261,16 +268,31 @@ class PluginController(Controller):
         row = await plugin_row(runtime, plugin_id)
         stored, schema = row["config"], row["manifest"].get("config_schema", {})
         if include_secrets:
-            config = map_secrets(schema, stored, lambda _p, v: runtime.cipher.unseal(v) if is_sealed(v) else v)
+            config = map_sealed(stored, lambda _path, value: runtime.cipher.unseal(value))
         else:
-            config = mask_secrets(schema, stored)
-        payload = PluginConfig(plugin_id, config, schema, secret_paths(schema), row["stream_version"])
+            config = masked(stored)
+        sealed = [path_of(loc) for loc in sealed_locations(stored)]
+        payload = PluginConfig(plugin_id, config, schema, secret_paths(schema), row["stream_version"], sealed)
         return Response(payload, headers={"ETag": f'"{row["stream_version"]}"', "Cache-Control": "no-store"})
 
     @put("/{plugin_id:str}/config", operation_id="setPluginConfig", opt=rule("plugins:configure"), summary="Replace the configuration (validated)")
     async def put_config(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
         data = await body(request, PluginConfigUpdate)
         cmd = c.ConfigurePlugin(plugin_id=plugin_id, config=data.config)
+        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+
+    @post(
+        "/{plugin_id:str}/config/declassify",
+        operation_id="declassifyPluginConfig",
+        opt=rule("plugins:declassify"),
+        status_code=200,
+        summary="Store sealed fields in clear from now on (audited; administrators only)",
+    )
+    async def declassify(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
+        data = await body(request, PluginDeclassify)
+        if not data.reason.strip():
+            raise ApiError(400, "VALIDATION_FAILED", "reason must say why the fields are no longer secret", field="reason")
+        cmd = c.DeclassifyConfig(plugin_id=plugin_id, fields=data.fields, reason=data.reason.strip())
         return written(await runtime.execute(cmd, command_context(request)), plugin_id)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -106,5 +106,13 @@ class PluginConfig(msgspec.Struct):
     plugin_id: str
     config: dict[str, Any]
     schema: dict[str, Any]
-    secrets: list[str]
+    secrets: list[str]  # fields the schema marks secret (`*`: any key or index)
     stream_version: int
+    sealed: list[str] = []  # fields sealed in this configuration (what `config/declassify` can name)
+
+
+class PluginDeclassify(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of `POST /plugins/{id}/config/declassify`: sealed fields to store in clear from now on."""
+
+    fields: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=500)]], msgspec.Meta(min_length=1, max_length=100)]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]

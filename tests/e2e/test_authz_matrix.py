@@ -66,6 +66,7 @@ ROUTES: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/plugins/{plugin_id}/reload"): needs("plugins:operate"),
     ("DELETE", "/api/v1/plugins/{plugin_id}"): needs("plugins:uninstall"),
     ("PUT", "/api/v1/plugins/{plugin_id}/config"): needs("plugins:configure"),
+    ("POST", "/api/v1/plugins/{plugin_id}/config/declassify"): needs("plugins:declassify"),
     # the event log (results limited to the caller's sites)
     ("GET", "/api/v1/events"): needs("events:read", "any-site"),
     ("GET", "/api/v1/events/stream"): needs("events:read", "any-site"),
