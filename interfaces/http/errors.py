@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from application.errors import ConcurrencyError, PreconditionFailed
 from domain.errors import DomainError
+from interfaces.http.middleware import security_headers
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +58,9 @@ def envelope(request: Request, status: int, code: str, message: str, details: An
             "request_id": request.scope.get("state", {}).get("request_id"),
         }
     }
-    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+    # also here: errors of routing (404, 405) are answered outside `request_context`
+    secure = security_headers(request.scope.get("path", "/"))
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers={**secure, **(headers or {})})
 
 
 def on_domain_error(request: Request, exc: DomainError) -> Response:
@@ -86,7 +89,10 @@ def on_validation_error(request: Request, exc: ValidationException) -> Response:
 def on_http_error(request: Request, exc: HTTPException) -> Response:
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
     code = codes.get(exc.status_code, "HTTP_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR")
-    return envelope(request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None)
+    # keeps the exception's headers: `Allow` on a 405, `WWW-Authenticate`, `Retry-After`
+    return envelope(
+        request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None, exc.headers
+    )
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response:
