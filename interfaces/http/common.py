@@ -40,7 +40,7 @@ def decode(raw: bytes, type_: type[T], *, default: T | None = None, prefix: str 
         field = field_of(str(exc))
         name = f"{prefix}{field}" if field else name
         raise ApiError(400, "VALIDATION_FAILED", f"{name}: {exc}", field=name) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # broken UTF-8 in a string is the latter
         raise ApiError(400, "MALFORMED_JSON", f"{name} is not valid JSON: {exc}", field=name) from None
     except RecursionError:  # nesting far beyond MAX_DEPTH stops the decoder itself
         raise ApiError(400, "VALIDATION_FAILED", f"{name} nests too deeply", field=name) from None

@@ -95,6 +95,11 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
+def on_undecodable(request: Request, exc: UnicodeDecodeError) -> Response:
+    """Text the client sent that is not UTF-8 and that litestar decodes itself (multipart form fields)."""
+    return envelope(request, 400, "VALIDATION_FAILED", "the request body is not valid UTF-8 text", {"field": "body"})
+
+
 def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", path=request.url.path)
     return envelope(request, 500, "INTERNAL_ERROR", "an unexpected error occurred; see the server log for this request id")
@@ -106,5 +111,6 @@ EXCEPTION_HANDLERS = {
     ValidationException: on_validation_error,
     NotFoundException: on_http_error,
     HTTPException: on_http_error,
+    UnicodeDecodeError: on_undecodable,
     Exception: on_unexpected,
 }
