@@ -86,10 +86,14 @@ def utf8(field: str, raw: bytes) -> str:
 
 # -- parameters and headers (a guard, so refusals carry the request id and the security headers) -----
 
-READ_HEADERS = (
-    "authorization", "if-match", "idempotency-key", "x-correlation-id", "x-causation-id", "traceparent",
-    "last-event-id", "charter-min-position",
-)
+# The headers Charter reads, by the names errors give them.
+READ_HEADERS = {
+    name.lower().encode(): name
+    for name in (
+        "Authorization", "If-Match", "Idempotency-Key", "X-Correlation-Id", "X-Causation-Id", "traceparent",
+        "Last-Event-ID", "Charter-Min-Position",
+    )
+}
 
 
 def _int_params(handler: Any) -> set[str]:
@@ -127,10 +131,9 @@ def _check_connection(connection: ASGIConnection, handler: Any) -> None:
         check_text(name, value)
         if _beyond_64_bits(value) and name in _int_params(handler):
             raise Malformed(name, f"{name} is an integer beyond 64 bits")
-    wanted = {h.encode() for h in READ_HEADERS}
     for key, value in scope["headers"]:
-        if key.lower() in wanted:
-            name = key.decode("latin-1")
+        name = READ_HEADERS.get(key.lower())
+        if name is not None:
             check_text(name, utf8(name, value).replace("\t", " "))
 
 

@@ -232,7 +232,7 @@ class TestBrokenUtf8:
 
         status, body = await asgi_request(client.app, "POST", f"{PLUGINS}/{pid}/restart", headers)
 
-        assert (status, body["error"]["code"], body["error"]["details"]["field"]) == (400, "VALIDATION_FAILED", "x-correlation-id")
+        assert (status, body["error"]["code"], body["error"]["details"]["field"]) == (400, "VALIDATION_FAILED", "X-Correlation-Id")
 
 
 class TestIntegersBeyond64Bits:
