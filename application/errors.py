@@ -21,6 +21,15 @@ class ConcurrencyError(DomainError):
         )
 
 
+class EventNotStorable(DomainError):
+    """The store refused the events' data (a NUL character, a number out of range): bad input, alone."""
+
+    code = "VALIDATION_FAILED"
+
+    def __init__(self, stream_id: str, reason: str) -> None:
+        super().__init__(f"the events of {stream_id} cannot be stored: {reason}", stream_id=stream_id)
+
+
 class PreconditionFailed(ConcurrencyError):
     """The client's If-Match does not name the current version."""
 

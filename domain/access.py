@@ -49,14 +49,14 @@ class InvalidRoleName(DomainError):
 
 
 def check_permission(name: str) -> None:
-    if not PERMISSION.match(name):
+    if not PERMISSION.fullmatch(name):
         raise InvalidPermission(
             f"permission {name!r} must read resource:action (lowercase, '*' as a wildcard)", field="permission"
         )
 
 
 def check_role_name(name: str) -> None:
-    if not ROLE_NAME.match(name):
+    if not ROLE_NAME.fullmatch(name):
         raise InvalidRoleName(f"role name {name!r} must be lowercase letters, digits, '-' or '_'", field="name")
 
 
@@ -65,7 +65,7 @@ class InvalidSiteId(DomainError):
 
 
 def check_site_id(site_id: str) -> None:
-    if not SITE_ID.match(site_id) or site_id == "global":
+    if not SITE_ID.fullmatch(site_id) or site_id == "global":
         raise InvalidSiteId(f"site id {site_id!r} is not valid", field="site_id")
 
 

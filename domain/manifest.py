@@ -67,7 +67,7 @@ def parse_manifest(raw: Any) -> Manifest:
 
 def check_manifest(manifest: Manifest) -> None:
     """Check the rules msgspec's types cannot express."""
-    if not PLUGIN_ID.match(manifest.id):
+    if not PLUGIN_ID.fullmatch(manifest.id):
         raise ManifestInvalid(
             "manifest.id must be lowercase letters, digits, '.', '_' or '-' (max 63 chars)", field="manifest.id"
         )
@@ -81,7 +81,7 @@ def check_manifest(manifest: Manifest) -> None:
     for dep_id, spec in manifest.dependencies.items():
         if dep_id == manifest.id:
             raise ManifestInvalid("a plugin cannot depend on itself", field=f"manifest.dependencies.{dep_id}")
-        if not PLUGIN_ID.match(dep_id):
+        if not PLUGIN_ID.fullmatch(dep_id):
             raise ManifestInvalid(f"dependency id {dep_id!r} is not a plugin id", field=f"manifest.dependencies.{dep_id}")
         _check_specifier(spec, f"manifest.dependencies.{dep_id}")
     if manifest.config_schema:

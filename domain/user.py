@@ -14,7 +14,7 @@ from domain.access import ADMIN_ROLE, Grant, check_role_name, check_site_id
 from domain.errors import DomainError
 
 STREAM_TYPE = "user"
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
 
 
 class InvalidEmail(DomainError):
@@ -31,7 +31,7 @@ class GrantNotHeld(DomainError):
 
 def normalise_email(email: str) -> str:
     email = email.strip().lower()
-    if not EMAIL.match(email):
+    if not EMAIL.fullmatch(email):
         raise InvalidEmail(f"email {email!r} is not an e-mail address", field="email")
     return email
 

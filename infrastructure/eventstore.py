@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from application.errors import ConcurrencyError, IdempotencyKeyReused
+from application.errors import ConcurrencyError, EventNotStorable, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from domain.user import WITHHELD_FIELDS
 from infrastructure import metrics
@@ -148,6 +148,18 @@ async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: i
     return [record(r) for r in rows]
 
 
+# What the database (or the encoding before it) refuses in one command's data, not in the batch: a NUL
+# character in text or jsonb, a number out of range, text that is not UTF-8.
+_UNSTORABLE = (asyncpg.DataError, msgspec.EncodeError, UnicodeEncodeError, OverflowError)
+
+
+def _why(exc: BaseException) -> str:
+    """The server's reason (it names no value); the client's own messages may quote the data."""
+    if isinstance(exc, asyncpg.PostgresError) and getattr(exc, "severity", None):  # sent by the server
+        return str(exc).splitlines()[0]
+    return "its data is not storable (a NUL character, a number out of range or text that is not UTF-8)"
+
+
 @dataclass
 class _Pending:
     """One command's appends: `requests[0]` is its own stream, the rest are appended with it, all or none."""
@@ -193,8 +205,9 @@ class EventStore:
     """Appends through a group committer: concurrent commands share a transaction and one WAL flush.
 
     Each writer task takes whatever is queued the moment it becomes free (no fixed delay), so a lone
-    command commits at once and a burst is committed in a few transactions. A version clash or an
-    idempotency hit settles only its own command; the rest of the batch is retried without it.
+    command commits at once and a burst is committed in a few transactions. A version clash, an
+    idempotency hit or data the database refuses settles only its own command; the rest of the batch
+    is retried without it.
     """
 
     def __init__(self, pool: asyncpg.Pool, *, writers: int = 4, max_batch: int = 512) -> None:
@@ -268,10 +281,16 @@ class EventStore:
                         pending.future.set_exception(exc)
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        pending = [p for p in batch if not p.future.cancelled()]
         settled: list[tuple[_Pending, AppendResult | BaseException]] = []
+        # Groups still to commit, each in a transaction of its own: the batch, then what is left of a
+        # group after some of its commands were settled, or the halves of a group that held data the
+        # database refused (a NUL character, ...), until the command holding it is settled alone.
+        groups = [[p for p in batch if not p.future.cancelled()]]
         async with self.pool.acquire() as conn:
-            while pending:
+            while groups:
+                pending = groups.pop()
+                if not pending:
+                    continue
                 owners = [i for i, p in enumerate(pending) for _ in p.requests]
                 try:
                     async with conn.transaction():
@@ -279,14 +298,21 @@ class EventStore:
                 except _Settled as outcome:
                     by_owner = _by_owner(pending, owners, outcome.settled)
                     settled.extend((pending[i], o) for i, o in by_owner.items())
-                    pending = [p for i, p in enumerate(pending) if i not in by_owner]
+                    groups.append([p for i, p in enumerate(pending) if i not in by_owner])
+                    continue
+                except _UNSTORABLE as exc:
+                    if len(pending) == 1:
+                        stream_id = pending[0].requests[0].stream_id
+                        settled.append((pending[0], EventNotStorable(stream_id, _why(exc))))
+                    else:
+                        half = len(pending) // 2
+                        groups += [pending[half:], pending[:half]]
                     continue
                 metrics.APPEND_BATCH.observe(len(pending))
                 metrics.EVENTS_APPENDED.inc(sum(len(r.events) for p in pending for r in p.requests))
                 for i, p in enumerate(pending):
                     if not p.future.done():
                         p.future.set_result([res for owner, res in zip(owners, results) if owner == i])
-                break
             # Settled only now, after the rest committed: a retry racing its first attempt in the same
             # batch finds that attempt's idempotency key.
             for p, outcome in settled:

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
 
 from domain.access import BUILTIN_ROLES
 from infrastructure.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
-from interfaces.http.middleware import request_context
+from interfaces.http.middleware import DOCS_PATH, request_context
+from interfaces.http.openapi import document_errors
 from interfaces.http.admin import PermissionAdminController, RoleAdminController, UserAdminController
 from interfaces.http.auth import AuthController
 from interfaces.http.events import EventController
 from interfaces.http.ops import OpsController
 from interfaces.http.plugins import ArchiveController, PluginController
 from interfaces.http.security import Rule, authorize, documented, rule_of
+from interfaces.http.wellformed import well_formed
 from interfaces.runtime import ProjectionBehind, bootstrap, start_runtime, stop_runtime
 
 MULTIPART_ALLOWANCE = 1024 * 1024  # the other form fields (config, auto_enable) and the multipart framing
 MULTIPART_PARTS = 16  # form parts in one request; an install sends three
+# Swagger UI's files come from the swagger-ui-py wheel and are served by Charter: the pages work offline
+# and load nothing from another origin. (Found without importing the package, which is framework glue.)
+SWAGGER_FILES = Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"
+SWAGGER_ASSETS = f"{DOCS_PATH}/assets"
+
+
+def docs_pages() -> list[SwaggerRenderPlugin]:
+    return [
+        SwaggerRenderPlugin(
+            js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+            css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+            standalone_preset_js_url=f"{SWAGGER_ASSETS}/swagger-ui-standalone-preset.js",
+            favicon=f"<link rel='icon' type='image/png' href='{SWAGGER_ASSETS}/favicon-32x32.png'>",
+        )
+    ]
 
 
 def on_projection_behind(request: Request, exc: ProjectionBehind) -> Response:
@@ -95,8 +115,11 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
             RoleAdminController,
             PermissionAdminController,
             OpsController,
+            create_static_files_router(
+                path=SWAGGER_ASSETS, directories=[SWAGGER_FILES], include_in_schema=False, name="swagger-assets"
+            ),
         ],
-        guards=[authorize],
+        guards=[well_formed, authorize],
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},
@@ -106,10 +129,11 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
             title="Charter",
             version="1.0.0",
             description="Event-sourced control plane for plugins and extensions",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin(), ScalarRenderPlugin(path="/scalar")],
+            path=DOCS_PATH,
+            render_plugins=docs_pages(),
         ),
         debug=False,
     )
     check_every_route_has_a_rule(app)
+    document_errors(app, app.openapi_schema)
     return app

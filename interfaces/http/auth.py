@@ -7,6 +7,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency, Provide
 
 from application.identity import RegisterUser
@@ -70,12 +71,15 @@ async def issue_tokens(runtime: Runtime, user: User, family: str | None = None, 
     return Tokens(access, refresh, "bearer", ttl)
 
 
+NO_STORE = CacheControlHeader(no_store=True)  # tokens must not stay in any cache
+
+
 class AuthController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @post("/register", operation_id="register", opt=PUBLIC, status_code=201, summary="Create an account (no roles)")
+    @post("/register", operation_id="register", opt=PUBLIC, cache_control=NO_STORE, status_code=201, summary="Create an account (no roles)")
     async def register(self, request: Request, runtime: NamedDependency[Runtime]) -> Response:
         if not runtime.settings.allow_registration:
             raise ApiError(403, "REGISTRATION_CLOSED", "self-registration is closed; ask an administrator")
@@ -85,7 +89,7 @@ class AuthController(Controller):
         user_id = result.stream_id.split(":", 1)[1]
         return written(result, user_id, 201, location=f"/api/v1/admin/users/{user_id}")
 
-    @post("/login", operation_id="login", opt=PUBLIC, status_code=200, summary="Sign in (JSON or form)")
+    @post("/login", operation_id="login", opt=PUBLIC, cache_control=NO_STORE, status_code=200, summary="Sign in (JSON or form)")
     async def login(self, request: Request, runtime: NamedDependency[Runtime]) -> Tokens:
         if request.content_type[0] in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.form()
@@ -110,7 +114,7 @@ class AuthController(Controller):
             raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
         return await issue_tokens(runtime, user)
 
-    @post("/refresh", operation_id="refreshToken", opt=PUBLIC, status_code=200, summary="Rotate the refresh token")
+    @post("/refresh", operation_id="refreshToken", opt=PUBLIC, cache_control=NO_STORE, status_code=200, summary="Rotate the refresh token")
     async def refresh(self, request: Request, runtime: NamedDependency[Runtime]) -> Tokens:
         data = await body(request, RefreshRequest)
         try:

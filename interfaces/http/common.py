@@ -14,6 +14,7 @@ from domain.access import Access
 from domain.errors import field_of
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Written
+from interfaces.http.wellformed import MAX_JSON_BYTES, Malformed, check_document
 from interfaces.runtime import Runtime
 
 T = TypeVar("T")
@@ -26,23 +27,35 @@ def provide_runtime(state: State) -> Runtime:
 
 
 def decode(raw: bytes, type_: type[T], *, default: T | None = None, prefix: str = "") -> T:
-    """Decode a JSON body into `type_`, answering 400 with the offending field named."""
+    """Decode a JSON body into `type_`, answering 400 with the offending field named (413 when too big)."""
+    name = prefix.rstrip(".") or "body"
+    if len(raw) > MAX_JSON_BYTES:
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"{name} is larger than {MAX_JSON_BYTES} bytes", field=name)
     if not raw.strip():
         if default is not None:
             return default
         raise ApiError(400, "VALIDATION_FAILED", "a JSON request body is required", field="body")
     try:
-        return msgspec.json.decode(raw, type=type_)
+        value = msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
         field = field_of(str(exc))
-        name = f"{prefix}{field}" if field else (prefix.rstrip(".") or "body")
+        name = f"{prefix}{field}" if field else name
         raise ApiError(400, "VALIDATION_FAILED", f"{name}: {exc}", field=name) from None
-    except msgspec.DecodeError as exc:
-        name = prefix.rstrip(".") or "body"
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # broken UTF-8 in a string is the latter
         raise ApiError(400, "MALFORMED_JSON", f"{name} is not valid JSON: {exc}", field=name) from None
+    except RecursionError:  # nesting far beyond MAX_DEPTH stops the decoder itself
+        raise ApiError(400, "VALIDATION_FAILED", f"{name} nests too deeply", field=name) from None
+    try:
+        check_document(raw, value, prefix)
+    except Malformed as exc:
+        raise ApiError(400, exc.code, exc.message, field=exc.field) from None
+    return value
 
 
 async def body(request: Request, type_: type[T], *, default: T | None = None) -> T:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_JSON_BYTES:  # refused before it is read
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"a JSON body may be at most {MAX_JSON_BYTES} bytes", field="body")
     return decode(await request.body(), type_, default=default)
 
 

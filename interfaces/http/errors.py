@@ -11,6 +11,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from application.errors import ConcurrencyError, PreconditionFailed
 from domain.errors import DomainError
 from infrastructure.availability import DATABASE, is_unavailable
+from interfaces.http.middleware import security_headers
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +63,9 @@ def envelope(request: Request, status: int, code: str, message: str, details: An
             "request_id": request.scope.get("state", {}).get("request_id"),
         }
     }
-    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+    # also here: errors of routing (404, 405) are answered outside `request_context`
+    secure = security_headers(request.scope.get("path", "/"))
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers={**secure, **(headers or {})})
 
 
 def on_domain_error(request: Request, exc: DomainError) -> Response:
@@ -91,7 +94,15 @@ def on_validation_error(request: Request, exc: ValidationException) -> Response:
 def on_http_error(request: Request, exc: HTTPException) -> Response:
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
     code = codes.get(exc.status_code, "HTTP_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR")
-    return envelope(request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None)
+    # keeps the exception's headers: `Allow` on a 405, `WWW-Authenticate`, `Retry-After`
+    return envelope(
+        request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None, exc.headers
+    )
+
+
+def on_undecodable(request: Request, exc: UnicodeDecodeError) -> Response:
+    """Text the client sent that is not UTF-8 and that litestar decodes itself (multipart form fields)."""
+    return envelope(request, 400, "VALIDATION_FAILED", "the request body is not valid UTF-8 text", {"field": "body"})
 
 
 RETRY_AFTER_UNAVAILABLE = "2"
@@ -117,5 +128,6 @@ EXCEPTION_HANDLERS = {
     ValidationException: on_validation_error,
     NotFoundException: on_http_error,
     HTTPException: on_http_error,
+    UnicodeDecodeError: on_undecodable,
     Exception: on_unexpected,
 }

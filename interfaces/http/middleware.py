@@ -1,4 +1,5 @@
-"""Request context: a request id on every request, bound to the logs, echoed back, and counted."""
+"""Request context: a request id on every request, bound to the logs, echoed back, and counted; the
+security headers on every response."""
 
 from __future__ import annotations
 
@@ -13,6 +14,29 @@ from infrastructure import metrics
 
 log = structlog.get_logger("charter.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+DOCS_PATH = "/schema"  # the OpenAPI document and its pages (interfaces.app)
+# Nothing of the API may be framed, sniffed into another type or leak its URL to another site. API
+# answers load nothing at all; the documentation pages load scripts, styles and images from Charter only
+# (their inline start-up script needs 'unsafe-inline').
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
+
+
+def security_headers(path: str) -> dict[str, str]:
+    return {**SECURITY_HEADERS, "content-security-policy": DOCS_CSP} if path.startswith(DOCS_PATH) else SECURITY_HEADERS
+
+
+_API_HEADERS = [(k.encode(), v.encode()) for k, v in security_headers("/").items()]
+_DOCS_HEADERS = [(k.encode(), v.encode()) for k, v in security_headers(DOCS_PATH).items()]
 
 
 def request_context(app: ASGIApp) -> ASGIApp:
@@ -42,7 +66,11 @@ def request_context(app: ASGIApp) -> ASGIApp:
                     ]
                     if not decision.allowed:
                         extra.append((b"retry-after", str(decision.retry_after).encode()))
-                message["headers"] = [*message.get("headers", []), *extra]
+                sent = message.get("headers", [])
+                present = {k.lower() for k, _ in sent}
+                secure = _DOCS_HEADERS if scope["path"].startswith(DOCS_PATH) else _API_HEADERS
+                extra += [(k, v) for k, v in secure if k not in present]
+                message["headers"] = [*sent, *extra]
             await send(message)
 
         try:
