@@ -17,6 +17,7 @@ from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
 from interfaces.http.middleware import request_context
 from interfaces.http.admin import PermissionAdminController, RoleAdminController, UserAdminController
 from interfaces.http.auth import AuthController
+from interfaces.http.common import bounded_parameters
 from interfaces.http.events import EventController
 from interfaces.http.ops import OpsController
 from interfaces.http.plugins import ArchiveController, PluginController
@@ -94,7 +95,7 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
             PermissionAdminController,
             OpsController,
         ],
-        guards=[authorize],
+        guards=[bounded_parameters, authorize],
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},

@@ -9,7 +9,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency, Provide
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infrastructure import metrics
+from infrastructure import metrics, unpublishable
 from interfaces.http.common import provide_runtime
 from interfaces.http.security import PUBLIC
 from interfaces.runtime import Runtime
@@ -28,7 +28,7 @@ class OpsController(Controller):
     async def health(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         return {"status": "ok", "uptime_seconds": round(time.time() - runtime.started_at, 1)}
 
-    @get("/ready", operation_id="ready", opt=PUBLIC, summary="Readiness: database reachable, projections not far behind")
+    @get("/ready", operation_id="ready", opt=PUBLIC, summary="Readiness: database reachable, projections not far behind, relay not held at an event")
     async def ready(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         checks: dict[str, Any] = {}
         ok = True
@@ -45,12 +45,24 @@ class OpsController(Controller):
                 ok = False
             if runtime.settings.nats_url:
                 relay = runtime.relay
+                held = await unpublishable.listed(runtime.pool, held_only=True)
                 checks["relay"] = {
                     "lag": await runtime.relay_lag(),
                     "leading_here": bool(relay and relay.state.leading),
                     "nats_connected": bool(relay and relay.state.connected),
                     "last_error": relay.state.last_error if relay else None,
                 }
+                if held:  # the relay waits at an event JetStream will not take: fan-out has stopped
+                    ok = False
+                    event = held[0]
+                    checks["relay"]["holding"] = {
+                        "event_id": event["event_id"],
+                        "position": event["position"],
+                        "event_type": event["event_type"],
+                        "reason": event["reason"],
+                        "since": event["detected_at"].isoformat(),
+                        "skip_with": f"charter relay skip {event['event_id']}",
+                    }
                 checks["event_stream"] = {
                     "subscribed": bool(runtime.hub and runtime.hub.ready.is_set()),
                     "clients": len(runtime.hub.subscribers) if runtime.hub else 0,

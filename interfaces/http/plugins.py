@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, PathParameter
 from application import commands as c
 from domain.configuration import is_sealed, map_secrets, mask_secrets, secret_paths
 from domain.errors import PluginNotFound
+from domain.limits import MAX_NAME
 from infrastructure.plugin_sources import manifest_from_archive, manifest_from_entry_point, sha256_of
 from interfaces.http.common import body, command_context, decode, page_params, provide_runtime, read_consistency, written
 from interfaces.http.errors import ApiError
@@ -91,6 +92,8 @@ async def source_from_request(request: Request, model: type) -> tuple[dict, dict
         upload = form.get("archive")
         if upload is None or isinstance(upload, str):
             raise ApiError(400, "VALIDATION_FAILED", "multipart field 'archive' (the plugin zip) is required", field="archive")
+        if upload.filename and len(upload.filename) > MAX_NAME:
+            raise ApiError(400, "VALIDATION_FAILED", f"the archive's file name is longer than {MAX_NAME} characters", field="archive.filename")
         content = await upload.read()
         manifest = manifest_from_archive(content)
         source = {"kind": "file", "sha256": sha256_of(content), "size": len(content), "filename": upload.filename}
