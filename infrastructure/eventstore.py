@@ -35,6 +35,12 @@ MAX_EVENT_BYTES = 256 * 1024  # the default of CHARTER_EVENT_MAX_BYTES
 # A number with an exponent, which PostgreSQL stores and prints in full (may match inside a string too:
 # that only costs the exact measurement).
 _EXPONENT = re.compile(rb"[0-9][eE][-+]?[0-9]")
+# An event's size as PostgreSQL stores it, and its largest payload field.
+_STORED_SIZE = """
+SELECT octet_length(p::text) + octet_length($2::text::jsonb::text),
+       (SELECT key FROM jsonb_each(p) ORDER BY octet_length(value::text) DESC LIMIT 1)
+FROM (SELECT $1::text::jsonb AS p) AS s
+"""
 
 _INSERT_EVENTS = """
 INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, schema_version,
@@ -225,13 +231,11 @@ class EventStore:
     async def _encode(self, event: NewEvent) -> tuple[str, str]:
         """The event's payload and metadata as JSON; EventTooLarge when together they exceed the limit."""
         payload, metadata = msgspec.json.encode(event.payload), msgspec.json.encode(event.metadata)
-        size = len(payload) + len(metadata)
+        size, field = len(payload) + len(metadata), None
         if size <= self.max_event_bytes and (_EXPONENT.search(payload) or _EXPONENT.search(metadata)):
-            size = await self.pool.fetchval(
-                "SELECT octet_length($1::jsonb::text) + octet_length($2::jsonb::text)", payload.decode(), metadata.decode()
-            )
+            size, field = await self.pool.fetchrow(_STORED_SIZE, payload.decode(), metadata.decode())
         if size > self.max_event_bytes:
-            raise EventTooLarge(event.event_type, size, self.max_event_bytes, largest_field(event.payload))
+            raise EventTooLarge(event.event_type, size, self.max_event_bytes, field or largest_field(event.payload))
         return payload.decode(), metadata.decode()
 
     async def _writer(self) -> None:

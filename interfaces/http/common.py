@@ -97,6 +97,8 @@ def bounded_parameters(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     for name, value in connection.query_params.multi_items():
         if len(value) > MAX_PARAM:
             raise ApiError(400, "VALIDATION_FAILED", f"{name} is longer than {MAX_PARAM} characters", field=name)
+        if name.endswith(("_id", "_type")) and any(len(item) > MAX_ID for item in value.split(",")):
+            raise ApiError(400, "VALIDATION_FAILED", f"a value of {name} is longer than {MAX_ID} characters", field=name)
 
 
 def written(result: CommandResult, resource_id: str, status: int = 200, location: str | None = None) -> Response:
