@@ -334,7 +334,9 @@ class Relay:
             cursor, previous_id = await self._resync(conn, js)
             self.skipped.clear()
             self.skipped.update(await unpublishable.skipped_ids(conn))
-            if self._careful:
+            if await unpublishable.settle_passed(conn, cursor):  # held by a relay before; in the stream now
+                self._release()
+            if self._careful or await unpublishable.listed(conn, held_only=True):
                 cursor, previous_id = await self._publish_alone(conn, js, cursor, previous_id)
                 self._careful = False
             checkpoints = await asyncpg.connect(self.dsn, statement_cache_size=0)
@@ -471,8 +473,7 @@ class Relay:
                 if await self._hold(conn, message, *problem):
                     break
             else:
-                if self.state.holding is not None:
-                    await unpublishable.decide(conn, message.event_id, unpublishable.PUBLISHED, "relay (a retry went through)")
+                if await unpublishable.decide(conn, message.event_id, unpublishable.PUBLISHED, "relay (a retry went through)"):
                     log.warning("relay published the event it held", event_id=message.event_id, position=cursor[1])
                     self._release()
                 await self._acknowledged(conn, Batch(cursor, [], 1))

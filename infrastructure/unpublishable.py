@@ -49,6 +49,16 @@ async def decide(conn: asyncpg.Connection | asyncpg.Pool, event_id: str, decisio
     return bool(done)
 
 
+async def settle_passed(conn: asyncpg.Connection, cursor: tuple[int, int]) -> int:
+    """Held events the stream has since taken (the relay's cursor is past them): mark them published."""
+    done = await conn.fetch(
+        "UPDATE relay_unpublishable SET outcome = 'published', decided_at = now(), decided_by = 'relay (found in the stream)'"
+        " WHERE outcome IS NULL AND (transaction_id, position) <= ($1::text::xid8, $2) RETURNING event_id",
+        str(cursor[0]), cursor[1],
+    )
+    return len(done)
+
+
 async def skipped_ids(conn: asyncpg.Connection) -> set[str]:
     rows = await conn.fetch("SELECT event_id::text FROM relay_unpublishable WHERE outcome = 'skipped'")
     return {r[0] for r in rows}

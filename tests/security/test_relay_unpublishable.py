@@ -207,6 +207,27 @@ async def test_a_held_event_is_published_once_nats_takes_it_with_nothing_lost(
         assert row["outcome"] == "published" and relay.state.holding is None
 
 
+async def test_a_relay_started_after_nats_is_fixed_publishes_the_event_another_relay_held(
+    small_nats: EmbeddedNats, fresh_database_url: str, pool: asyncpg.Pool, store: EventStore
+) -> None:
+    stream = stream_settings("handover")
+    first = Relay(fresh_database_url, small_nats.url, stream, poll_interval=POLL)
+    async with run_relay(first):
+        ids = await write(store, 10, 2 * MAX_PAYLOAD, 10)
+        await eventually(lambda: _true(first.state.holding is not None), 15, "the first relay holds at the large event")
+
+    small_nats.max_payload = 4 * MAX_PAYLOAD
+    await asyncio.to_thread(small_nats.restart)
+    async with run_relay(Relay(fresh_database_url, small_nats.url, stream, poll_interval=POLL)):
+
+        async def everything() -> bool:
+            return await stream_ids(small_nats.url, stream) == ids
+
+        await eventually(everything, 20, "the new relay publishes all three events, in order")
+        [row] = await unpublishable(pool)
+        assert row["outcome"] == "published"
+
+
 async def test_with_skip_unpublishable_the_relay_records_the_skip_and_goes_on_at_once(
     small_nats: EmbeddedNats, fresh_database_url: str, pool: asyncpg.Pool, store: EventStore
 ) -> None:
