@@ -45,3 +45,19 @@ class IdempotencyKeyReused(DomainError):
 
 class SourceUnavailable(DomainError):
     code = "PLUGIN_SOURCE_INVALID"
+
+
+class EventTooLarge(DomainError):
+    """An event of the command is larger than the store accepts; nothing of the command was written."""
+
+    code = "EVENT_TOO_LARGE"
+
+    def __init__(self, event_type: str, size: int, limit: int, field: str | None) -> None:
+        where = f" (mostly {field})" if field else ""
+        super().__init__(
+            f"a {event_type} event of {size} bytes is larger than the {limit} bytes allowed{where}",
+            event_type=event_type,
+            size=size,
+            limit=limit,
+            **({"field": field} if field else {}),
+        )

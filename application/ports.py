@@ -68,6 +68,7 @@ class AppendRequest:
     prev_hash: bytes
     idempotency: Idempotency | None = None
     hashes: list[bytes] = field(default_factory=list)
+    encoded: list[tuple[str, str]] = field(default_factory=list)  # (payload, metadata) JSON, set by the store
 
 
 class EventStore(Protocol):

@@ -69,7 +69,7 @@ class NothingToRollBack(DomainError):
 
 def field_of(message: str) -> str | None:
     """The dotted field a msgspec validation message is about (`$.a.b`, a missing or an unknown field)."""
-    at = re.search(r"at `\$((?:\.[^`.\[]+|\[\d+\])*)`", message)
+    at = re.search(r"(?:at|in) `\$((?:\.[^`.\[]+|\[\d+\])*)`", message)
     path = [p for p in re.split(r"\.|\[|\]", at.group(1)) if p] if at else []
     named = re.search(r"(?:missing required|unknown) field `([^`]*)`", message)
     if named:

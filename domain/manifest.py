@@ -10,6 +10,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from domain.errors import ManifestInvalid, field_of
+from domain.limits import EventNames, Id, Ids, Name, Requirements, Tags, Text, Url, VersionText
 
 PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -17,29 +18,29 @@ PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 class EventsDeclared(msgspec.Struct, forbid_unknown_fields=True):
     """Event types a plugin emits and subscribes to."""
 
-    emits: list[str] = []
-    subscribes: list[str] = []
+    emits: EventNames = []
+    subscribes: EventNames = []
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     """A plugin's typed manifest (`charter-plugin.json` in an archive)."""
 
-    id: str
-    name: str
-    version: str
-    description: str = ""
-    author: str = ""
-    category: str = "general"
-    tags: list[str] = []
-    capabilities: list[str] = []
-    dependencies: dict[str, str] = {}
+    id: Id
+    name: Name
+    version: VersionText
+    description: Text = ""
+    author: Name = ""
+    category: Id = "general"
+    tags: Tags = []
+    capabilities: Tags = []
+    dependencies: Requirements = {}
     config_schema: dict[str, Any] = {}
-    host_versions: str = ""
+    host_versions: VersionText = ""
     events: EventsDeclared = msgspec.field(default_factory=EventsDeclared)
-    permissions: list[str] = []
-    entry_point: str | None = None
-    homepage: str | None = None
-    license: str | None = None
+    permissions: Ids = []
+    entry_point: Url | None = None
+    homepage: Url | None = None
+    license: Name | None = None
 
     def parsed_version(self) -> Version:
         return Version(self.version)

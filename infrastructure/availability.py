@@ -29,25 +29,35 @@ _CLOSED_MESSAGES = ("connection is closed", "pool is closing", "pool is closed",
 
 
 def is_unavailable(exc: BaseException | None) -> bool:
-    """True when `exc` (or what caused it) means the database cannot be reached or cannot serve now."""
-    seen = 0
-    while exc is not None and seen < 8:
+    """True when `exc`, what caused it, or a member of a group it is, means the database cannot be
+    reached or cannot serve now. Causes and groups can form cycles (a member's context is the group
+    being handled), so each exception is looked at once."""
+    todo, seen = [exc], set()
+    while todo and len(seen) < 64:
+        exc = todo.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if _unavailable_itself(exc):
+            return True
         if isinstance(exc, BaseExceptionGroup):
-            return any(is_unavailable(e) for e in exc.exceptions)
-        if isinstance(exc, (OSError, TimeoutError, asyncpg.ConnectionDoesNotExistError)):
-            return True
-        if isinstance(exc, asyncpg.PostgresError):
-            code = getattr(exc, "sqlstate", "") or ""
-            if code in _UNAVAILABLE_CODES or code[:2] in _UNAVAILABLE_CLASSES:
-                return True
-        if isinstance(exc, asyncpg.InterfaceError) and any(m in str(exc) for m in _CLOSED_MESSAGES):
-            return True
-        # A connection the server terminated (shutdown, restart) can fail its next statement with this
-        # client-side state error before asyncpg notices the socket is gone.
-        if isinstance(exc, asyncpg.exceptions._base.InternalClientError) and "another operation" in str(exc):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+            todo.extend(exc.exceptions)
+        todo.extend((exc.__cause__, exc.__context__))
     return False
+
+
+def _unavailable_itself(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.ConnectionDoesNotExistError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        code = getattr(exc, "sqlstate", "") or ""
+        if code in _UNAVAILABLE_CODES or code[:2] in _UNAVAILABLE_CLASSES:
+            return True
+    if isinstance(exc, asyncpg.InterfaceError) and any(m in str(exc) for m in _CLOSED_MESSAGES):
+        return True
+    # A connection the server terminated (shutdown, restart) can fail its next statement with this
+    # client-side state error before asyncpg notices the socket is gone.
+    return isinstance(exc, asyncpg.exceptions._base.InternalClientError) and "another operation" in str(exc)
 
 
 @dataclass

@@ -733,6 +733,7 @@ class EmbeddedNats(_Started):
         *,
         start_timeout: float = 15.0,
         preferred_port: int | None = None,
+        max_payload: int | None = None,
     ) -> None:
         """Prepare (but do not start) a server rooted at ``data_dir``.
 
@@ -741,15 +742,19 @@ class EmbeddedNats(_Started):
             port: Fixed client port; chosen at first start otherwise.
             start_timeout: Seconds to wait for the port to accept connections.
             preferred_port: Port to use when none is remembered (if free).
+            max_payload: The largest message the server accepts, in bytes (nats-server's default, 1 MiB,
+                when None); see `nats_max_payload`.
         """
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.store_dir = self.data_dir / "jetstream"
         self.log_file = self.data_dir / "nats.log"
         self.pid_file = self.data_dir / "nats.pid"
+        self.config_file = self.data_dir / "nats.conf"
         self.port = port
         self.preferred_port = preferred_port
         self._port_file = self.data_dir / "port"
         self.start_timeout = start_timeout
+        self.max_payload = max_payload
         self.binary = _find_nats_server()
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -850,6 +855,9 @@ class EmbeddedNats(_Started):
             "-sd", str(self.store_dir),
             "-P", str(self.pid_file),
         ]
+        if self.max_payload is not None:  # no command-line flag for it: a config file (flags still win)
+            self.config_file.write_text(f"max_payload: {int(self.max_payload)}\n")
+            command += ["-c", str(self.config_file)]
         with open(self.log_file, "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {shlex.join(command)}\n".encode())
             log.flush()
@@ -891,6 +899,16 @@ class EmbeddedNats(_Started):
             f"nats-server did not accept connections on port {self.port} within "
             f"{self.start_timeout}s; log {self.log_file}:\n{_log_tail(self.log_file)}"
         )
+
+
+NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def nats_max_payload(event_max_bytes: int) -> int:
+    """A max_payload that fits the largest event Charter accepts, as the relay publishes it: PostgreSQL's
+    JSON text (up to 1.5 times the compact JSON the limit counts), the envelope and the headers; never
+    below nats-server's own default."""
+    return max(NATS_DEFAULT_MAX_PAYLOAD, event_max_bytes * 3 // 2 + 64 * 1024)
 
 
 def _find_nats_server() -> Path:

@@ -1,9 +1,19 @@
-"""The PostgreSQL event store: group-committed appends, stream reads and the never-skip global order."""
+"""The PostgreSQL event store: group-committed appends, stream reads and the never-skip global order.
+
+Every event has a size limit (`max_event_bytes`, setting CHARTER_EVENT_MAX_BYTES): its payload and
+metadata as JSON. It is checked in `append()`, before the command joins a group commit, so a command with
+one event too large writes none of its events and costs the other commands of the batch nothing. PostgreSQL
+keeps numbers as `numeric` and prints them in full (`1e300` comes back as 301 digits), so an event whose
+JSON has an exponent is also measured as PostgreSQL will store and publish it. The size is that of
+compact JSON; the stored text (jsonb adds a space after `,` and `:`) is at most 1.5 times as long, which
+the embedded nats-server's max_payload allows for (`infrastructure.embedded.nats_max_payload`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +22,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from application.errors import ConcurrencyError, EventNotStorable, IdempotencyKeyReused
+from application.errors import ConcurrencyError, EventNotStorable, EventTooLarge, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from domain.user import WITHHELD_FIELDS
 from infrastructure import metrics
@@ -24,6 +34,16 @@ GENESIS = bytes(32)
 # Keys recorded before fingerprints were keyed lost their plain digests (migration 0005): they replay.
 UNVERIFIED_FINGERPRINT = "unverified"
 NOTIFY_CHANNEL = "charter_events"
+MAX_EVENT_BYTES = 256 * 1024  # the default of CHARTER_EVENT_MAX_BYTES
+# A number with an exponent, which PostgreSQL stores and prints in full (may match inside a string too:
+# that only costs the exact measurement).
+_EXPONENT = re.compile(rb"[0-9][eE][-+]?[0-9]")
+# An event's size as PostgreSQL stores it, and its largest payload field.
+_STORED_SIZE = """
+SELECT octet_length(p::text) + octet_length($2::text::jsonb::text),
+       (SELECT key FROM jsonb_each(p) ORDER BY octet_length(value::text) DESC LIMIT 1)
+FROM (SELECT $1::text::jsonb AS p) AS s
+"""
 
 _INSERT_EVENTS = """
 INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, schema_version,
@@ -102,6 +122,12 @@ def event_hash(prev: bytes, event: NewEvent | StoredEvent) -> bytes:
         order="sorted",
     )
     return hashlib.sha256(prev + body).digest()
+
+
+def largest_field(payload: dict[str, Any]) -> str | None:
+    """The payload field taking most of an event's size (what a refusal names)."""
+    sizes = {k: len(msgspec.json.encode(v)) for k, v in payload.items()}
+    return max(sizes, key=sizes.__getitem__) if sizes else None
 
 
 def record(row: asyncpg.Record) -> StoredEvent:
@@ -210,8 +236,11 @@ class EventStore:
     is retried without it.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, writers: int = 4, max_batch: int = 512) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, writers: int = 4, max_batch: int = 512, max_event_bytes: int = MAX_EVENT_BYTES
+    ) -> None:
         self.pool = pool
+        self.max_event_bytes = max_event_bytes
         self.writers = writers
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -242,12 +271,17 @@ class EventStore:
     async def append_all(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Append to several streams in one transaction, each at its expected version, or to none: a
         clash on any of them fails the whole command (so a registry stream written with a user's stream
-        serialises commands that read it). Requests without events are answered without writing."""
+        serialises commands that read it). Requests without events are answered without writing. Every
+        event is measured against the size limit first: one too large refuses the whole command."""
         writing = [r for r in requests if r.events]
         for request in writing:
             versions = [e.stream_version for e in request.events]
             if versions != list(range(request.expected_version + 1, request.expected_version + 1 + len(versions))):
                 raise ValueError(f"events of {request.stream_id} must be numbered from {request.expected_version + 1}: {versions}")
+            try:
+                request.encoded = [await self._encode(event) for event in request.events]
+            except _UNSTORABLE as exc:
+                raise EventNotStorable(request.stream_id, _why(exc)) from None
             prev = request.prev_hash
             request.hashes = []
             for event in request.events:
@@ -262,6 +296,16 @@ class EventStore:
             written = await future
         by_stream = {r.stream_id: r for r in written}
         return [by_stream.get(r.stream_id, AppendResult(r.stream_id, r.expected_version, None)) for r in requests]
+
+    async def _encode(self, event: NewEvent) -> tuple[str, str]:
+        """The event's payload and metadata as JSON; EventTooLarge when together they exceed the limit."""
+        payload, metadata = msgspec.json.encode(event.payload), msgspec.json.encode(event.metadata)
+        size, field = len(payload) + len(metadata), None
+        if size <= self.max_event_bytes and (_EXPONENT.search(payload) or _EXPONENT.search(metadata)):
+            size, field = await self.pool.fetchrow(_STORED_SIZE, payload.decode(), metadata.decode())
+        if size > self.max_event_bytes:
+            raise EventTooLarge(event.event_type, size, self.max_event_bytes, field or largest_field(event.payload))
+        return payload.decode(), metadata.decode()
 
     async def _writer(self) -> None:
         while True:
@@ -346,8 +390,8 @@ class EventStore:
             [e.stream_version for _, e, _ in events],
             [e.event_type for _, e, _ in events],
             [e.schema_version for _, e, _ in events],
-            [msgspec.json.encode(e.payload).decode() for _, e, _ in events],
-            [msgspec.json.encode(e.metadata).decode() for _, e, _ in events],
+            [p for r in requests for p, _ in r.encoded],
+            [m for r in requests for _, m in r.encoded],
             [e.site_id for _, e, _ in events],
             [e.recorded_at for _, e, _ in events],
             [h for _, _, h in events],

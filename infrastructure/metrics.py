@@ -20,6 +20,11 @@ APPEND_BATCH = Histogram(
 PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"])
 RELAY_LAG = Gauge("charter_relay_lag_events", "Events committed but not yet acknowledged by JetStream")
 RELAY_PUBLISHED = Counter("charter_relay_published_total", "Events published to JetStream and acknowledged")
+RELAY_UNPUBLISHABLE = Counter(
+    "charter_relay_unpublishable_events_total", "Events the relay found it cannot publish (too large, refused for good)"
+)
+RELAY_SKIPPED = Counter("charter_relay_skipped_events_total", "Events left out of JetStream (see `charter relay status`)")
+RELAY_HOLDING = Gauge("charter_relay_holding", "1 while the relay waits at an event it cannot publish (see /ready)")
 SSE_CLIENTS = Gauge("charter_sse_clients", "Connected Server-Sent-Events clients")
 SSE_DROPPED = Counter("charter_sse_dropped_total", "SSE clients dropped for falling too far behind")
 SSE_FLUSH_SECONDS = Histogram(

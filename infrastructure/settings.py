@@ -52,6 +52,16 @@ class Settings(msgspec.Struct, kw_only=True):
     nats_subject_prefix: str = "charter.events"
     nats_max_age_days: float = 30.0
     run_relay: bool = True
+    # The largest event the store accepts: its payload and metadata as JSON, in bytes (a larger one is
+    # refused with 413 EVENT_TOO_LARGE and nothing of its command is written). The embedded nats-server's
+    # max_payload is sized from it (infrastructure.embedded.nats_max_payload).
+    event_max_bytes: int = 256 * 1024
+    # What the relay does with an event JetStream can never take (larger than the server's max_payload,
+    # refused for good): False (default) holds at it until an operator runs `charter relay skip
+    # <event_id>` (or fixes NATS, after which the relay's retry goes through); True records the skip and
+    # goes on at once. Either way the event is listed by `charter relay status`, logged and counted.
+    relay_skip_unpublishable: bool = False
+    relay_retry_interval: float = 30.0  # seconds between a holding relay's retries of the event it holds
     sse_heartbeat: float = 15.0
     sse_client_backlog: int = 2000  # events queued for one SSE client before it is dropped as too slow
     sse_replay_buffer: int = 10000  # recent events kept in memory for resuming clients

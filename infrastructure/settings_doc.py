@@ -63,6 +63,9 @@ DESCRIPTIONS: dict[str, str] = {
     "schema_validation_timeout": "seconds a plugin config schema check or validation may run in its worker before it is killed (400)",
     "schema_workers": "worker processes validating against plugin schemas (at most this many at once)",
     "schema_worker_memory_mb": "memory ceiling of each schema worker (RLIMIT_AS)",
+    "event_max_bytes": "largest event (payload + metadata as JSON); a command writing a larger one answers 413 and writes nothing",
+    "relay_skip_unpublishable": "skip (and record) an event JetStream will never take instead of holding the relay at it",
+    "relay_retry_interval": "seconds between a holding relay's retries of the event it holds",
 }
 
 

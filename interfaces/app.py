@@ -21,6 +21,7 @@ from interfaces.http.middleware import DOCS_PATH, request_context
 from interfaces.http.openapi import document_errors
 from interfaces.http.admin import PermissionAdminController, RoleAdminController, UserAdminController
 from interfaces.http.auth import AuthController
+from interfaces.http.common import bounded_parameters
 from interfaces.http.events import EventController
 from interfaces.http.ops import OpsController
 from interfaces.http.plugins import ArchiveController, PluginController
@@ -119,7 +120,7 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
                 path=SWAGGER_ASSETS, directories=[SWAGGER_FILES], include_in_schema=False, name="swagger-assets"
             ),
         ],
-        guards=[well_formed, authorize],
+        guards=[well_formed, bounded_parameters, authorize],
         lifespan=[lifespan],
         middleware=[request_context],
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},

@@ -1,4 +1,4 @@
-"""The `charter` command: serve, migrate, projections, bench."""
+"""The `charter` command: serve, migrate, projections, relay, users, bench."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def embedded_servers(settings: Settings) -> Iterator[Any]:
     if settings.database_url and settings.nats_url:
         yield None
         return
-    from infrastructure.embedded import EmbeddedNats
+    from infrastructure.embedded import EmbeddedNats, nats_max_payload
     from infrastructure.supervision import Watchdog, data_dir_lock
 
     data_dir = settings.data_dir.absolute()
@@ -76,7 +76,12 @@ def embedded_servers(settings: Settings) -> Iterator[Any]:
                 servers.append(_embedded_postgres(settings, adopt=False))
                 settings.database_url = _start_postgres(servers[-1])
             if not settings.nats_url:
-                nats = EmbeddedNats(data_dir / "nats", port=settings.embedded_nats_port, preferred_port=PREFERRED_NATS_PORT)
+                nats = EmbeddedNats(
+                    data_dir / "nats",
+                    port=settings.embedded_nats_port,
+                    preferred_port=PREFERRED_NATS_PORT,
+                    max_payload=nats_max_payload(settings.event_max_bytes),
+                )
                 servers.append(nats)
                 print(f"starting embedded NATS (JetStream) under {nats.store_dir} ...", file=sys.stderr)
                 settings.nats_url = nats.start()
@@ -236,6 +241,58 @@ def cmd_projections(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    """`charter relay status`: where the relay is and what it could not publish; `charter relay skip ID`:
+    let a relay held at an event it cannot publish go on without it (the event stays in the log)."""
+    import getpass
+    import uuid
+
+    if args.action == "skip":
+        try:
+            event_id = str(uuid.UUID(args.event_id or ""))
+        except ValueError:
+            print("charter relay skip needs the id of the event the relay holds at (see `charter relay status`)", file=sys.stderr)
+            return 2
+
+    async def run(url: str) -> int:
+        from infrastructure import unpublishable
+        from infrastructure.migrations import migrate
+        from infrastructure.projector import checkpoint, lag
+        from infrastructure.relay import RELAY
+
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+            if args.action == "skip":
+                by = args.by or f"{getpass.getuser()} (charter relay skip)"
+                if not await unpublishable.decide(conn, event_id, unpublishable.SKIPPED, by):
+                    print(f"the relay is not holding at event {event_id}; see `charter relay status`", file=sys.stderr)
+                    return 1
+                await conn.execute("SELECT pg_notify('charter_events', '')")  # wake the relay now
+                print(f"event {event_id} skipped: the relay goes on without it (it stays in the log)")
+                return 0
+            exists = await conn.fetchval("SELECT 1 FROM checkpoints WHERE name = $1", RELAY)
+            tx, pos, _ = await checkpoint(conn, RELAY) if exists else (0, 0, 0)
+            print(f"relay: cursor ({tx}, {pos}), lag {await lag(conn, RELAY) if exists else 'unknown'}")
+            events = await unpublishable.listed(conn)
+            for e in events:
+                decided = f" by {e['decided_by']} at {e['decided_at']:%Y-%m-%d %H:%M:%S%z}" if e["decided_at"] else ""
+                print(
+                    f"{e['outcome'].upper():9} {e['event_id']} position {e['position']} {e['event_type']} "
+                    f"({e['size']} bytes, {e['attempts']} attempts since {e['detected_at']:%Y-%m-%d %H:%M:%S%z}){decided}: {e['reason']}"
+                )
+            held = [e for e in events if e["outcome"] == unpublishable.HELD]
+            if held:
+                print(f"the relay is HELD at event {held[0]['event_id']}: fix NATS or run `charter relay skip {held[0]['event_id']}`")
+                return 1
+            return 0
+        finally:
+            await conn.close()
+
+    with database(Settings.from_env()) as url:
+        return asyncio.run(run(url))
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     import getpass
 
@@ -322,6 +379,12 @@ def parser() -> argparse.ArgumentParser:
     proj.add_argument("action", choices=["rebuild", "status"])
     proj.add_argument("name", nargs="?", help="projection to rebuild (default: all)")
     proj.set_defaults(func=cmd_projections)
+
+    relay = command("relay", "the relay to JetStream: status, and events it could not publish")
+    relay.add_argument("action", choices=["status", "skip"])
+    relay.add_argument("event_id", nargs="?", help="skip: the event the relay holds at")
+    relay.add_argument("--by", help="skip: who decided (recorded; default: the OS user)")
+    relay.set_defaults(func=cmd_relay)
 
     users = command("users", "manage users from the command line")
     users.add_argument("action", choices=["create-admin"])

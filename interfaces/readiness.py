@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
+from infrastructure import unpublishable
 from infrastructure.availability import DATABASE
+from infrastructure.projector import checkpoint
+from infrastructure.relay import RELAY
 
 if TYPE_CHECKING:
     from interfaces.runtime import Runtime
@@ -55,7 +58,7 @@ class Check:
 
 @dataclass
 class RelayProgress:
-    """When the relay last acknowledged anything, to tell a stuck relay from a busy one."""
+    """When the relay's cursor (shared by every replica) last moved, to tell a stuck relay from a busy one."""
 
     published: int = -1
     moved_at: float = field(default_factory=time.monotonic)
@@ -102,27 +105,42 @@ class Readiness:
             self._check(f"projection:{name}").observe(
                 value <= limit, f"{value} events behind (limit {limit})", lag=value, leading_here=leading
             )
-        if settings.nats_url and runtime.relay is not None:
+        if settings.nats_url:
             await self._probe_relay()
 
     async def _probe_relay(self) -> None:
         runtime, settings = self.runtime, self.runtime.settings
-        relay = runtime.relay
+        relay = runtime.relay  # None where this process takes no part in relaying; the checks are global
         value = await runtime.relay_lag()
-        stalled = self.relay_progress.stalled_for(relay.state.published) if value > 0 else 0.0
+        _, cursor, _ = await checkpoint(runtime.pool, RELAY)
+        stalled = self.relay_progress.stalled_for(cursor) if value > 0 else 0.0
+        held = await unpublishable.listed(runtime.pool, held_only=True)
+        holding = None
         reason = None
-        if value > settings.ready_max_relay_lag:
+        if held:  # the relay waits at an event JetStream will not take: fan-out has stopped
+            event = held[0]
+            holding = {
+                "event_id": str(event["event_id"]),
+                "position": event["position"],
+                "event_type": event["event_type"],
+                "reason": event["reason"],
+                "since": event["detected_at"].isoformat(),
+                "skip_with": f"charter relay skip {event['event_id']}",
+            }
+            reason = f"held at event {event['event_id']} (position {event['position']}): {event['reason']}"
+        elif value > settings.ready_max_relay_lag:
             reason = f"{value} events not yet acknowledged by JetStream (limit {settings.ready_max_relay_lag})"
         elif value > 0 and stalled > settings.ready_relay_stall_seconds:
             reason = f"stuck: {value} events waiting, nothing acknowledged for {stalled:.0f}s"
-            if relay.state.last_error:
+            if relay is not None and relay.state.last_error:
                 reason += f" (last error: {relay.state.last_error})"
         self._check("relay").observe(
             reason is None,
             reason,
             lag=value,
-            leading_here=relay.state.leading,
-            last_error=relay.state.last_error,
+            leading_here=bool(relay and relay.state.leading),
+            last_error=relay.state.last_error if relay else None,
+            **({"holding": holding} if holding else {}),
         )
 
     def _probe_nats(self) -> None:

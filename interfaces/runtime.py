@@ -158,7 +158,9 @@ async def start_runtime(settings: Settings) -> Runtime:
         connect_timeout=settings.database_connect_timeout,
         command_timeout=settings.database_command_timeout,
     )
-    store = EventStore(pool, writers=settings.writers, max_batch=settings.max_batch)
+    store = EventStore(
+        pool, writers=settings.writers, max_batch=settings.max_batch, max_event_bytes=settings.event_max_bytes
+    )
     await store.start()
     secret = load_or_create_key(settings.secret_key, settings.data_dir)
     cipher = FernetCipher(secret)
@@ -220,7 +222,10 @@ async def start_runtime(settings: Settings) -> Runtime:
             if runtime.notifier is None:
                 runtime.notifier = Notifier(dsn)
                 await runtime.notifier.start()
-            runtime.relay = Relay(dsn, settings.nats_url, stream, runtime.notifier.subscribe(), poll_interval=settings.poll_interval)
+            runtime.relay = Relay(
+                dsn, settings.nats_url, stream, runtime.notifier.subscribe(), poll_interval=settings.poll_interval,
+                skip_unpublishable=settings.relay_skip_unpublishable, retry_interval=settings.relay_retry_interval,
+            )
             runtime.tasks.append(asyncio.create_task(runtime.relay.run(), name="relay"))
         runtime.hub = EventHub(
             settings.nats_url, stream, replay_buffer=settings.sse_replay_buffer, backlog=settings.sse_client_backlog

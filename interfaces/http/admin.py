@@ -12,6 +12,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 
 from application import identity as i
+from domain.limits import Email, Id, Ids, Name, Text
 from interfaces.http.common import body, command_context, page_params, provide_runtime, read_consistency, written
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Page, Written
@@ -41,14 +42,14 @@ class UserOut(msgspec.Struct):
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
+    email: Email
     password: str
-    full_name: str = ""
+    full_name: Name = ""
     is_active: bool = True
 
 
 class Deactivation(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class RoleOut(msgspec.Struct):
@@ -64,15 +65,15 @@ class RoleOut(msgspec.Struct):
 
 
 class RoleCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    description: str = ""
-    permissions: list[str] = []
+    name: Id
+    description: Text = ""
+    permissions: Ids = []
 
 
 class RoleUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str | None = None
-    description: str | None = None
-    permissions: list[str] | None = None
+    name: Id | None = None
+    description: Text | None = None
+    permissions: Ids | None = None
 
 
 class PermissionOut(msgspec.Struct):
@@ -84,8 +85,8 @@ class PermissionOut(msgspec.Struct):
 
 
 class PermissionCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    description: str = ""
+    name: Id
+    description: Text = ""
 
 
 def user_out(row: dict[str, Any], sites: set[str] | None) -> UserOut:

@@ -15,6 +15,7 @@ from domain.user import STREAM_TYPE as USER_STREAM
 from domain.user import User
 from domain.errors import DomainError
 from infrastructure.auth import AuthenticationFailed
+from domain.limits import Email, Name
 from interfaces.http.common import body, command_context, provide_runtime, written
 from interfaces.http.errors import ApiError
 from interfaces.http.security import AUTHENTICATED, PUBLIC, access_of
@@ -22,15 +23,15 @@ from interfaces.runtime import Runtime
 
 
 class Registration(msgspec.Struct, forbid_unknown_fields=True):
-    email: str
+    email: Email
     password: str
-    full_name: str = ""
+    full_name: Name = ""
 
 
 class Login(msgspec.Struct, forbid_unknown_fields=True):
     password: str
-    username: str | None = None
-    email: str | None = None
+    username: Email | None = None
+    email: Email | None = None
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -7,11 +7,14 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers import BaseRouteHandler
 
 from application.context import CommandContext, CommandResult
 from domain.access import Access
 from domain.errors import field_of
+from domain.limits import MAX_HEADER_ID, MAX_ID, MAX_IDEMPOTENCY_KEY, MAX_PARAM
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Written
 from interfaces.http.wellformed import MAX_JSON_BYTES, Malformed, check_document
@@ -69,23 +72,50 @@ def expected_version(request: Request) -> int | None:
     return int(match.group(1))
 
 
+# W3C Trace Context, version 00: trace id and parent id in lowercase hex, neither all zeros.
+TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def bounded_header(request: Request, name: str, limit: int) -> str | None:
+    """A header kept in event metadata: 400 naming it when longer than `limit` (or empty)."""
+    value = request.headers.get(name)
+    if value is not None and not (1 <= len(value) <= limit):
+        raise ApiError(400, "VALIDATION_FAILED", f"{name} must be 1 to {limit} characters", field=name)
+    return value
+
+
+def traceparent(request: Request) -> str | None:
+    """The caller's trace context when well formed; a malformed one is ignored (never stored), as W3C asks."""
+    value = request.headers.get("traceparent")
+    return value if value is not None and TRACEPARENT.fullmatch(value) else None
+
+
 def command_context(request: Request) -> CommandContext:
     state = request.scope.get("state", {})
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (1 <= len(key) <= 200):
-        raise ApiError(400, "VALIDATION_FAILED", "Idempotency-Key must be 1 to 200 characters", field="Idempotency-Key")
     return CommandContext(
         actor=state.get("actor", "anonymous"),
         request_id=state.get("request_id"),
-        correlation_id=request.headers.get("x-correlation-id"),
-        causation_id=request.headers.get("x-causation-id"),
-        traceparent=request.headers.get("traceparent"),
-        idempotency_key=key,
+        correlation_id=bounded_header(request, "X-Correlation-Id", MAX_HEADER_ID),
+        causation_id=bounded_header(request, "X-Causation-Id", MAX_HEADER_ID),
+        traceparent=traceparent(request),
+        idempotency_key=bounded_header(request, "Idempotency-Key", MAX_IDEMPOTENCY_KEY),
         expected_version=expected_version(request),
         # Without authorization (benchmarks only) the caller acts as the system; otherwise as what the
         # guard found (nobody's permissions when it found nothing).
         access=state.get("access", Access(None)) if request.app.state.runtime.authority.enabled else None,
     )
+
+
+def bounded_parameters(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard: path parameters (ids) and query values have bounded lengths; 400 naming the parameter."""
+    for name, value in connection.path_params.items():
+        if isinstance(value, str) and len(value) > MAX_ID:
+            raise ApiError(400, "VALIDATION_FAILED", f"{name} is longer than {MAX_ID} characters", field=name)
+    for name, value in connection.query_params.multi_items():
+        if len(value) > MAX_PARAM:
+            raise ApiError(400, "VALIDATION_FAILED", f"{name} is longer than {MAX_PARAM} characters", field=name)
+        if name.endswith(("_id", "_type")) and any(len(item) > MAX_ID for item in value.split(",")):
+            raise ApiError(400, "VALIDATION_FAILED", f"a value of {name} is longer than {MAX_ID} characters", field=name)
 
 
 def written(result: CommandResult, resource_id: str, status: int = 200, location: str | None = None) -> Response:

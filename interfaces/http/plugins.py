@@ -13,6 +13,7 @@ from litestar.params import FromPath, FromQuery, PathParameter
 from application import commands as c
 from domain.configuration import MASK, map_sealed, path_of, sealed_locations, secret_paths
 from domain.errors import PluginNotFound
+from domain.limits import MAX_NAME
 from infrastructure.archives import ArchiveLimits
 from infrastructure.plugin_sources import manifest_from_archive, manifest_from_entry_point, sha256_of
 from interfaces.http.common import body, command_context, decode, page_params, provide_runtime, read_consistency, written
@@ -95,6 +96,10 @@ async def uploaded_archive(form: Any, limits: ArchiveLimits) -> tuple[bytes, str
     upload = form.get("archive")
     if upload is None or isinstance(upload, str):
         raise ApiError(400, "VALIDATION_FAILED", "multipart field 'archive' (the plugin zip) is required", field="archive")
+    if upload.filename and len(upload.filename) > MAX_NAME:
+        raise ApiError(
+            400, "VALIDATION_FAILED", f"the archive's file name is longer than {MAX_NAME} characters", field="archive.filename"
+        )
     content = await upload.read(limits.max_bytes + 1)
     if len(content) > limits.max_bytes:
         raise ApiError(

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
+from domain.limits import Text, Url, VersionText
+
 T = TypeVar("T")
 
 
@@ -77,25 +79,25 @@ class PluginInstall(msgspec.Struct, forbid_unknown_fields=True):
     """JSON body of `POST /plugins/install` (archives are uploaded as multipart/form-data instead)."""
 
     source: Literal["entrypoint", "file", "url", "repository"]
-    entrypoint: str | None = None
-    version: str | None = None
+    entrypoint: Url | None = None
+    version: VersionText | None = None
     config: dict[str, Any] = {}
     auto_enable: bool = False
 
 
 class PluginUpdate(msgspec.Struct, forbid_unknown_fields=True):
     source: Literal["entrypoint", "file", "url", "repository"]
-    entrypoint: str | None = None
-    version: str | None = None
+    entrypoint: Url | None = None
+    version: VersionText | None = None
 
 
 class Reason(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class Rollback(msgspec.Struct, forbid_unknown_fields=True):
-    to_version: str | None = None
-    reason: str | None = None
+    to_version: VersionText | None = None
+    reason: Text | None = None
 
 
 class PluginConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):

@@ -34,6 +34,13 @@ def test_a_cause_or_a_group_member_counts() -> None:
     assert is_unavailable(ExceptionGroup("relay", [ValueError(), ConnectionResetError()]))
 
 
+def test_a_cycle_of_causes_and_groups_ends() -> None:
+    member = ValueError("held")
+    group = ExceptionGroup("relay", [member])
+    member.__context__ = group
+    assert not is_unavailable(group)
+
+
 @pytest.mark.parametrize(
     "exc",
     [
