@@ -64,6 +64,15 @@ class RegisterUser(Command):
     active: bool = True
 
 
+class SignUp(Command):
+    """Self-service registration. It answers alike whether or not the address is taken, so that nobody
+    learns which addresses have accounts: an existing account is left as it is (nothing is recorded)."""
+
+    email: str
+    password: str
+    full_name: str = ""
+
+
 class ActivateUser(Command):
     user_id: str
 
@@ -174,6 +183,14 @@ async def register_user(cmd: RegisterUser, ctx: CommandContext, services: Identi
         raise UserExists(f"a user with e-mail {email} already exists", field="email") from None
 
 
+async def sign_up(cmd: SignUp, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    register = RegisterUser(email=cmd.email, password=cmd.password, full_name=cmd.full_name)
+    try:
+        return await register_user(register, ctx, services)  # the password is hashed either way: same time
+    except UserExists:
+        return CommandResult(f"{USER_STREAM}:{user_uuid(normalise_email(cmd.email))}", 0, None)
+
+
 async def activate_user(cmd: ActivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     loaded = await load_user(services, cmd.user_id, ctx)
     loaded.aggregate.activate()
@@ -268,6 +285,7 @@ async def ensure_builtins(cmd: EnsureBuiltins, ctx: CommandContext, services: Id
 
 HANDLERS = {
     RegisterUser: register_user,
+    SignUp: sign_up,
     ActivateUser: activate_user,
     DeactivateUser: deactivate_user,
     ChangePassword: change_password,

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infrastructure import metrics
 from interfaces.http.common import provide_runtime
-from interfaces.http.security import PUBLIC
+from interfaces.http.security import OPERATIONS
 from interfaces.runtime import Runtime
 
 MAX_READY_LAG = 10_000
@@ -24,11 +24,11 @@ class OpsController(Controller):
     tags = ["operations"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @get("/health", operation_id="health", opt=PUBLIC, summary="Liveness: the process is up")
+    @get("/health", operation_id="health", opt=OPERATIONS, summary="Liveness: the process is up")
     async def health(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         return {"status": "ok", "uptime_seconds": round(time.time() - runtime.started_at, 1)}
 
-    @get("/ready", operation_id="ready", opt=PUBLIC, summary="Readiness: database reachable, projections not far behind")
+    @get("/ready", operation_id="ready", opt=OPERATIONS, summary="Readiness: database reachable, projections not far behind")
     async def ready(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         checks: dict[str, Any] = {}
         ok = True
@@ -60,7 +60,7 @@ class OpsController(Controller):
             ok = False
         return Response({"status": "ready" if ok else "not_ready", "checks": checks}, status_code=200 if ok else 503)
 
-    @get("/metrics", operation_id="metrics", opt=PUBLIC, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
+    @get("/metrics", operation_id="metrics", opt=OPERATIONS, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
     async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:
         await runtime.projection_lag()
         if runtime.settings.nats_url:

@@ -26,6 +26,7 @@ import nats
 import pytest
 
 from application.ports import AppendRequest, NewEvent
+from domain.user import user_uuid
 from infrastructure.eventstore import GENESIS
 from tests.e2e.plugin_kit import PLUGINS, assert_error, installed, manifest, unique_id
 
@@ -649,8 +650,8 @@ async def test_password_hashes_never_leave_the_log(api, fanout_server, nats_url)
     email = f"{unique_id('hash')}@example.com"
     async with sse(api, {"stream_type": "user"}) as stream:
         registered = await api.post("/api/v1/auth/register", json={"email": email, "password": "correct horse battery staple"})
-        assert registered.status_code == 201, registered.text
-        stream_id = registered.json()["stream_id"]
+        assert registered.status_code == 202, registered.text
+        stream_id = f"user:{user_uuid(email)}"
         (frame,) = await stream.events_until(count_of(stream_id, 1))
 
     assert frame.event == "User.Registered"
