@@ -85,9 +85,9 @@ class LoginThrottle:
             for row in rows:
                 if row["last_failure"] < forget:
                     continue
-                free = self.policy.free(row["key"])
-                until = row["last_failure"].timestamp() + backoff(row["failures"], free, self.policy.base, self.policy.cap)
-                if until > now:
+                delay = backoff(row["failures"], self.policy.free(row["key"]), self.policy.base, self.policy.cap)
+                until = row["last_failure"].timestamp() + delay
+                if delay and until > now:
                     self._blocked[row["key"]] = until
                     wait = max(wait, until - now)
             if wait > 0:
