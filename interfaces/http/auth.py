@@ -43,10 +43,6 @@ class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: str
 
 
-class LogoutRequest(msgspec.Struct, forbid_unknown_fields=True):
-    refresh_token: str | None = None  # another sign-in to end with this one (the caller's own always ends)
-
-
 class Tokens(msgspec.Struct):
     access_token: str
     refresh_token: str
@@ -161,13 +157,13 @@ class AuthController(Controller):
         summary="End this sign-in: its refresh tokens and access tokens stop working at once",
     )
     async def logout(self, request: Request, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-        data = await body(request, LogoutRequest, default=LogoutRequest())
+        data = await body(request, RefreshRequest)
         claims = request.scope["state"].get("claims")
         session = claims.session_id if claims is not None and claims.issuer == runtime.authority.tokens.issuer else None
         if session:
             await runtime.refresh_tokens.revoke_family(session)
-        other = await runtime.refresh_tokens.revoke(data.refresh_token) if data.refresh_token else None
-        runtime.authority.end_sessions(session, other)
+        given = await runtime.refresh_tokens.revoke(data.refresh_token)  # normally the same sign-in
+        runtime.authority.end_sessions(session, given)
         return {"status": "signed out"}
 
     @get("/me", operation_id="me", opt=AUTHENTICATED, summary="The caller, its roles and effective permissions per site")
