@@ -67,15 +67,12 @@ class LoginThrottle:
     def __init__(self, pool: asyncpg.Pool, policy: Policy) -> None:
         self.pool = pool
         self.policy = policy
-        self._blocked: dict[str, float] = {}  # key -> epoch seconds: refused here without asking the database
         self._next_cleanup = 0.0
 
     async def attempt(self, *keys: str) -> Attempt:
-        """Charge one failure to each key, unless one of them must still wait."""
+        """Charge one failure to each key, unless one of them must still wait. (A refusal costs one short
+        transaction, no argon2 check; floods are bounded by the anonymous rate limit first.)"""
         now = time.time()
-        waits = [self._blocked[k] - now for k in keys if self._blocked.get(k, 0.0) > now]
-        if waits:
-            return Attempt(keys, math.ceil(max(waits)))
         moment = datetime.fromtimestamp(now, timezone.utc)
         forget = moment - timedelta(seconds=self.policy.memory)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -88,7 +85,6 @@ class LoginThrottle:
                 delay = backoff(row["failures"], self.policy.free(row["key"]), self.policy.base, self.policy.cap)
                 until = row["last_failure"].timestamp() + delay
                 if delay and until > now:
-                    self._blocked[row["key"]] = until
                     wait = max(wait, until - now)
             if wait > 0:
                 return Attempt(keys, math.ceil(wait))
@@ -97,7 +93,6 @@ class LoginThrottle:
                 await conn.execute(CHARGE, row["key"], failures + 1, moment)
         if now > self._next_cleanup:
             self._next_cleanup = now + 60
-            self._blocked = {k: t for k, t in self._blocked.items() if t > now}
             await self.pool.execute("DELETE FROM login_failures WHERE last_failure < $1", forget)
         return Attempt(keys)
 
@@ -112,5 +107,3 @@ class LoginThrottle:
                 await conn.execute(
                     "UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE key = ANY($1::text[])", others
                 )
-        for key in attempt.keys:
-            self._blocked.pop(key, None)
