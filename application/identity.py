@@ -74,6 +74,15 @@ class RegisterUser(Command):
     active: bool = True
 
 
+class SignUp(Command):
+    """Self-service registration. It answers alike whether or not the address is taken, so that nobody
+    learns which addresses have accounts: an existing account is left as it is (nothing is recorded)."""
+
+    email: str
+    password: str
+    full_name: str = ""
+
+
 class ActivateUser(Command):
     user_id: str
 
@@ -270,6 +279,14 @@ def _may_change(ctx: CommandContext, permission: str, user: User) -> None:
         check_may_change_user(ctx.access, permission, user.holds_global_role)
 
 
+async def sign_up(cmd: SignUp, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    register = RegisterUser(email=cmd.email, password=cmd.password, full_name=cmd.full_name)
+    try:
+        return await register_user(register, ctx, services)  # the password is hashed either way: same time
+    except UserExists:  # nothing recorded; the answer (202) is the same as for a new account
+        return CommandResult(f"{RESERVATION_STREAM}:{email_digest(services.email_key, cmd.email)}", 0, None)
+
+
 async def activate_user(cmd: ActivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     def change(user: User) -> None:
         _may_change(ctx, "users:manage", user)
@@ -419,6 +436,7 @@ async def ensure_builtins(cmd: EnsureBuiltins, ctx: CommandContext, services: Id
 
 HANDLERS = {
     RegisterUser: register_user,
+    SignUp: sign_up,
     ActivateUser: activate_user,
     DeactivateUser: deactivate_user,
     ChangePassword: change_password,

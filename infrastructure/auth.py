@@ -39,6 +39,14 @@ class AuthenticationFailed(Exception):
         self.code = code
 
 
+class RefreshTokenReused(AuthenticationFailed):
+    """A rotated refresh token came back: its sign-in (`family_id`) is revoked, access tokens included."""
+
+    def __init__(self, family_id: str) -> None:
+        super().__init__("refresh token was already used; every token of this sign-in is now revoked", "REFRESH_TOKEN_REUSED")
+        self.family_id = family_id
+
+
 class Argon2Passwords:
     """Memory-hard password hashes (argon2id), computed in a worker thread so the event loop keeps serving."""
 
@@ -79,6 +87,7 @@ class Claims:
     token_id: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     grants_at: float = 0.0
+    session_id: str | None = None  # `sid`: the sign-in (refresh-token family) the token was issued to
 
 
 class TokenService:
@@ -102,7 +111,11 @@ class TokenService:
         self._cache: OrderedDict[str, Claims] = OrderedDict()
         self._cache_size = cache_size
 
-    def issue(self, subject: str, grants: list[tuple[str, str | None]], name: str | None = None) -> tuple[str, int]:
+    def issue(
+        self, subject: str, grants: list[tuple[str, str | None]], name: str | None = None, session: str | None = None
+    ) -> tuple[str, int]:
+        """A signed access token; `session` (the `sid` claim) ties it to a sign-in, so it dies when that
+        sign-in is revoked (logout, refresh-token reuse) rather than at its expiry."""
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -116,6 +129,8 @@ class TokenService:
             "grants": [[role, site] for role, site in grants],
             "grants_at": time.time(),  # when `grants` were read: newer changes override them
         }
+        if session is not None:
+            claims["sid"] = session
         return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self.key), self.access_ttl
 
     async def verify(self, token: str) -> Claims:
@@ -144,7 +159,10 @@ class TokenService:
         grants = [(g[0], g[1]) for g in c.get("grants", []) if isinstance(g, list) and len(g) == 2]
         grants_at = c.get("grants_at")
         grants_at = float(grants_at) if isinstance(grants_at, (int, float)) else float(c.get("iat", 0))
-        return Claims(c["sub"], grants, c["iss"], int(c["exp"]), c.get("name"), c.get("jti"), c, grants_at)
+        sid = c.get("sid")
+        return Claims(
+            c["sub"], grants, c["iss"], int(c["exp"]), c.get("name"), c.get("jti"), c, grants_at, sid if isinstance(sid, str) else None
+        )
 
     async def _verify_external(self, token: str, provider: ExternalIssuer) -> Claims:
         keys = await self._keys(provider)
@@ -261,19 +279,33 @@ class RefreshTokens:
                     fresh = await self.issue(row["user_id"], row["family_id"], conn)
         if reused_family is not None:
             log.warning("refresh token reused; family revoked", family_id=reused_family, user_id=row["user_id"])
-            raise AuthenticationFailed(
-                "refresh token was already used; every token of this sign-in is now revoked", "REFRESH_TOKEN_REUSED"
-            )
+            raise RefreshTokenReused(reused_family)
         return RefreshGrant(row["user_id"], row["family_id"]), fresh
 
-    async def revoke(self, token: str) -> None:
+    async def revoke(self, token: str) -> str | None:
+        """Revoke the sign-in `token` belongs to; answers its family id (None for an unknown token)."""
+        family = await self.pool.fetchval("SELECT family_id FROM refresh_tokens WHERE token_hash = $1", _digest(token))
+        if family is not None:
+            await self.revoke_family(family)
+        return family
+
+    async def revoke_family(self, family_id: str) -> None:
         await self.pool.execute(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id ="
-            " (SELECT family_id FROM refresh_tokens WHERE token_hash = $1) AND revoked_at IS NULL",
-            _digest(token),
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", family_id
         )
 
     async def revoke_user(self, user_id: str) -> None:
         await self.pool.execute(
             "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
         )
+
+
+async def revoked_families(pool: Any, within: float) -> dict[str, float]:
+    """Sign-ins revoked in the last `within` seconds (older ones have no live access token left), with
+    when (epoch seconds). A sign-in's rows are only ever revoked, never un-revoked."""
+    rows = await pool.fetch(
+        "SELECT family_id, extract(epoch FROM max(revoked_at)) AS at FROM refresh_tokens"
+        " WHERE revoked_at > now() - make_interval(secs => $1) GROUP BY family_id",
+        within,
+    )
+    return {row["family_id"]: float(row["at"]) for row in rows}

@@ -91,6 +91,18 @@ class Settings(msgspec.Struct, kw_only=True):
     schema_validation_timeout: float = 2.0
     schema_workers: int = 2  # worker processes (at most this many validations at once)
     schema_worker_memory_mb: int = 1024  # address-space ceiling of each worker (RLIMIT_AS)
+    rate_limit_ops: int = 6000  # /health, /ready, /metrics: a bucket of their own per IP, apart from API traffic
+    # Failed sign-ins: this many per account (per IP) are free, then each further failure doubles the wait
+    # (login_backoff_base seconds, at most login_backoff_max) before the next attempt; a key's failures are
+    # forgotten `login_failure_memory` seconds after its last one, an account's at once on a successful sign-in.
+    login_free_failures_account: int = 5
+    login_free_failures_ip: int = 30
+    login_backoff_base: float = 1.0
+    login_backoff_max: float = 900.0
+    login_failure_memory: float = 3600.0
+    # Reverse proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs); none by default, so
+    # the client is the TCP peer. Behind proxies, the client is the right-most address no trusted proxy holds.
+    trusted_proxies: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

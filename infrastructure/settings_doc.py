@@ -66,6 +66,13 @@ DESCRIPTIONS: dict[str, str] = {
     "event_max_bytes": "largest event (payload + metadata as JSON); a command writing a larger one answers 413 and writes nothing",
     "relay_skip_unpublishable": "skip (and record) an event JetStream will never take instead of holding the relay at it",
     "relay_retry_interval": "seconds between a holding relay's retries of the event it holds",
+    "rate_limit_ops": "requests per window per address to `/health`, `/ready`, `/metrics` (their own bucket)",
+    "login_free_failures_account": "failed sign-ins per account before the backoff starts",
+    "login_free_failures_ip": "failed sign-ins per client address before the backoff starts",
+    "login_backoff_base": "seconds of the first sign-in wait; each further failure doubles it",
+    "login_backoff_max": "longest sign-in wait, in seconds",
+    "login_failure_memory": "seconds after its last failure before an account or address starts afresh",
+    "trusted_proxies": "comma-separated IPs/CIDRs of reverse proxies whose `X-Forwarded-For` is believed (none by default)",
 }
 
 

@@ -32,6 +32,8 @@ from infrastructure.projector import Notifier, Projection, ProjectionRunner, has
 from infrastructure.sandbox import ProcessSandbox
 from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
+from infrastructure.signin import LoginThrottle, Policy
+from interfaces.http.clients import TrustedProxies
 from interfaces.http.security import Authority
 from interfaces.readiness import Readiness
 from projections import PROJECTIONS
@@ -81,6 +83,7 @@ class Runtime:
     refresh_tokens: RefreshTokens | None = None
     identity: IdentityServices | None = None
     limiter: RateLimiter | None = None
+    login_throttle: LoginThrottle | None = None
     dummy_hash: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
@@ -274,11 +277,26 @@ async def _start_access(runtime: Runtime, settings: Settings) -> None:
     runtime.refresh_tokens = RefreshTokens(runtime.pool, timedelta(days=settings.refresh_token_days))
     runtime.limiter = RateLimiter(
         runtime.pool,
-        {"anonymous": settings.rate_limit_anonymous, "user": settings.rate_limit_user, "admin": settings.rate_limit_admin},
+        {
+            "anonymous": settings.rate_limit_anonymous,
+            "user": settings.rate_limit_user,
+            "admin": settings.rate_limit_admin,
+            "ops": settings.rate_limit_ops,
+        },
         window=settings.rate_limit_window,
     )
     await runtime.limiter.start()
-    runtime.authority = Authority(tokens, runtime.limiter)
+    runtime.login_throttle = LoginThrottle(
+        runtime.pool,
+        Policy(
+            free_per_account=settings.login_free_failures_account,
+            free_per_address=settings.login_free_failures_ip,
+            base=settings.login_backoff_base,
+            cap=settings.login_backoff_max,
+            memory=settings.login_failure_memory,
+        ),
+    )
+    runtime.authority = Authority(tokens, runtime.limiter, proxies=TrustedProxies.parse(settings.trusted_proxies))
     runtime.tasks.append(asyncio.create_task(_refresh_authority(runtime), name="authority-refresh"))
 
 

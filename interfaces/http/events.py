@@ -177,8 +177,14 @@ class LiveSession:
                 await write(b"".join(d.frame for d in held))
             del held
             ended = sub.attach(write)
+            authority = self.request.app.state.runtime.authority
+            loop = asyncio.get_running_loop()
+            beat = loop.time() + self.heartbeat
             while True:
-                done, _ = await asyncio.wait({disconnected, ended}, timeout=self.heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                # Woken by a heartbeat, or at once when anyone's access changes (a revoked grant or sign-in).
+                waiting = {disconnected, ended, authority.changes()} if authority.enabled else {disconnected, ended}
+                timeout = max(0.0, beat - loop.time())
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if disconnected in done:
                     return
                 if ended in done:
@@ -187,11 +193,13 @@ class LiveSession:
                     return
                 allowed, sites = still_allowed(self.request, "events:read")
                 if not allowed or (self.matches is None and sites is not None):
-                    # token expired, user deactivated or access narrowed: come back with a fresh filter
+                    # token expired, sign-in revoked, user deactivated or access narrowed: come back with a fresh filter
                     sub.end(b"retry: 5000\n: access changed; reconnect (sign in again if refused)\n\n")
                     continue
                 self.visibility.sites = sites
-                sub.send(b": heartbeat\n\n")
+                if loop.time() >= beat:
+                    sub.send(b": heartbeat\n\n")
+                    beat = loop.time() + self.heartbeat
         finally:
             disconnected.cancel()
             hub.unsubscribe(sub)

@@ -66,6 +66,9 @@ def request_context(app: ASGIApp) -> ASGIApp:
                     ]
                     if not decision.allowed:
                         extra.append((b"retry-after", str(decision.retry_after).encode()))
+                retry_after = scope["state"].get("retry_after")  # set by a refusal that says when to come back
+                if retry_after is not None and not any(k.lower() == b"retry-after" for k, _ in extra):
+                    extra.append((b"retry-after", str(retry_after).encode()))
                 sent = message.get("headers", [])
                 present = {k.lower() for k, _ in sent}
                 secure = _DOCS_HEADERS if scope["path"].startswith(DOCS_PATH) else _API_HEADERS

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from infrastructure import metrics
 from interfaces.http.common import provide_runtime
-from interfaces.http.security import PUBLIC
+from interfaces.http.security import OPERATIONS
 from interfaces.runtime import Runtime
 
 # litestar appends the charset itself to text/* types; prometheus_client's constant already has one.
@@ -22,21 +22,21 @@ class OpsController(Controller):
     tags = ["operations"]
     dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
 
-    @get("/health", operation_id="health", opt=PUBLIC, summary="Liveness: version, uptime, each component's last state")
+    @get("/health", operation_id="health", opt=OPERATIONS, summary="Liveness: version, uptime, each component's last state")
     async def health(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
         return runtime.readiness.health()
 
     @get(
         "/ready",
         operation_id="ready",
-        opt=PUBLIC,
+        opt=OPERATIONS,
         summary="Readiness: database, NATS, relay and projections, each with its reason and age",
     )
     async def ready(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
         ok = await runtime.readiness.probe()
         return Response(runtime.readiness.ready(), status_code=200 if ok else 503)
 
-    @get("/metrics", operation_id="metrics", opt=PUBLIC, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
+    @get("/metrics", operation_id="metrics", opt=OPERATIONS, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
     async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:
         await runtime.projection_lag()
         if runtime.settings.nats_url:

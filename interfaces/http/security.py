@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,8 @@ from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
 from domain.access import Access, Grant, resolve_access
-from infrastructure.auth import AuthenticationFailed
+from infrastructure.auth import AuthenticationFailed, revoked_families
+from interfaces.http.clients import TrustedProxies
 from interfaces.http.errors import ApiError
 
 ANONYMOUS = Access(user_id=None)
@@ -34,6 +36,9 @@ def rule(permission: str, scope: str = "global", site_param: str = "site_id") ->
 
 PUBLIC = {"rule": Rule(None)}
 AUTHENTICATED = {"rule": Rule(None, "authenticated")}
+# Probes and scrapes (/health, /ready, /metrics): public, counted in a bucket of their own per address,
+# so anonymous API traffic from the same address never gets them refused.
+OPERATIONS = {"rule": Rule(None), "rate_limit": "ops"}
 
 
 def rule_of(handler: BaseRouteHandler) -> Rule | None:
@@ -59,6 +64,17 @@ def bearer(connection: ASGIConnection) -> str | None:
     return None
 
 
+def client_address(connection: ASGIConnection) -> str:
+    """The caller's address (X-Forwarded-For only from trusted proxies), worked out once per request."""
+    state = connection.scope.setdefault("state", {})
+    address = state.get("client_address")
+    if address is None:
+        peer = connection.client.host if connection.client else None
+        forwarded = [v.decode("latin-1") for k, v in connection.scope["headers"] if k == b"x-forwarded-for"]
+        address = state["client_address"] = connection.app.state.runtime.authority.proxies.client(peer, forwarded)
+    return address
+
+
 def site_of(connection: ASGIConnection, rule: Rule) -> str | None:
     if rule.site_param in connection.path_params:
         return str(connection.path_params[rule.site_param])
@@ -78,27 +94,29 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
             raise ApiError(403, "FORBIDDEN", "this route declares no access rule, so nobody may call it")
         declared = Rule(None)
     state = connection.scope.setdefault("state", {})
+    bucket = handler.opt.get("rate_limit")
     if not authority.enabled:  # benchmarks only: `create_app(settings, authorization=False)`
-        await authority.limit(connection, state, ANONYMOUS)
+        await authority.limit(connection, state, ANONYMOUS, bucket)
         return
-    token = bearer(connection)
-    access = ANONYMOUS
-    if token is not None:
-        try:
-            claims = await authority.tokens.verify(token)
-        except AuthenticationFailed as exc:
-            raise ApiError(401, exc.code, exc.message) from None
-        if not authority.is_active(claims.subject):
-            raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
-        grants = authority.current_grants(claims)
-        if any(role not in authority.roles for role, _ in grants) and authority.stale(0.05):
-            await authority.refresh(runtime.pool)  # a role created a moment ago
+    try:
+        token = bearer(connection)
+        access = ANONYMOUS
+        if token is not None:
+            claims = await verified(authority, token)
             grants = authority.current_grants(claims)
-        access = authority.access_for(claims.subject, grants)
-        state["actor"] = claims.subject
-        state["claims"] = claims
+            if any(role not in authority.roles for role, _ in grants) and authority.stale(0.05):
+                await authority.refresh(runtime.pool)  # a role created a moment ago
+                grants = authority.current_grants(claims)
+            access = authority.access_for(claims.subject, grants)
+            state["actor"] = claims.subject
+            state["claims"] = claims
+    except ApiError:
+        # A refused token is anonymous traffic: it counts against the caller's address, so guessing
+        # tokens is limited like any other unauthenticated request (429 once the bucket is empty).
+        await authority.limit(connection, state, ANONYMOUS, bucket)
+        raise
     state["access"] = access
-    await authority.limit(connection, state, access)
+    await authority.limit(connection, state, access, bucket)
     if declared.permission is None and declared.scope != "authenticated":
         return
     if token is None:
@@ -118,14 +136,32 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
         raise ApiError(403, "FORBIDDEN", f"permission {declared.permission}{where} is required", **details)
 
 
+async def verified(authority: "Authority", token: str) -> Any:
+    """The token's claims, if it is valid, its user active and its sign-in not revoked; else 401."""
+    try:
+        claims = await authority.tokens.verify(token)
+    except AuthenticationFailed as exc:
+        raise ApiError(401, exc.code, exc.message) from None
+    if not authority.is_active(claims.subject):
+        raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
+    if authority.session_revoked(claims):
+        raise ApiError(401, "SESSION_REVOKED", "this sign-in has ended (signed out, or its refresh token was reused); sign in again")
+    return claims
+
+
 def still_allowed(connection: ASGIConnection, permission: str) -> tuple[bool, set[str] | None]:
     """For long-lived responses (SSE): is the caller still allowed, and which sites may it see now?
-    False once the token expired, the user was deactivated or lost the permission."""
+    False once the token expired, its sign-in was revoked, the user was deactivated or lost the permission."""
     authority = connection.app.state.runtime.authority
     if not authority.enabled:
         return True, None
     claims = connection.scope.get("state", {}).get("claims")
-    if claims is None or claims.expires_at <= time.time() or not authority.is_active(claims.subject):
+    if (
+        claims is None
+        or claims.expires_at <= time.time()
+        or not authority.is_active(claims.subject)
+        or authority.session_revoked(claims)
+    ):
         return False, set()
     access = authority.access_for(claims.subject, authority.current_grants(claims))
     if not access.allows_somewhere(permission):
@@ -147,18 +183,53 @@ def visible_sites(connection: ASGIConnection, permission: str) -> set[str] | Non
 
 class Authority:
     """Everything the guard needs, per process: token checks, the role -> permissions cache, inactive
-    users and the rate limiter. Caches refresh from the read model every `refresh_every` seconds."""
+    users, revoked sign-ins and the rate limiter. Caches refresh from the read model (and the refresh
+    tokens table) every `refresh_every` seconds; open streams wait on `changes()` to re-check at once."""
 
-    def __init__(self, tokens: Any, limiter: Any, enabled: bool = True, refresh_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        tokens: Any,
+        limiter: Any,
+        enabled: bool = True,
+        refresh_every: float = 1.0,
+        proxies: TrustedProxies | None = None,
+    ) -> None:
         self.tokens = tokens
         self.limiter = limiter
         self.enabled = enabled
         self.refresh_every = refresh_every
+        self.proxies = proxies or TrustedProxies()
         self.roles: dict[str, list[str]] = {}
         self.inactive: set[str] = set()
         self.grants: dict[str, list[tuple[str, str | None]]] = {}
         self.changed_at: dict[str, float] = {}  # when each user's grants last changed (epoch seconds)
+        self.revoked_sessions: dict[str, float] = {}  # sign-in (`sid`) -> when it was revoked (epoch seconds)
         self.refreshed_at = 0.0
+        self._seen: tuple[Any, ...] = ()  # what the last refresh read, to tell whether anything changed
+        self._changed: asyncio.Future[None] | None = None
+
+    def changes(self) -> asyncio.Future[None]:
+        """Done at the next change of anyone's access (a revoked grant or sign-in, a deactivation, a role's
+        permissions): long-lived responses wait on it to re-check their caller."""
+        if self._changed is None or self._changed.done():
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+
+    def session_revoked(self, claims: Any) -> bool:
+        return claims.session_id is not None and claims.issuer == self.tokens.issuer and claims.session_id in self.revoked_sessions
+
+    def end_sessions(self, *session_ids: str | None) -> None:
+        """Sign-ins just revoked here (already committed): their access tokens stop working on this replica
+        at once, on the others at their next refresh (they read the revocation from the database)."""
+        now = time.time()
+        for sid in session_ids:
+            if sid:
+                self.revoked_sessions[sid] = now
+        self._notify()
 
     def current_grants(self, claims: Any) -> list[tuple[str, str | None]]:
         """A local user's grants as they are now: the token's, unless the grants changed after the token
@@ -173,10 +244,12 @@ class Authority:
         if (role, site_id) not in held:
             self.grants[user_id] = [*held, (role, site_id)]
         self.changed_at[user_id] = time.time()
+        self._notify()
 
     def revoked(self, user_id: str, role: str, site_id: str | None) -> None:
         self.grants[user_id] = [g for g in self.grants.get(user_id, []) if g != (role, site_id)]
         self.changed_at[user_id] = time.time()
+        self._notify()
 
     def access_for(self, subject: str, grants: list[tuple[str, str | None]]) -> Access:
         return resolve_access(subject, [Grant(role, site) for role, site in grants], self.roles)
@@ -207,17 +280,29 @@ class Authority:
                 held.append((row["role_key"], row["site_id"]))
             if not row["is_active"]:
                 inactive.add(row["user_id"])
-        self.grants, self.inactive, self.changed_at = grants, inactive, changed
+        # Access tokens live `access_ttl` seconds: older revocations concern no live token (60 s for clock skew).
+        keep = self.tokens.access_ttl + 60
+        revoked = await revoked_families(pool, keep)
+        horizon = time.time() - keep
+        sessions = {sid: at for sid, at in self.revoked_sessions.items() if at > horizon}
+        sessions.update(revoked)  # a revocation is never undone, so the union is right whatever the order
+        seen = (self.roles, changed, inactive, set(revoked))  # a grant change moves its user's `changed`
+        self.grants, self.inactive, self.changed_at, self.revoked_sessions = grants, inactive, changed, sessions
         self.refreshed_at = time.monotonic()
+        if seen != self._seen:
+            self._seen = seen
+            self._notify()
 
-    async def limit(self, connection: ASGIConnection, state: dict[str, Any], access: Access) -> None:
+    async def limit(self, connection: ASGIConnection, state: dict[str, Any], access: Access, bucket: str | None = None) -> None:
         if self.limiter is None:
             return
-        if access.user_id is not None:
+        if bucket == "ops":
+            key, tier = f"ops:{client_address(connection)}", "ops"
+        elif access.user_id is not None:
             key = f"user:{access.user_id}"
             tier = "admin" if access.allows("*:*") else "user"
         else:
-            key = f"ip:{connection.client.host if connection.client else 'unknown'}"
+            key = f"ip:{client_address(connection)}"
             tier = "anonymous"
         decision = self.limiter.hit(key, tier)
         state["rate_limit"] = decision

@@ -89,7 +89,7 @@ class TestNoStore:
 
         response = await client.post(f"{AUTH}/register", json={"email": email, "password": "a-long-password-1"})
 
-        assert response.status_code == 201, response.text
+        assert response.status_code == 202, response.text
         assert "no-store" in response.headers["cache-control"]
 
     async def test_secrets_in_clear_are_not_stored(self, client) -> None:

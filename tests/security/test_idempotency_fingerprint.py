@@ -18,16 +18,17 @@ from application.service import fingerprint
 from infrastructure.migrations import available
 from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, derive_key
 from interfaces.app import create_app
-from tests.e2e.conftest import make_settings
+from tests.e2e.conftest import admin_token, make_settings
 from tests.e2e.plugin_kit import assert_error
 
-REGISTER = "/api/v1/auth/register"
+REGISTER = "/api/v1/admin/users"  # an administrator creating an account: a password in the body, a 201 with the result
 
 
 @pytest.fixture(scope="module")
 async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient]:
     app = create_app(make_settings(database_url, tmp_path_factory.mktemp("charter-idem")))
     async with AsyncTestClient(app=app) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {await admin_token(test_client)}"
         yield test_client
 
 
