@@ -22,7 +22,7 @@ and its `position` only grows within the global order).
 
 Run it (`--help` for all options):
 
-    python ops/examples/consume_events.py --nats-url nats://127.0.0.1:4222 --durable my-extension \\
+    python ops/examples/consume_events.py --nats-url nats://127.0.0.1:4229 --durable my-extension \\
         --subject 'charter.events.*.plugin.>'
 
 Or use it as a library:
@@ -54,7 +54,7 @@ from nats.js.errors import NotFoundError
 
 log = logging.getLogger("consume_events")
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4229"  # where `charter serve` runs its embedded NATS when the port is free
 DEFAULT_STREAM = "CHARTER_EVENTS"
 DEFAULT_PREFIX = "charter.events"
 DEFAULT_DURABLE = "example-consumer"

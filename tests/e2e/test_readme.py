@@ -74,6 +74,16 @@ def test_every_command_help_shows_its_defaults_and_serve_lists_the_settings() ->
         assert field in serve_help
 
 
+def test_the_consumer_example_points_at_the_embedded_nats_port() -> None:
+    from interfaces.cli import PREFERRED_NATS_PORT
+
+    examples = (ROOT / "ops" / "examples" / "README.md").read_text() + (ROOT / "ops/examples/consume_events.py").read_text()
+    for text in (README, examples):
+        ports = set(re.findall(r"nats://127\.0\.0\.1:(\d+)", text.split("## Benchmarks")[0]))
+        assert ports <= {str(PREFERRED_NATS_PORT), "4222"}, ports  # 4222 only where a standalone server is started
+    assert f"nats://127.0.0.1:{PREFERRED_NATS_PORT} --durable" in README
+
+
 def test_relative_links_point_at_files() -> None:
     for target in re.findall(r"\]\(((?!https?:|#|mailto:)[^)\s]+)\)", README):
         assert (ROOT / target.split("#")[0]).exists(), target
