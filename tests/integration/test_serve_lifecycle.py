@@ -185,7 +185,8 @@ def kill_and_see_restarted(data_dir: Path, serve: Serve, program: str, port: int
     wait_for(lambda: [pid for pid in servers_on(data_dir)[program] if pid != old], 30, f"a new {program}")
     assert f"embedded {'PostgreSQL' if program == 'postgres' else program} (pid {old}) died; restarting it on port {port}" in serve.output()
     wait_for(
-        lambda: '"nats_connected":true' in httpx.get(serve.url + "/ready", timeout=2).text and serve.answers("/ready"),
+        lambda: httpx.get(serve.url + "/ready", timeout=2).json()["checks"].get("nats", {}).get("status") == "ok"
+        and serve.answers("/ready"),
         30,
         f"serve to be ready again after its {program} was killed",
     )
