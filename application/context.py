@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from application.ports import Idempotency
-from domain.access import Access
+from domain.identity.access import Access
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ class Settings(msgspec.Struct, kw_only=True):
     run_relay: bool = True
     # The largest event the store accepts: its payload and metadata as JSON, in bytes (a larger one is
     # refused with 413 EVENT_TOO_LARGE and nothing of its command is written). The embedded nats-server's
-    # max_payload is sized from it (infrastructure.embedded.nats_max_payload).
+    # max_payload is sized from it (infrastructure.embedded.servers.nats_max_payload).
     event_max_bytes: int = 256 * 1024
     # What the relay does with an event JetStream can never take (larger than the server's max_payload,
     # refused for good): False (default) holds at it until an operator runs `charter relay skip
@@ -78,7 +78,7 @@ class Settings(msgspec.Struct, kw_only=True):
     rate_limit_anonymous: int = 600  # requests per window per IP
     rate_limit_user: int = 6000  # per token subject
     rate_limit_admin: int = 60000
-    # Uploaded plugin archives (infrastructure/archives.py). The HTTP request body limit is
+    # Uploaded plugin archives (infrastructure/plugins/archives.py). The HTTP request body limit is
     # archive_max_bytes plus MULTIPART_ALLOWANCE (interfaces/app.py).
     archive_max_bytes: int = 20 * 1024 * 1024  # the zip as uploaded; larger answers 413
     archive_max_entries: int = 1000  # files and folders in one archive
@@ -87,7 +87,7 @@ class Settings(msgspec.Struct, kw_only=True):
     archive_max_ratio: int = 100  # uncompressed:compressed, per entry and overall (past the first MiB)
     manifest_max_bytes: int = 1024 * 1024  # charter-plugin.json, before it is decoded
     # Plugin config schemas are the plugin author's: checking and validating against them runs in worker
-    # processes (infrastructure/sandbox.py), killed past this many seconds or this much memory.
+    # processes (infrastructure/plugins/sandbox.py), killed past this many seconds or this much memory.
     schema_validation_timeout: float = 2.0
     schema_workers: int = 2  # worker processes (at most this many validations at once)
     schema_worker_memory_mb: int = 1024  # address-space ceiling of each worker (RLIMIT_AS)

@@ -13,14 +13,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.static_files import create_static_files_router
 
-from domain.access import BUILTIN_ROLES
-from infrastructure.logging import configure_logging
+from domain.identity.access import BUILTIN_ROLES
+from infrastructure.telemetry.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
 from interfaces.http.middleware import DOCS_PATH, request_context
 from interfaces.http.openapi import document_errors
-from interfaces.http.admin import PermissionAdminController, RoleAdminController, UserAdminController
-from interfaces.http.auth import AuthController
+from interfaces.http.identity.admin import PermissionAdminController, RoleAdminController, UserAdminController
+from interfaces.http.identity.auth import AuthController
 from interfaces.http.common import bounded_parameters
 from interfaces.http.events import EventController
 from interfaces.http.ops import OpsController

@@ -24,7 +24,7 @@ PREFERRED_NATS_PORT = 4229
 
 
 def _embedded_postgres(settings: Settings, **options: Any) -> Any:
-    from infrastructure.embedded import EmbeddedPostgres
+    from infrastructure.embedded.servers import EmbeddedPostgres
 
     return EmbeddedPostgres(
         settings.data_dir.absolute() / "postgres",
@@ -65,8 +65,8 @@ def embedded_servers(settings: Settings) -> Iterator[Any]:
     if settings.database_url and settings.nats_url:
         yield None
         return
-    from infrastructure.embedded import EmbeddedNats, nats_max_payload
-    from infrastructure.supervision import Watchdog, data_dir_lock
+    from infrastructure.embedded.servers import EmbeddedNats, nats_max_payload
+    from infrastructure.embedded.supervision import Watchdog, data_dir_lock
 
     data_dir = settings.data_dir.absolute()
     with data_dir_lock(data_dir):
@@ -139,7 +139,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from infrastructure.supervision import DataDirBusy
+    from infrastructure.embedded.supervision import DataDirBusy
 
     # uvicorn handles SIGTERM while it runs, then raises it again: with the default handler the process
     # would die there, before the embedded servers are stopped.
@@ -188,7 +188,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from infrastructure.migrations import migrate
+    from infrastructure.eventlog.migrate import migrate
 
     async def run(url: str) -> None:
         conn = await asyncpg.connect(url)
@@ -206,7 +206,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_projections(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from infrastructure.projector import checkpoint, lag, rebuild
+    from infrastructure.eventlog.projector import checkpoint, lag, rebuild
     from projections import PROJECTIONS
 
     by_name = {p.name: p for p in PROJECTIONS}
@@ -215,8 +215,8 @@ def cmd_projections(args: argparse.Namespace) -> int:
         return 2
 
     async def run(url: str) -> None:
-        from infrastructure.eventstore import create_pool
-        from infrastructure.migrations import migrate
+        from infrastructure.eventlog.eventstore import create_pool
+        from infrastructure.eventlog.migrate import migrate
 
         conn = await asyncpg.connect(url)
         await migrate(conn)
@@ -255,10 +255,10 @@ def cmd_relay(args: argparse.Namespace) -> int:
             return 2
 
     async def run(url: str) -> int:
-        from infrastructure import unpublishable
-        from infrastructure.migrations import migrate
-        from infrastructure.projector import checkpoint, lag
-        from infrastructure.relay import RELAY
+        from infrastructure.stream import unpublishable
+        from infrastructure.eventlog.migrate import migrate
+        from infrastructure.eventlog.projector import checkpoint, lag
+        from infrastructure.stream.relay import RELAY
 
         conn = await asyncpg.connect(url)
         try:
@@ -327,7 +327,7 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from interfaces.bench import run_bench
+    from ops.bench import run_bench
 
     return run_bench(args)
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from infrastructure import unpublishable
-from infrastructure.availability import DATABASE
-from infrastructure.projector import checkpoint
-from infrastructure.relay import RELAY
+from infrastructure.stream import unpublishable
+from infrastructure.eventlog.availability import DATABASE
+from infrastructure.eventlog.projector import checkpoint
+from infrastructure.stream.relay import RELAY
 
 if TYPE_CHECKING:
     from interfaces.runtime import Runtime

@@ -13,32 +13,32 @@ import structlog
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
-from application.identity import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
-from application.plugins import PluginServices
-from application.service import Application, RetryPolicy
+from application.identity.handlers import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
+from application.plugins.handlers import PluginServices
+from application.bus import Application, RetryPolicy
 from domain.errors import DomainError
-from infrastructure.auth import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
-from infrastructure.ratelimit import RateLimiter
-from infrastructure import metrics
-from infrastructure.availability import DATABASE, is_unavailable
-from infrastructure.eventstore import EventStore, create_pool
-from infrastructure.keys import EMAIL_RESERVATION, server_key
-from infrastructure.migrations import migrate
-from infrastructure.plugin_sources import PostgresArchiveStore
-from infrastructure.fanout import EventHub
-from infrastructure.relay import RELAY, Relay, StreamSettings
-from infrastructure.repository import AggregateRepository
-from infrastructure.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
-from infrastructure.sandbox import ProcessSandbox
-from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
+from infrastructure.identity.tokens import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
+from infrastructure.identity.ratelimit import RateLimiter
+from infrastructure.telemetry import metrics
+from infrastructure.eventlog.availability import DATABASE, is_unavailable
+from infrastructure.eventlog.eventstore import EventStore, create_pool
+from infrastructure.identity.keys import EMAIL_RESERVATION, server_key
+from infrastructure.eventlog.migrate import migrate
+from infrastructure.plugins.sources import PostgresArchiveStore
+from infrastructure.stream.hub import EventHub
+from infrastructure.stream.relay import RELAY, Relay, StreamSettings
+from infrastructure.eventlog.repository import AggregateRepository
+from infrastructure.eventlog.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
+from infrastructure.plugins.sandbox import ProcessSandbox
+from infrastructure.plugins.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
-from infrastructure.signin import LoginThrottle, Policy
+from infrastructure.identity.signin import LoginThrottle, Policy
 from interfaces.http.clients import TrustedProxies
 from interfaces.http.security import Authority
 from interfaces.readiness import Readiness
 from projections import PROJECTIONS
-from projections.access_queries import PostgresRoleDirectory
-from projections.plugin_catalog import PostgresPluginCatalog
+from projections.identity.queries import PostgresRoleDirectory
+from projections.plugins.queries import PostgresPluginCatalog
 
 log = structlog.get_logger(__name__)
 

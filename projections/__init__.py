@@ -1,6 +1,6 @@
 """Read models, each named after the question it answers."""
 
-from projections.access import AccessProjection
-from projections.plugins import PluginsProjection
+from projections.identity.projection import AccessProjection
+from projections.plugins.projection import PluginsProjection
 
 PROJECTIONS = [PluginsProjection(), AccessProjection()]

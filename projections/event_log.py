@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from infrastructure.eventstore import PUBLIC_PAYLOAD
-from projections.paging import fetch_page
+from infrastructure.eventlog.eventstore import PUBLIC_PAYLOAD
+from projections.sql import fetch_page
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from infrastructure.migrations import migrate
+from infrastructure.eventlog.migrate import migrate
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -30,7 +30,7 @@ def pg_server_dsn() -> Iterator[str]:
     if given:
         yield given
         return
-    from infrastructure.embedded import EmbeddedPostgres
+    from infrastructure.embedded.servers import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="charter-test-pg-") as tmp:
         server = EmbeddedPostgres(Path(tmp))
@@ -102,7 +102,7 @@ def nats_url() -> Iterator[str]:
     if given:
         yield given
         return
-    from infrastructure.embedded import EmbeddedNats
+    from infrastructure.embedded.servers import EmbeddedNats
 
     with tempfile.TemporaryDirectory(prefix="charter-test-nats-") as tmp:
         server = EmbeddedNats(Path(tmp))
@@ -122,7 +122,7 @@ class StreamFactory:
         self.created: list[str] = []
 
     def new(self, label: str = "s"):
-        from infrastructure.relay import StreamSettings
+        from infrastructure.stream.relay import StreamSettings
 
         self.count += 1
         name = f"CHARTER_TEST_{self.token}_{label}_{self.count}".upper()

@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.handlers import BaseRouteHandler
 
 from application.context import CommandContext, CommandResult
-from domain.access import Access
+from domain.identity.access import Access
 from domain.errors import field_of
 from domain.limits import MAX_HEADER_ID, MAX_ID, MAX_IDEMPOTENCY_KEY, MAX_PARAM
 from interfaces.http.errors import ApiError

@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from application.errors import ConcurrencyError, PreconditionFailed
 from domain.errors import DomainError
-from infrastructure.availability import DATABASE, is_unavailable
+from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from interfaces.http.middleware import security_headers
 
 log = structlog.get_logger(__name__)

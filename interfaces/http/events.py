@@ -18,7 +18,7 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
-from infrastructure.fanout import Delivered, EventHub, Filter
+from infrastructure.stream.hub import Delivered, EventHub, Filter
 from interfaces.http.common import page_params, provide_runtime
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Page

@@ -10,7 +10,7 @@ import uuid
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from infrastructure import metrics
+from infrastructure.telemetry import metrics
 
 log = structlog.get_logger("charter.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

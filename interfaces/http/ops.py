@@ -8,7 +8,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency, Provide
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infrastructure import metrics
+from infrastructure.telemetry import metrics
 from interfaces.http.common import provide_runtime
 from interfaces.http.security import OPERATIONS
 from interfaces.runtime import Runtime

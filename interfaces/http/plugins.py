@@ -11,11 +11,11 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, PathParameter
 
 from application import commands as c
-from domain.configuration import MASK, map_sealed, path_of, sealed_locations, secret_paths
+from domain.plugins.configuration import MASK, map_sealed, path_of, sealed_locations, secret_paths
 from domain.errors import PluginNotFound
 from domain.limits import MAX_NAME
-from infrastructure.archives import ArchiveLimits
-from infrastructure.plugin_sources import manifest_from_archive, manifest_from_entry_point, sha256_of
+from infrastructure.plugins.archives import ArchiveLimits
+from infrastructure.plugins.sources import manifest_from_archive, manifest_from_entry_point, sha256_of
 from interfaces.http.common import body, command_context, decode, page_params, provide_runtime, read_consistency, written
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import (
@@ -33,7 +33,7 @@ from interfaces.http.schemas import (
 )
 from interfaces.http.security import access_of, rule
 from interfaces.runtime import Runtime
-from projections import plugin_catalog as catalog
+from projections.plugins import queries as catalog
 
 PROJECTION = "plugins"
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}

@@ -11,8 +11,8 @@ from litestar import Controller
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from domain.access import Access, Grant, resolve_access
-from infrastructure.auth import AuthenticationFailed, revoked_families
+from domain.identity.access import Access, Grant, resolve_access
+from infrastructure.identity.tokens import AuthenticationFailed, revoked_families
 from interfaces.http.clients import TrustedProxies
 from interfaces.http.errors import ApiError
 
@@ -261,8 +261,8 @@ class Authority:
         return subject not in self.inactive
 
     async def refresh(self, pool: Any) -> None:
-        from projections.access import SCHEMA
-        from projections.access_queries import role_permissions
+        from projections.identity.projection import SCHEMA
+        from projections.identity.queries import role_permissions
 
         self.roles = await role_permissions(pool)
         rows = await pool.fetch(

@@ -14,7 +14,7 @@ from litestar import Litestar
 from cryptography.fernet import Fernet
 from litestar.testing import AsyncTestClient
 
-from infrastructure.embedded import find_free_port
+from infrastructure.embedded.servers import find_free_port
 from infrastructure.settings import Settings
 from interfaces.app import create_app
 from interfaces.serving import server_config

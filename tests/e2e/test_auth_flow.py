@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from domain.access import BUILTIN_ROLES
+from domain.identity.access import BUILTIN_ROLES
 from interfaces.app import create_app
 from tests.e2e.access_kit import (
     AUTH,

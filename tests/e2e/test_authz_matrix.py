@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from domain.access import BUILTIN_ROLES, grants
+from domain.identity.access import BUILTIN_ROLES, grants
 from tests.e2e.access_kit import Account, account_with, create_user, grant, send, unique_email
 
 SITE = "site-a"  # where the site-scoped accounts hold their role

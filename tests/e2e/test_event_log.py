@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from application.ports import AppendRequest, NewEvent
-from infrastructure.eventstore import GENESIS, EventStore, create_pool
+from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from tests.e2e.plugin_kit import PLUGINS, assert_error, installed, manifest, unique_id
 
 EVENTS = "/api/v1/events"

@@ -26,7 +26,7 @@ import nats
 import pytest
 
 from application.ports import AppendRequest, NewEvent
-from infrastructure.eventstore import GENESIS
+from infrastructure.eventlog.eventstore import GENESIS
 from tests.e2e.plugin_kit import PLUGINS, assert_error, installed, manifest, unique_id
 
 STREAM = "/api/v1/events/stream"

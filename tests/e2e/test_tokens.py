@@ -21,8 +21,8 @@ import pytest
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from litestar.testing import AsyncTestClient
 
-from domain.access import BUILTIN_ROLES
-from infrastructure.embedded import find_free_port
+from domain.identity.access import BUILTIN_ROLES
+from infrastructure.embedded.servers import find_free_port
 from interfaces.app import create_app
 from tests.e2e.access_kit import (
     AUTH,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from interfaces.bench import run_bench
+from ops.bench import run_bench
 from tests.integration.bench_support import bench_databases, in_thread
 
 

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from infrastructure.embedded import EmbeddedPostgres, find_free_port
+from infrastructure.embedded.servers import EmbeddedPostgres, find_free_port
 from tests.e2e.plugin_kit import PLUGINS, install, manifest, unique_id
 
 ADMIN = ("outage-admin@charter.test", "outage-admin-password")

@@ -14,7 +14,7 @@ import asyncpg
 import nats
 import pytest
 
-from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres, find_free_port
+from infrastructure.embedded.servers import EmbeddedNats, EmbeddedPostgres, find_free_port
 
 
 def _pid_alive(pid: int) -> bool:
@@ -168,7 +168,7 @@ def test_nats_prefers_the_given_port_then_remembers_it(tmp_path: Path) -> None:
 
 
 def test_watchdog_restarts_a_dead_server_and_reports_when_it_cannot(tmp_path: Path) -> None:
-    from infrastructure.supervision import Watchdog
+    from infrastructure.embedded.supervision import Watchdog
 
     server = EmbeddedNats(tmp_path / "nats", port=find_free_port())
     server.start()

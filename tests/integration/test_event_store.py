@@ -18,7 +18,7 @@ from application.commands import InstallPlugin, RestartPlugin
 from application.context import CommandContext
 from application.errors import ConcurrencyError, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent
-from infrastructure.eventstore import GENESIS, NOTIFY_CHANNEL, EventStore, create_pool, event_hash
+from infrastructure.eventlog.eventstore import GENESIS, NOTIFY_CHANNEL, EventStore, create_pool, event_hash
 from infrastructure.settings import Settings
 from interfaces.runtime import start_runtime, stop_runtime
 from tests.conftest import DatabaseFactory

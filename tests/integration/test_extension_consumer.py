@@ -26,8 +26,8 @@ import nats
 import pytest
 
 from application.ports import AppendRequest, NewEvent
-from infrastructure.eventstore import GENESIS, EventStore, create_pool
-from infrastructure.relay import Relay, StreamSettings
+from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
+from infrastructure.stream.relay import Relay, StreamSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "ops" / "examples" / "consume_events.py"
 SMALL_STREAM = 64 * 1024**2  # JetStream reserves max_bytes per stream; the default 8 GiB exhausts a test server

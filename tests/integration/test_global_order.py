@@ -21,8 +21,8 @@ import asyncpg
 import pytest
 
 from application.ports import AppendRequest, NewEvent, StoredEvent
-from infrastructure.eventstore import GENESIS, EventStore, create_pool
-from infrastructure.projector import ProjectionRunner, has_processed, lag
+from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
+from infrastructure.eventlog.projector import ProjectionRunner, has_processed, lag
 
 POLL = 0.05
 
@@ -325,8 +325,8 @@ async def test_reading_after_the_cursor_walks_the_index_instead_of_sorting_the_b
     """Ordering by the selected `transaction_id::text::bigint` instead of the column once made every read
     fetch and sort the whole backlog after the cursor (50 ms per 1,000 events with 20,000 behind).
     With sorting priced out, the plan must still have no Sort node: the index gives the order."""
-    from infrastructure.eventstore import _READ_GLOBAL, HORIZON
-    from infrastructure.relay import READ_OUTBOX
+    from infrastructure.eventlog.eventstore import _READ_GLOBAL, HORIZON
+    from infrastructure.stream.relay import READ_OUTBOX
 
     sql = {"read_global": _READ_GLOBAL, "outbox": READ_OUTBOX}[query]
     conn = await asyncpg.connect(fresh_database_url)

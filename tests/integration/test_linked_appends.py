@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from application.errors import ConcurrencyError
-from infrastructure.eventstore import EventStore, create_pool
+from infrastructure.eventlog.eventstore import EventStore, create_pool
 from tests.integration.test_event_store import new_stream, request, rows_of
 
 

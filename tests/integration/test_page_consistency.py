@@ -15,11 +15,13 @@ from cryptography.fernet import Fernet
 
 from application.commands import InstallPlugin
 from application.context import CommandContext
-from application.identity import CreateRole, DefinePermission
-from infrastructure.projector import ensure_projection
+from application.identity.handlers import CreateRole, DefinePermission
+from infrastructure.eventlog.projector import ensure_projection
 from infrastructure.settings import Settings
 from interfaces.runtime import Runtime, start_runtime, stop_runtime
-from projections import access_queries, event_log, plugin_catalog
+from projections import event_log
+from projections.identity import queries as access_queries
+from projections.plugins import queries as plugin_catalog
 
 LIMIT = 5
 SKIPS = (0, 1, 4, 9, 30)  # 30: beyond the end for most of the run, where the page is empty

@@ -25,13 +25,13 @@ from application.commands import (
 )
 from application.context import CommandContext
 from application.ports import StoredEvent
-from domain.plugin import STREAM_TYPE, Plugin, plugin_uuid
-from infrastructure.eventstore import init_connection, read_global
-from infrastructure.projector import ProjectionRunner, apply_batch, checkpoint, ensure_projection, has_processed, lag, rebuild
-from infrastructure.repository import AggregateRepository
+from domain.plugins.plugin import STREAM_TYPE, Plugin, plugin_uuid
+from infrastructure.eventlog.eventstore import init_connection, read_global
+from infrastructure.eventlog.projector import ProjectionRunner, apply_batch, checkpoint, ensure_projection, has_processed, lag, rebuild
+from infrastructure.eventlog.repository import AggregateRepository
 from infrastructure.settings import Settings
 from interfaces.runtime import Runtime, start_runtime, stop_runtime
-from projections.plugins import DDL, SCHEMA, PluginsProjection
+from projections.plugins.projection import DDL, SCHEMA, PluginsProjection
 
 BATCH = 100
 POLL = 0.05

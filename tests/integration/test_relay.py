@@ -32,10 +32,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageT
 from nats.js.errors import NotFoundError
 
 from application.ports import AppendRequest, NewEvent
-from infrastructure.embedded import EmbeddedNats, find_free_port
-from infrastructure.eventstore import GENESIS, EventStore, create_pool
-from infrastructure.projector import lag
-from infrastructure.relay import RELAY, Relay, StreamSettings
+from infrastructure.embedded.servers import EmbeddedNats, find_free_port
+from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
+from infrastructure.eventlog.projector import lag
+from infrastructure.stream.relay import RELAY, Relay, StreamSettings
 
 POLL = 0.05
 SMALL_STREAM = 64 * 1024**2

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infrastructure.embedded import EmbeddedNats, EmbeddedPostgres, find_free_port
+from infrastructure.embedded.servers import EmbeddedNats, EmbeddedPostgres, find_free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
 

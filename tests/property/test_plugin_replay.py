@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from application.ports import StoredEvent
 from application.unit import Loaded
 from domain.errors import DomainError
-from domain.plugin import STREAM_TYPE, Plugin, plugin_uuid
-from infrastructure.eventstore import GENESIS
-from infrastructure.repository import reconstruct, to_new_events
+from domain.plugins.plugin import STREAM_TYPE, Plugin, plugin_uuid
+from infrastructure.eventlog.eventstore import GENESIS
+from infrastructure.eventlog.repository import reconstruct, to_new_events
 
 PLUGIN_ID = "prop"
 STATE = ("plugin_id", "installed", "enabled", "disabled_reason", "config", "manifest_data", "source", "versions",

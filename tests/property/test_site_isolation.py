@@ -45,7 +45,7 @@ from tests.e2e.conftest import admin_token, make_settings, serve_live
 T = TypeVar("T")
 
 ROLES = ("site-admin", "auditor", "viewer", "compliance-officer")
-# The spec of the built-in roles (README, domain/access.py), written out here as the test's own oracle.
+# The spec of the built-in roles (README, domain/identity/access.py), written out here as the test's own oracle.
 EVENT_READERS = {"site-admin", "auditor", "compliance-officer"}  # hold events:read
 USER_READERS = {"site-admin", "auditor"}  # hold users:read
 SITE_WORDS = ("alpha", "bravo", "charlie", "delta")

@@ -24,7 +24,7 @@ import httpx
 import nats
 from cryptography.fernet import Fernet
 
-from infrastructure.embedded import find_free_port
+from infrastructure.embedded.servers import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_EMAIL = "admin@charter.test"
@@ -37,7 +37,7 @@ class Served:
     url: str
     database_url: str
     nats_url: str
-    stream: Any  # infrastructure.relay.StreamSettings
+    stream: Any  # infrastructure.stream.relay.StreamSettings
     log_path: Path
     process: subprocess.Popen
     headers: dict[str, str] = field(default_factory=dict)  # the administrator's Authorization header

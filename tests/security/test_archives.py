@@ -27,10 +27,10 @@ import uvicorn
 from litestar.testing import AsyncTestClient
 
 from domain.errors import ManifestInvalid
-from infrastructure import archives
-from infrastructure.archives import ArchiveLimits
-from infrastructure.embedded import find_free_port
-from infrastructure.plugin_sources import manifest_from_archive
+from infrastructure.plugins import archives
+from infrastructure.plugins.archives import ArchiveLimits
+from infrastructure.embedded.servers import find_free_port
+from infrastructure.plugins.sources import manifest_from_archive
 from infrastructure.settings import Settings
 from interfaces.app import create_app
 from interfaces.serving import server_config

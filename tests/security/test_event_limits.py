@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 
 from application.errors import EventTooLarge
 from application.ports import AppendRequest, NewEvent
-from infrastructure.embedded import NATS_DEFAULT_MAX_PAYLOAD, nats_max_payload
-from infrastructure.eventstore import GENESIS, EventStore, create_pool
+from infrastructure.embedded.servers import NATS_DEFAULT_MAX_PAYLOAD, nats_max_payload
+from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from interfaces.app import create_app
 from tests.e2e.conftest import admin_token, make_settings
 from tests.e2e.plugin_kit import PLUGINS, install, manifest, unique_id

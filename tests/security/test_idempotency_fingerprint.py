@@ -13,10 +13,10 @@ import msgspec
 import pytest
 from litestar.testing import AsyncTestClient
 
-from application.identity import RegisterUser
-from application.service import fingerprint
-from infrastructure.migrations import available
-from infrastructure.secrets import IDEMPOTENCY_FINGERPRINT, derive_key
+from application.identity.handlers import RegisterUser
+from application.bus import fingerprint
+from infrastructure.eventlog.migrate import available
+from infrastructure.plugins.secrets import IDEMPOTENCY_FINGERPRINT, derive_key
 from interfaces.app import create_app
 from tests.e2e.conftest import admin_token, make_settings
 from tests.e2e.plugin_kit import assert_error

@@ -25,10 +25,10 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from application.ports import AppendRequest, NewEvent
-from infrastructure import metrics
-from infrastructure.embedded import EmbeddedNats, find_free_port
-from infrastructure.eventstore import GENESIS, EventStore, create_pool
-from infrastructure.relay import Relay, StreamSettings
+from infrastructure.telemetry import metrics
+from infrastructure.embedded.servers import EmbeddedNats, find_free_port
+from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
+from infrastructure.stream.relay import Relay, StreamSettings
 from interfaces.app import create_app
 from interfaces.cli import main as charter
 from tests.e2e.conftest import admin_token, make_settings

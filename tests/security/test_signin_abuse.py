@@ -25,8 +25,8 @@ import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from infrastructure.embedded import find_free_port
-from infrastructure.signin import backoff
+from infrastructure.embedded.servers import find_free_port
+from infrastructure.identity.signin import backoff
 from interfaces.app import create_app
 from interfaces.http.clients import TrustedProxies
 from interfaces.serving import server_config

@@ -12,7 +12,7 @@ import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.access import (
+from domain.identity.access import (
     BUILTIN_ROLES,
     EscalationForbidden,
     Grant,
@@ -21,9 +21,9 @@ from domain.access import (
     check_may_grant,
     resolve_access,
 )
-from domain.admins import AdminRegistry, LastAdmin
-from domain.role import Role, RoleProtected, role_uuid
-from domain.user import EmailReservation, User, email_digest
+from domain.identity.admins import AdminRegistry, LastAdmin
+from domain.identity.role import Role, RoleProtected, role_uuid
+from domain.identity.user import EmailReservation, User, email_digest
 
 ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 ROLES = {name: permissions for name, (_, permissions) in BUILTIN_ROLES.items()}

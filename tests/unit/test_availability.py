@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from infrastructure.availability import Outage, is_unavailable
+from infrastructure.eventlog.availability import Outage, is_unavailable
 
 
 @pytest.mark.parametrize(

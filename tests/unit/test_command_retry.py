@@ -11,11 +11,11 @@ import pytest
 from application.commands import InstallPlugin, RestartPlugin, UninstallPlugin
 from application.context import CommandContext
 from application.errors import ConcurrencyError, IdempotencyKeyReused, PreconditionFailed
-from application.plugins import PluginServices
+from application.plugins.handlers import PluginServices
 from application.ports import AppendRequest, AppendResult, Idempotency, StoredEvent
-from application.service import Application, RetryPolicy
+from application.bus import Application, RetryPolicy
 from domain.errors import PluginAlreadyInstalled, PluginNotInstalled
-from infrastructure.repository import AggregateRepository
+from infrastructure.eventlog.repository import AggregateRepository
 
 PLUGIN = "retried"
 STREAM = f"plugin:{PLUGIN}"

@@ -1,4 +1,4 @@
-"""The hub's batching and sliced flushes (infrastructure.fanout.EventHub), fed with JetStream-like
+"""The hub's batching and sliced flushes (infrastructure.stream.hub.EventHub), fed with JetStream-like
 messages in memory: every subscriber gets every event once, in order, also when it joins while a flush
 is still going out. No NATS, no network."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from infrastructure import fanout
-from infrastructure.fanout import EventHub
-from infrastructure.relay import StreamSettings
+from infrastructure.stream import hub as fanout
+from infrastructure.stream.hub import EventHub
+from infrastructure.stream.relay import StreamSettings
 
 from tests.unit.test_fanout_subscriber import Connection, ids
 

@@ -1,11 +1,11 @@
-"""The hub's per-client writer (infrastructure.fanout.Subscriber), against an in-memory connection whose
+"""The hub's per-client writer (infrastructure.stream.hub.Subscriber), against an in-memory connection whose
 writes can be made to stall like a full socket buffer. No network, no NATS."""
 
 from __future__ import annotations
 
 import asyncio
 
-from infrastructure.fanout import Delivered, Subscriber, delivered_from
+from infrastructure.stream.hub import Delivered, Subscriber, delivered_from
 
 
 class Connection:

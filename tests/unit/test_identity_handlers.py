@@ -11,7 +11,7 @@ import pytest
 
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError
-from application.identity import (
+from application.identity.handlers import (
     HANDLERS,
     ActivateUser,
     DeactivateUser,
@@ -26,9 +26,9 @@ from application.identity import (
 )
 from application.ports import AppendResult
 from application.unit import Loaded
-from domain.access import BUILTIN_ROLES, EscalationForbidden, Grant, UserProtected, resolve_access
-from domain.admins import LastAdmin
-from domain.user import User
+from domain.identity.access import BUILTIN_ROLES, EscalationForbidden, Grant, UserProtected, resolve_access
+from domain.identity.admins import LastAdmin
+from domain.identity.user import User
 
 SYSTEM = CommandContext()
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from domain.configuration import validate_config
+from domain.plugins.configuration import validate_config
 from domain.errors import ConfigurationInvalid, ManifestInvalid
-from domain.json_schema import MAX_SCHEMA_DEPTH, MAX_SUBSCHEMAS, check_schema
-from domain.manifest import parse_manifest
+from domain.plugins.json_schema import MAX_SCHEMA_DEPTH, MAX_SUBSCHEMAS, check_schema
+from domain.plugins.manifest import parse_manifest
 
 FIELD = "manifest.config_schema"
 

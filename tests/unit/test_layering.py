@@ -118,7 +118,7 @@ class TestTheCheckItself:
 
     def test_flags_forbidden_modules_and_their_submodules(self) -> None:
         assert matches("opentelemetry.trace", FORBIDDEN["domain"]) == "opentelemetry"
-        assert matches("infrastructure.eventstore", FORBIDDEN["domain"]) == "infrastructure"
+        assert matches("infrastructure.eventlog.eventstore", FORBIDDEN["domain"]) == "infrastructure"
         assert matches("application.errors", FORBIDDEN["application"]) is None
         assert matches("eventsourcing.domain", FORBIDDEN["domain"]) is None
         assert matches("natsort", FORBIDDEN["domain"]) is None

@@ -10,7 +10,7 @@ import pytest
 from eventsourcing.utils import get_topic
 
 from domain.errors import NothingToRollBack, PluginAlreadyInstalled, PluginNotInstalled, VersionUnchanged
-from domain.plugin import Plugin, plugin_uuid
+from domain.plugins.plugin import Plugin, plugin_uuid
 
 PLUGIN_ID = "audit-log"
 ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from domain.configuration import (
+from domain.plugins.configuration import (
     MASK,
     SEALED,
     changed_keys,
@@ -17,8 +17,8 @@ from domain.configuration import (
     validate_config,
 )
 from domain.errors import ConfigurationInvalid, DependencyError, HasDependents, ManifestInvalid, PluginIncompatible
-from domain.manifest import Manifest, parse_manifest
-from domain.policies import (
+from domain.plugins.manifest import Manifest, parse_manifest
+from domain.plugins.policies import (
     UnmetDependency,
     check_dependencies,
     check_host_compatibility,

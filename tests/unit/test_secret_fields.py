@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from domain.access import Access, grants
-from domain.configuration import (
+from domain.identity.access import Access, grants
+from domain.plugins.configuration import (
     MASK,
     SEALED,
     keep_masked,
@@ -20,7 +20,7 @@ from domain.configuration import (
     validate_config,
 )
 from domain.errors import ConfigurationInvalid, FieldNotSealed
-from domain.plugin import Plugin
+from domain.plugins.plugin import Plugin
 
 S = "s3cr3t-planted-value"
 SECRET = {"type": "string", "minLength": 40, "secret": True}
@@ -204,7 +204,7 @@ def replay(*events: tuple[str, dict[str, Any]]) -> Plugin:
 
     from eventsourcing.utils import get_topic
 
-    from domain.plugin import plugin_uuid
+    from domain.plugins.plugin import plugin_uuid
 
     aggregate = None
     for version, (name, payload) in enumerate(events, start=1):

@@ -1,0 +1,451 @@
+"""Commands and handlers of identity and access: users, roles, permissions, grants."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+from application.commands import Command
+from application.context import CommandContext, CommandResult
+from application.errors import ConcurrencyError, PreconditionFailed
+from application.unit import Loaded, Repository
+from domain.identity import admins
+from domain.identity.access import ADMIN_ROLE, BUILTIN_ROLES, check_may_change_user, check_may_grant, check_permission
+from domain.identity.admins import AdminRegistry
+from domain.errors import DomainError
+from domain.identity.role import STREAM_TYPE as ROLE_STREAM
+from domain.identity.role import PERMISSION_STREAM, Permission, Role, role_uuid
+from domain.identity.user import RESERVATION_STREAM, EmailReservation, User, email_digest, normalise_email
+from domain.identity.user import STREAM_TYPE as USER_STREAM
+
+ADMINS_STREAM_ID = f"{admins.STREAM_TYPE}:{admins.KEY}"
+REGISTRY_ATTEMPTS = 3  # a clash on the admin registry alone is retried (the caller never read it)
+
+
+class UserNotFound(DomainError):
+    code = "USER_NOT_FOUND"
+
+
+class UserExists(DomainError):
+    code = "USER_ALREADY_EXISTS"
+
+
+class RoleNotFound(DomainError):
+    code = "ROLE_NOT_FOUND"
+
+
+class RoleExists(DomainError):
+    code = "ROLE_ALREADY_EXISTS"
+
+
+class PermissionExists(DomainError):
+    code = "PERMISSION_ALREADY_EXISTS"
+
+
+class WeakPassword(DomainError):
+    code = "VALIDATION_FAILED"
+
+
+class PasswordRequired(DomainError):
+    code = "VALIDATION_FAILED"
+
+
+class Passwords(Protocol):
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class RoleDirectory(Protocol):
+    """Read-side answers: which role key currently carries a name."""
+
+    async def key_of(self, name_or_key: str) -> str | None: ...
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+class RegisterUser(Command):
+    email: str
+    password: str
+    full_name: str = ""
+    active: bool = True
+
+
+class SignUp(Command):
+    """Self-service registration. It answers alike whether or not the address is taken, so that nobody
+    learns which addresses have accounts: an existing account is left as it is (nothing is recorded)."""
+
+    email: str
+    password: str
+    full_name: str = ""
+
+
+class ActivateUser(Command):
+    user_id: str
+
+
+class DeactivateUser(Command):
+    user_id: str
+    reason: str | None = None
+
+
+class ChangePassword(Command):
+    user_id: str
+    password: str
+
+
+class GrantRole(Command):
+    user_id: str
+    role: str
+    site_id: str | None = None
+
+
+class RevokeRole(Command):
+    user_id: str
+    role: str
+    site_id: str | None = None
+
+
+class CreateRole(Command):
+    name: str
+    description: str = ""
+    permissions: list[str] = []
+
+
+class UpdateRole(Command):
+    role_id: str
+    name: str | None = None
+    description: str | None = None
+    permissions: list[str] | None = None
+
+
+class DeleteRole(Command):
+    role_id: str
+
+
+class EnsureAdmin(Command):
+    """Make `email` an administrator everywhere: register it when new (a password is then required).
+    With `repair` an existing account is also reactivated, granted admin again and, when a password is
+    given, given that password (`charter users create-admin`); without, it is left as it is (start-up)."""
+
+    email: str
+    password: str | None = None
+    full_name: str = "Administrator"
+    repair: bool = True
+
+
+class DefinePermission(Command):
+    name: str
+    description: str = ""
+
+
+class EnsureBuiltins(Command):
+    """Create the built-in roles and permissions that do not exist yet (run at start-up; idempotent)."""
+
+    permissions: dict[str, str] = {}
+
+
+@dataclass
+class IdentityServices:
+    repository: Repository
+    passwords: Passwords
+    roles: RoleDirectory
+    email_key: bytes  # the server key of the e-mail reservation hashes
+    min_password_length: int = 8
+
+
+def check_password(services: IdentityServices, password: str) -> None:
+    if len(password) < services.min_password_length:
+        raise WeakPassword(
+            f"password must have at least {services.min_password_length} characters", field="password"
+        )
+
+
+async def load_user(services: IdentityServices, user_id: str, ctx: CommandContext) -> Loaded[User]:
+    try:
+        uid = UUID(user_id)
+    except ValueError:
+        raise UserNotFound(f"user {user_id} is not known", user_id=user_id) from None
+    loaded = await services.repository.load(User, USER_STREAM, str(uid), uid)
+    if loaded.aggregate is None:
+        raise UserNotFound(f"user {user_id} is not known", user_id=user_id)
+    if ctx.expected_version is not None and ctx.expected_version != loaded.version:
+        raise PreconditionFailed(loaded.stream_id, ctx.expected_version, loaded.version)
+    return loaded
+
+
+async def load_role(services: IdentityServices, role: str, ctx: CommandContext) -> Loaded[Role]:
+    key = await services.roles.key_of(role) or role
+    loaded = await services.repository.load(Role, ROLE_STREAM, key, role_uuid(key))
+    if loaded.aggregate is None or loaded.aggregate.deleted:
+        raise RoleNotFound(f"role {role} is not known", role=role)
+    if ctx.expected_version is not None and ctx.expected_version != loaded.version:
+        raise PreconditionFailed(loaded.stream_id, ctx.expected_version, loaded.version)
+    return loaded
+
+
+async def save(services: IdentityServices, loaded: Loaded, ctx: CommandContext, command: str, site_id: str | None = None) -> CommandResult:
+    result = await services.repository.save(loaded, ctx.metadata(command), ctx.idempotency, site_id=site_id)
+    return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
+
+
+async def find_user_id(services: IdentityServices, email: str) -> str | None:
+    """The id of the user registered with `email`, from its reservation stream (None when unknown)."""
+    digest = email_digest(services.email_key, email)
+    loaded = await services.repository.load(
+        EmailReservation, RESERVATION_STREAM, digest, EmailReservation.create_id(digest)
+    )
+    return loaded.aggregate.user_id if loaded.aggregate else None
+
+
+async def _register(
+    services: IdentityServices, ctx: CommandContext, command: str, email: str, password: str, full_name: str,
+    active: bool = True, then: Callable[[User], None] | None = None,
+) -> CommandResult:
+    """A new user (random id) and its e-mail reservation in one append: a taken address refuses both."""
+    email = normalise_email(email)
+    check_password(services, password)
+    password_hash = await services.passwords.hash(password)
+    digest = email_digest(services.email_key, email)
+    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+        user = User(email=email, full_name=full_name.strip(), password_hash=password_hash, active=active)
+        if then is not None:
+            then(user)
+        fresh = services.repository.new(USER_STREAM, str(user.id))
+        fresh.aggregate = user
+        reservation = services.repository.new(RESERVATION_STREAM, digest)
+        reservation.aggregate = EmailReservation(digest=digest, user_id=str(user.id))
+        items = [(fresh, None), (reservation, None), *await _admins_following(services, user, False)]
+        try:
+            results = await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency)
+        except ConcurrencyError as exc:
+            if exc.details.get("stream_id") == ADMINS_STREAM_ID and attempt < REGISTRY_ATTEMPTS:
+                continue  # another administrator came or went meanwhile
+            raise UserExists(f"a user with e-mail {email} already exists", field="email") from None
+        first = results[0]
+        return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
+    raise AssertionError("unreachable")
+
+
+async def register_user(cmd: RegisterUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    return await _register(services, ctx, "RegisterUser", cmd.email, cmd.password, cmd.full_name, cmd.active)
+
+
+async def _admins_following(services: IdentityServices, user: User, was_admin: bool) -> list[tuple[Loaded[Any], None]]:
+    """The admin registry, brought in line with `user` when this change makes or unmakes an administrator
+    (to be appended with the user's stream); nothing otherwise."""
+    if user.is_admin == was_admin:
+        return []
+    loaded = await services.repository.load(AdminRegistry, admins.STREAM_TYPE, admins.KEY, AdminRegistry.create_id())
+    if loaded.aggregate is None:
+        loaded.aggregate = AdminRegistry()
+    if was_admin:  # an administrator made before the registry existed is counted before leaving it
+        loaded.aggregate.follow(str(user.id), True)
+    loaded.aggregate.follow(str(user.id), user.is_admin)
+    return [(loaded, None)]
+
+
+async def _change_user(
+    services: IdentityServices,
+    ctx: CommandContext,
+    command: str,
+    user_id: str,
+    change: Callable[[User], None],
+    site_id: str | None = None,
+) -> CommandResult:
+    """Load a user, apply `change` (policy checks, then one aggregate method), append the user's events
+    and, when an administrator comes or goes, the admin registry's, in one transaction."""
+    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+        loaded = await load_user(services, user_id, ctx)
+        was_admin = loaded.aggregate.is_admin
+        change(loaded.aggregate)
+        items = [(loaded, site_id), *await _admins_following(services, loaded.aggregate, was_admin)]
+        try:
+            results = await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency)
+        except ConcurrencyError as exc:
+            if exc.details.get("stream_id") == ADMINS_STREAM_ID and attempt < REGISTRY_ATTEMPTS:
+                continue  # another administrator came or went meanwhile: decide again on the new registry
+            raise
+        first = results[0]
+        return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
+    raise AssertionError("unreachable")
+
+
+def _may_change(ctx: CommandContext, permission: str, user: User) -> None:
+    if ctx.access is not None:
+        check_may_change_user(ctx.access, permission, user.holds_global_role)
+
+
+async def sign_up(cmd: SignUp, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    register = RegisterUser(email=cmd.email, password=cmd.password, full_name=cmd.full_name)
+    try:
+        return await register_user(register, ctx, services)  # the password is hashed either way: same time
+    except UserExists:  # nothing recorded; the answer (202) is the same as for a new account
+        return CommandResult(f"{RESERVATION_STREAM}:{email_digest(services.email_key, cmd.email)}", 0, None)
+
+
+async def activate_user(cmd: ActivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    def change(user: User) -> None:
+        _may_change(ctx, "users:manage", user)
+        user.activate()
+
+    return await _change_user(services, ctx, "ActivateUser", cmd.user_id, change)
+
+
+async def deactivate_user(cmd: DeactivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    def change(user: User) -> None:
+        _may_change(ctx, "users:manage", user)
+        user.deactivate(cmd.reason)
+
+    return await _change_user(services, ctx, "DeactivateUser", cmd.user_id, change)
+
+
+async def change_password(cmd: ChangePassword, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    check_password(services, cmd.password)
+    password_hash = await services.passwords.hash(cmd.password)
+
+    def change(user: User) -> None:
+        _may_change(ctx, "users:manage", user)
+        user.change_password(password_hash)
+
+    return await _change_user(services, ctx, "ChangePassword", cmd.user_id, change)
+
+
+async def _role_permissions(services: IdentityServices, key: str) -> list[str]:
+    """A role's permissions as its stream has them (a deleted or unknown role: none)."""
+    loaded = await services.repository.load(Role, ROLE_STREAM, key, role_uuid(key))
+    return list(loaded.aggregate.permissions) if loaded.aggregate else []
+
+
+def _may_grant(ctx: CommandContext, user: User, role: str, permissions: list[str], site_id: str | None) -> None:
+    if ctx.access is not None:
+        check_may_change_user(ctx.access, "roles:grant", user.holds_global_role)
+        check_may_grant(ctx.access, role, permissions, site_id)
+
+
+async def grant_role(cmd: GrantRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    role = (await load_role(services, cmd.role, CommandContext())).aggregate
+
+    def change(user: User) -> None:
+        _may_grant(ctx, user, role.key, role.permissions, cmd.site_id)
+        user.grant_role(role.key, cmd.site_id)
+
+    return await _change_user(services, ctx, "GrantRole", cmd.user_id, change, site_id=cmd.site_id)
+
+
+async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    key = await services.roles.key_of(cmd.role) or cmd.role
+    permissions = await _role_permissions(services, key)
+
+    def change(user: User) -> None:
+        _may_grant(ctx, user, key, permissions, cmd.site_id)
+        user.revoke_role(key, cmd.site_id)
+
+    return await _change_user(services, ctx, "RevokeRole", cmd.user_id, change, site_id=cmd.site_id)
+
+
+async def ensure_admin(cmd: EnsureAdmin, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    def make_admin(user: User) -> None:
+        user.activate()
+        user.grant_role(ADMIN_ROLE, None)
+
+    user_id = await find_user_id(services, cmd.email)
+    if user_id is None:
+        if not cmd.password:
+            raise PasswordRequired(f"{cmd.email} has no account yet: give a password for it", field="password")
+        try:
+            return await _register(services, ctx, "EnsureAdmin", cmd.email, cmd.password, cmd.full_name, then=make_admin)
+        except UserExists:  # registered meanwhile (another replica starting): repair that one
+            user_id = await find_user_id(services, cmd.email)
+    if not cmd.repair:
+        return CommandResult(f"{USER_STREAM}:{user_id}", 0, None)
+    password_hash = None
+    if cmd.password:
+        check_password(services, cmd.password)
+        password_hash = await services.passwords.hash(cmd.password)
+
+    def repair(user: User) -> None:
+        make_admin(user)
+        if password_hash is not None:
+            user.change_password(password_hash)
+
+    return await _change_user(services, ctx, "EnsureAdmin", user_id, repair)
+
+
+async def create_role(cmd: CreateRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    if await services.roles.key_of(cmd.name):
+        raise RoleExists(f"a role named {cmd.name} already exists", field="name")
+    fresh = services.repository.new(ROLE_STREAM, cmd.name)
+    fresh.aggregate = Role.create(cmd.name, cmd.description, cmd.permissions)
+    try:
+        return await save(services, fresh, ctx, "CreateRole")
+    except ConcurrencyError:
+        raise RoleExists(f"a role was created as {cmd.name} before; pick another name", field="name") from None
+
+
+async def update_role(cmd: UpdateRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    loaded = await load_role(services, cmd.role_id, ctx)
+    role = loaded.aggregate
+    if cmd.name is not None and cmd.name != role.name:
+        if await services.roles.key_of(cmd.name):
+            raise RoleExists(f"a role named {cmd.name} already exists", field="name")
+        role.rename(cmd.name)
+    if cmd.description is not None:
+        role.describe(cmd.description)
+    if cmd.permissions is not None:
+        for permission in cmd.permissions:
+            check_permission(permission)
+        for permission in sorted(set(cmd.permissions) - set(role.permissions)):
+            role.add_permission(permission)
+        for permission in sorted(set(role.permissions) - set(cmd.permissions)):
+            role.remove_permission(permission)
+    return await save(services, loaded, ctx, "UpdateRole")
+
+
+async def delete_role(cmd: DeleteRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    loaded = await load_role(services, cmd.role_id, ctx)
+    loaded.aggregate.delete()
+    return await save(services, loaded, ctx, "DeleteRole")
+
+
+async def define_permission(cmd: DefinePermission, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    fresh = services.repository.new(PERMISSION_STREAM, cmd.name)
+    fresh.aggregate = Permission.define(cmd.name, cmd.description)
+    try:
+        return await save(services, fresh, ctx, "DefinePermission")
+    except ConcurrencyError:
+        raise PermissionExists(f"permission {cmd.name} is already defined", field="name") from None
+
+
+async def ensure_builtins(cmd: EnsureBuiltins, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    last = CommandResult("role:*", 0, None)
+    wanted = [(ROLE_STREAM, name, lambda d=d, p=p, n=name: Role.create(n, d, p)) for name, (d, p) in BUILTIN_ROLES.items()]
+    wanted += [(PERMISSION_STREAM, n, lambda n=n, d=d: Permission.define(n, d)) for n, d in sorted(cmd.permissions.items())]
+    for stream_type, key, make in wanted:
+        fresh = services.repository.new(stream_type, key)
+        fresh.aggregate = make()
+        try:
+            last = await save(services, fresh, ctx, "EnsureBuiltins")
+        except ConcurrencyError:
+            continue  # exists already
+    return last
+
+
+HANDLERS = {
+    RegisterUser: register_user,
+    SignUp: sign_up,
+    ActivateUser: activate_user,
+    DeactivateUser: deactivate_user,
+    ChangePassword: change_password,
+    GrantRole: grant_role,
+    RevokeRole: revoke_role,
+    CreateRole: create_role,
+    UpdateRole: update_role,
+    DeleteRole: delete_role,
+    DefinePermission: define_permission,
+    EnsureBuiltins: ensure_builtins,
+    EnsureAdmin: ensure_admin,
+}

@@ -1,0 +1,254 @@
+"""Command handlers of the plugin lifecycle: load, call one aggregate method, append."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from application.commands import (
+    ConfigurePlugin,
+    DeclassifyConfig,
+    DisablePlugin,
+    EnablePlugin,
+    InstallPlugin,
+    ReloadPlugin,
+    RestartPlugin,
+    RollBackPlugin,
+    UninstallPlugin,
+    UpdatePlugin,
+)
+from application.context import CommandContext, CommandResult
+from application.errors import ConcurrencyError, PreconditionFailed
+from application.ports import ArchiveStore, PluginCatalog, Sandbox, SecretCipher
+from application.unit import Loaded, Repository
+from domain.plugins.configuration import (
+    Location,
+    changed_keys,
+    is_sealed,
+    map_locations,
+    map_sealed,
+    path_of,
+    prepare_config,
+    secret_locations,
+)
+from domain.errors import ConfigurationInvalid, DeclassifyRefused, ManifestInvalid, PluginNotFound
+from domain.plugins.manifest import Manifest, parse_manifest
+from domain.plugins.plugin import STREAM_TYPE, Plugin, plugin_uuid
+from domain.plugins.policies import check_dependencies, check_host_compatibility, check_no_dependents
+
+
+@dataclass
+class PluginServices:
+    repository: Repository
+    catalog: PluginCatalog
+    cipher: SecretCipher
+    archives: ArchiveStore
+    host_version: str
+    sandbox: Sandbox
+
+
+async def load(services: PluginServices, plugin_id: str, ctx: CommandContext, must_exist: bool = True) -> Loaded[Plugin]:
+    loaded = await services.repository.load(Plugin, STREAM_TYPE, plugin_id, plugin_uuid(plugin_id))
+    if must_exist and loaded.aggregate is None:
+        raise PluginNotFound(f"plugin {plugin_id} is not known", plugin_id=plugin_id)
+    if ctx.expected_version is not None and ctx.expected_version != loaded.version:
+        raise PreconditionFailed(loaded.stream_id, ctx.expected_version, loaded.version)
+    return loaded
+
+
+async def save(services: PluginServices, loaded: Loaded[Plugin], ctx: CommandContext, command: str) -> CommandResult:
+    result = await services.repository.save(loaded, ctx.metadata(command), ctx.idempotency)
+    return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
+
+
+async def installed_versions(services: PluginServices, manifest: Manifest) -> dict[str, str | None]:
+    """Installed version of each dependency, read from its own stream (not from a lagging read model)."""
+    found: dict[str, str | None] = {}
+    for dep_id in manifest.dependencies:
+        dep = (await load(services, dep_id, CommandContext(), must_exist=False)).aggregate
+        found[dep_id] = dep.current_version if dep is not None and dep.installed else None
+    return found
+
+
+def manifest_over_limit(reason: str) -> ManifestInvalid:
+    return ManifestInvalid(f"manifest.config_schema could not be checked: it {reason}", field="manifest.config_schema")
+
+
+def config_over_limit(reason: str) -> ConfigurationInvalid:
+    return ConfigurationInvalid(f"config could not be validated against the plugin's schema: it {reason}", field="config")
+
+
+async def checked_manifest(services: PluginServices, raw: dict[str, Any]) -> Manifest:
+    """The manifest parsed and its config_schema checked, in the sandbox (the schema is the author's).
+    Without a schema there is nothing unbounded to run: parsed here, sparing the round trip."""
+    if isinstance(raw, dict) and not raw.get("config_schema"):
+        return parse_manifest(raw)
+    return await services.sandbox.run(parse_manifest, raw, over_limit=manifest_over_limit)
+
+
+def unseal(services: PluginServices, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration in clear: every sealed value opened, whatever the schema says now."""
+    return map_sealed(stored, lambda _path, value: services.cipher.unseal(value))
+
+
+async def prepare(
+    services: PluginServices,
+    schema: dict[str, Any],
+    new: dict[str, Any],
+    old: dict[str, Any],
+    classified: set[Location],
+    over_limit: Callable[[str], Exception] = config_over_limit,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(clear, sealed): `new` checked against `schema` in the sandbox, and sealed where the schema marks
+    a secret or a value was sealed before, so secrets never reach the log in clear."""
+    if not schema and not classified:
+        clear, secret = prepare_config(schema, new, old)  # no schema: linear checks only, no validation
+    else:
+        clear, secret = await services.sandbox.run(
+            prepare_config, schema, new, old, sorted(classified, key=path_of), over_limit=over_limit
+        )
+    return clear, map_locations(clear, secret, lambda _path, value: services.cipher.seal(value))
+
+
+async def reseal(services: PluginServices, plugin: Plugin, manifest: Manifest) -> dict[str, Any]:
+    """The plugin's configuration checked against, and sealed for, another version's schema."""
+    clear = unseal(services, plugin.config)
+    return (await prepare(services, manifest.config_schema, clear, clear, plugin.classified, manifest_over_limit))[1]
+
+
+async def check_installable(services: PluginServices, manifest: Manifest) -> None:
+    check_host_compatibility(manifest, services.host_version)
+    check_dependencies(manifest, await installed_versions(services, manifest))
+
+
+async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    manifest = await checked_manifest(services, cmd.manifest)
+    await check_installable(services, manifest)
+
+    async def args(classified: set[Location]) -> dict[str, Any]:
+        _, config = await prepare(services, manifest.config_schema, cmd.config, {}, classified)
+        return dict(manifest=manifest.to_dict(), source=cmd.source, config=config)
+
+    first = await args(set())
+    if cmd.archive is not None:
+        await services.archives.put(cmd.archive)
+    if ctx.expected_version is None:
+        # Most installs are of new plugins: append at version 0 without reading the stream first.
+        fresh = services.repository.new(STREAM_TYPE, manifest.id)
+        fresh.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **first)
+        try:
+            return await save(services, fresh, ctx, "InstallPlugin")
+        except ConcurrencyError:
+            pass  # the stream exists: installed already, or uninstalled and now reinstalled
+    loaded = await load(services, manifest.id, ctx, must_exist=False)
+    if loaded.aggregate is None:
+        loaded.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **first)
+    else:
+        # Fields sealed in an earlier life of the plugin stay sealed.
+        again = await args(loaded.aggregate.classified) if loaded.aggregate.classified else first
+        loaded.aggregate.reinstall(enabled=cmd.auto_enable, **again)
+    return await save(services, loaded, ctx, "InstallPlugin")
+
+
+async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    manifest = await checked_manifest(services, cmd.manifest)
+    if manifest.id != cmd.plugin_id:
+        raise ManifestInvalid(f"manifest.id {manifest.id!r} does not match plugin {cmd.plugin_id!r}", field="manifest.id")
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
+    plugin.check_installed()
+    await check_installable(services, manifest)
+    config = await reseal(services, plugin, manifest)
+    if cmd.archive is not None:
+        await services.archives.put(cmd.archive)
+    plugin.update(manifest.to_dict(), cmd.source, config)
+    return await save(services, loaded, ctx, "UpdatePlugin")
+
+
+async def roll_back_plugin(cmd: RollBackPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.check_installed()
+    target = await checked_manifest(services, loaded.aggregate.previous_version(cmd.to_version)["manifest"])
+    await check_installable(services, target)
+    loaded.aggregate.roll_back(cmd.to_version, await reseal(services, loaded.aggregate, target))
+    return await save(services, loaded, ctx, "RollBackPlugin")
+
+
+async def enable_plugin(cmd: EnablePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.check_installed()
+    check_dependencies(loaded.aggregate.manifest, await installed_versions(services, loaded.aggregate.manifest))
+    loaded.aggregate.enable(cmd.reason)
+    return await save(services, loaded, ctx, "EnablePlugin")
+
+
+async def disable_plugin(cmd: DisablePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.disable(cmd.reason)
+    return await save(services, loaded, ctx, "DisablePlugin")
+
+
+async def restart_plugin(cmd: RestartPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.restart(cmd.reason)
+    return await save(services, loaded, ctx, "RestartPlugin")
+
+
+async def reload_plugin(cmd: ReloadPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.reload(cmd.reason)
+    return await save(services, loaded, ctx, "ReloadPlugin")
+
+
+async def configure_plugin(cmd: ConfigurePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
+    plugin.check_installed()
+    old = unseal(services, plugin.config)
+    clear, sealed = await prepare(services, plugin.manifest.config_schema, cmd.config, old, plugin.classified)
+    plugin.configure(sealed, changed_keys(old, clear))
+    return await save(services, loaded, ctx, "ConfigurePlugin")
+
+
+async def declassify_config(cmd: DeclassifyConfig, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    """Store named sealed fields in clear from now on, unless the current schema still marks them secret."""
+    loaded = await load(services, cmd.plugin_id, ctx)
+    plugin = loaded.aggregate
+    locations = plugin.classified_at(cmd.fields)
+    schema = plugin.manifest.config_schema
+    clear = unseal(services, plugin.config)
+    marked = set(await services.sandbox.run(secret_locations, schema, clear, over_limit=config_over_limit))
+    still = [path_of(loc) for loc in locations if loc in marked]
+    if still:
+        raise DeclassifyRefused(
+            f"{still[0]} is marked secret by the schema of version {plugin.current_version}; a field the schema marks"
+            " secret cannot be declassified",
+            field=f"fields.{[path_of(loc) for loc in locations].index(still[0])}",
+            still_secret=still,
+        )
+    config = map_locations(plugin.config, locations, lambda _p, v: services.cipher.unseal(v) if is_sealed(v) else v)
+    plugin.declassify([path_of(loc) for loc in locations], cmd.reason, config)
+    return await save(services, loaded, ctx, "DeclassifyConfig")
+
+
+async def uninstall_plugin(cmd: UninstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
+    loaded = await load(services, cmd.plugin_id, ctx)
+    loaded.aggregate.check_installed()
+    check_no_dependents(cmd.plugin_id, await services.catalog.dependents_of(cmd.plugin_id), cmd.force)
+    loaded.aggregate.uninstall(cmd.reason, cmd.force, cmd.cleanup_data)
+    return await save(services, loaded, ctx, "UninstallPlugin")
+
+
+HANDLERS = {
+    InstallPlugin: install_plugin,
+    UpdatePlugin: update_plugin,
+    RollBackPlugin: roll_back_plugin,
+    EnablePlugin: enable_plugin,
+    DisablePlugin: disable_plugin,
+    RestartPlugin: restart_plugin,
+    ReloadPlugin: reload_plugin,
+    ConfigurePlugin: configure_plugin,
+    DeclassifyConfig: declassify_config,
+    UninstallPlugin: uninstall_plugin,
+}

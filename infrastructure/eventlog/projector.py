@@ -1,0 +1,316 @@
+"""Runs projections: batches of the global order applied with their cursor in one transaction.
+
+Each projection keeps its tables in its own PostgreSQL schema. One runner per projection leads across
+all processes (session advisory lock); the others wait as hot standbys. Every batch also takes a
+transaction advisory lock, which a rebuild takes too while it swaps the freshly built schema in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Callable
+from typing import Protocol
+
+import asyncpg
+import structlog
+
+from application.ports import StoredEvent
+from infrastructure.telemetry import metrics
+from infrastructure.eventlog.availability import DATABASE, is_unavailable
+from infrastructure.eventlog.eventstore import NOTIFY_CHANNEL, READ_GLOBAL_ISOLATION, init_connection, read_global
+
+log = structlog.get_logger(__name__)
+
+Progress = Callable[[int, int], None]
+CONNECT_TIMEOUT = 5.0  # a server that accepts TCP but never answers must not hold a loop for asyncpg's 60 s
+
+
+class Projection(Protocol):
+    name: str
+    version: int
+    schema: str
+    ddl: str
+
+    async def handle(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None: ...
+
+
+async def wait_or_timeout(event: asyncio.Event, seconds: float) -> None:
+    """Wait for `event` at most `seconds`. Unlike `asyncio.wait_for` on Python 3.11, a cancellation
+    arriving as the event is set or the time runs out is never swallowed."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        pass
+    if cancel_requested():
+        raise asyncio.CancelledError
+
+
+def cancel_requested() -> bool:
+    """True when the current task is being cancelled (some libraries catch CancelledError and raise
+    their own error instead; a retry loop must not mistake that for a failure to retry)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def lock_key(kind: str, name: str) -> int:
+    return zlib.crc32(f"charter:{kind}:{name}".encode())
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    # No statement cache: a rebuild swaps the tables, and cached plans would point at the old ones.
+    conn = await asyncpg.connect(dsn, statement_cache_size=0, timeout=CONNECT_TIMEOUT)
+    await init_connection(conn)
+    return conn
+
+
+async def ensure_projection(conn: asyncpg.Connection, projection: Projection) -> None:
+    """Create the projection's schema, tables and checkpoint if missing."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
+        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", projection.schema)
+        if not exists:
+            await conn.execute(f'CREATE SCHEMA "{projection.schema}"')
+            await conn.execute(f'SET LOCAL search_path TO "{projection.schema}", public')
+            await conn.execute(projection.ddl)
+        await conn.execute(
+            "INSERT INTO checkpoints (name, version) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            projection.name,
+            projection.version,
+        )
+
+
+async def move_checkpoint(conn: asyncpg.Connection, name: str, cursor: tuple[int, int]) -> None:
+    """Record that the reader `name` has handled the global order up to `cursor` (transaction_id, position)."""
+    await conn.execute(
+        "UPDATE checkpoints SET transaction_id = $2::text::xid8, position = $3, updated_at = now() WHERE name = $1",
+        name,
+        str(cursor[0]),
+        cursor[1],
+    )
+
+
+async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tuple[int, int, int]:
+    row = await conn.fetchrow(
+        "SELECT transaction_id::text::bigint AS tx, position, version FROM checkpoints WHERE name = $1", name
+    )
+    return (row["tx"], row["position"], row["version"]) if row else (0, 0, 0)
+
+
+async def has_processed(pool: asyncpg.Pool, name: str, position: int) -> bool:
+    """True once projection `name` has handled the event at global `position`."""
+    return bool(
+        await pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM events e JOIN checkpoints c ON c.name = $1"
+            " WHERE e.position = $2 AND (e.transaction_id, e.position) <= (c.transaction_id, c.position))",
+            name,
+            position,
+        )
+    )
+
+
+async def last_committed(pool: asyncpg.Pool) -> tuple[int, int] | None:
+    """The last event of the global order visible now, as a cursor `(transaction_id, position)`."""
+    row = await pool.fetchrow(
+        "SELECT transaction_id::text::bigint AS tx, position FROM events ORDER BY transaction_id DESC, position DESC LIMIT 1"
+    )
+    return (row["tx"], row["position"]) if row else None
+
+
+async def lag(pool: asyncpg.Pool, name: str, cap: int = 1_000_000) -> int:
+    """Events committed beyond the projection's cursor (counted up to `cap`); a projection that never
+    ran is behind by the whole log."""
+    return await pool.fetchval(
+        "SELECT count(*) FROM (SELECT 1 FROM events e LEFT JOIN checkpoints c ON c.name = $1"
+        " WHERE c.name IS NULL OR (e.transaction_id, e.position) > (c.transaction_id, c.position) LIMIT $2) behind",
+        name,
+        cap,
+    )
+
+
+async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_size: int) -> int:
+    """Handle the next batch and advance the cursor in one transaction; return how many events."""
+    async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
+        tx, pos, _ = await checkpoint(conn, projection.name)
+        events = await read_global(conn, (tx, pos), batch_size)
+        if not events:
+            return 0
+        await projection.handle(conn, events)
+        last = events[-1]
+        await move_checkpoint(conn, projection.name, (last.transaction_id, last.position))
+    metrics.PROJECTION_EVENTS.labels(projection.name).inc(len(events))
+    return len(events)
+
+
+class Notifier:
+    """One LISTEN connection per process; wakes every registered waiter when events are appended.
+
+    The connection is re-opened when the server drops it (restart, failover); waiters are woken then,
+    so nothing committed during the outage waits for the poll interval.
+    """
+
+    def __init__(self, dsn: str, *, retry_every: float = 0.25) -> None:
+        self.dsn = dsn
+        self.retry_every = retry_every
+        self._conn: asyncpg.Connection | None = None
+        self._events: list[asyncio.Event] = []
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._events.append(event)
+        return event
+
+    def _wake(self, *_: object) -> None:
+        for event in self._events:
+            event.set()
+
+    async def _listen(self) -> None:
+        self._lost.clear()
+        conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        await conn.add_listener(NOTIFY_CHANNEL, self._wake)
+        self._conn = conn
+
+    async def start(self) -> None:
+        await self._listen()
+        self._task = asyncio.create_task(self._keep_listening(), name="notifier")
+
+    async def _keep_listening(self) -> None:
+        while True:
+            await self._lost.wait()
+            self._conn = None
+            while True:
+                try:
+                    await self._listen()
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if cancel_requested():
+                        raise asyncio.CancelledError from exc
+                    DATABASE.failed(exc, "notifier")
+                    await asyncio.sleep(self.retry_every)
+            self._wake()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._conn is not None:
+            await self._conn.close(timeout=2)
+            self._conn = None
+
+
+class ProjectionRunner:
+    """Keeps one projection up to date; woken by NOTIFY, polling as a fallback."""
+
+    def __init__(
+        self,
+        dsn: str,
+        projection: Projection,
+        wakeup: asyncio.Event | None = None,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.dsn = dsn
+        self.projection = projection
+        self.wakeup = wakeup or asyncio.Event()
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.leading = False
+
+    async def run(self) -> None:
+        """Run until cancelled, reconnecting after failures."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if cancel_requested():
+                    raise asyncio.CancelledError from exc
+                if is_unavailable(exc):
+                    DATABASE.failed(exc, f"projection {self.projection.name}")
+                else:
+                    log.error("projection runner failed; restarting", projection=self.projection.name, error=repr(exc))
+                self.leading = False
+                await asyncio.sleep(self.poll_interval)
+
+    async def _run_once(self) -> None:
+        conn = await _connect(self.dsn)
+        try:
+            await ensure_projection(conn, self.projection)
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("leader", self.projection.name)):
+                await asyncio.sleep(self.poll_interval)  # another process leads; stand by
+            self.leading = True
+            log.info("projection leading", projection=self.projection.name)
+            _, _, version = await checkpoint(conn, self.projection.name)
+            if version != self.projection.version:
+                log.info("projection version changed; rebuilding", projection=self.projection.name, was=version)
+                await rebuild(self.dsn, self.projection)
+            await conn.execute(f'SET search_path TO "{self.projection.schema}", public')
+            while True:
+                self.wakeup.clear()
+                handled = await apply_batch(conn, self.projection, self.batch_size)
+                DATABASE.succeeded()
+                if handled < self.batch_size:
+                    await wait_or_timeout(self.wakeup, self.poll_interval)
+        finally:
+            self.leading = False
+            await conn.close(timeout=2)
+
+
+async def rebuild(dsn: str, projection: Projection, progress: Progress | None = None, batch_size: int = 1000) -> int:
+    """Replay the whole log into a fresh schema, then swap it in atomically; return events replayed."""
+    build = f"{projection.schema}__build"
+    conn = await _connect(dsn)
+    try:
+        total = await conn.fetchval("SELECT count(*) FROM events")
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{build}" CASCADE')
+        await conn.execute(f'CREATE SCHEMA "{build}"')
+        await conn.execute(f'SET search_path TO "{build}", public')
+        await conn.execute(projection.ddl)
+        cursor, done = (0, 0), 0
+        started = time.monotonic()
+
+        async def replay() -> int:
+            nonlocal cursor, done
+            count = 0
+            while True:
+                events = await read_global(conn, cursor, batch_size)
+                if not events:
+                    return count
+                await projection.handle(conn, events)
+                cursor = (events[-1].transaction_id, events[-1].position)
+                done += len(events)
+                count += len(events)
+                if progress:
+                    progress(done, max(total, done))
+
+        async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
+            await replay()
+        async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
+            await replay()  # what arrived during the bulk replay
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{projection.schema}" CASCADE')
+            await conn.execute(f'ALTER SCHEMA "{build}" RENAME TO "{projection.schema}"')
+            await conn.execute(
+                "INSERT INTO checkpoints (name, transaction_id, position, version) VALUES ($1, $2::text::xid8, $3, $4)"
+                " ON CONFLICT (name) DO UPDATE SET transaction_id = excluded.transaction_id,"
+                " position = excluded.position, version = excluded.version, updated_at = now()",
+                projection.name,
+                str(cursor[0]),
+                cursor[1],
+                projection.version,
+            )
+        log.info("projection rebuilt", projection=projection.name, events=done, seconds=round(time.monotonic() - started, 2))
+        return done
+    finally:
+        await conn.close()

@@ -1,0 +1,313 @@
+"""Administration of users, roles and permissions: `/api/v1/admin`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery
+
+from application.identity import handlers as i
+from domain.limits import Email, Id, Ids, Name, Text
+from interfaces.http.common import body, command_context, page_params, provide_runtime, read_consistency, written
+from interfaces.http.errors import ApiError
+from interfaces.http.schemas import Page, Written
+from interfaces.http.security import rule, visible_sites
+from interfaces.runtime import Runtime
+from projections.identity import queries as q
+
+PROJECTION = "access"
+
+
+class GrantOut(msgspec.Struct):
+    role: str
+    site_id: str | None
+    granted_at: datetime | None = None
+    granted_by: str | None = None
+
+
+class UserOut(msgspec.Struct):
+    id: str
+    email: str
+    full_name: str
+    is_active: bool
+    roles: list[GrantOut]
+    created_at: datetime
+    updated_at: datetime
+    stream_version: int
+
+
+class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
+    email: Email
+    password: str
+    full_name: Name = ""
+    is_active: bool = True
+
+
+class Deactivation(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Text | None = None
+
+
+class RoleOut(msgspec.Struct):
+    id: str
+    name: str
+    description: str
+    permissions: list[str]
+    builtin: bool
+    users_count: int
+    created_at: datetime
+    updated_at: datetime
+    stream_version: int
+
+
+class RoleCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Id
+    description: Text = ""
+    permissions: Ids = []
+
+
+class RoleUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Id | None = None
+    description: Text | None = None
+    permissions: Ids | None = None
+
+
+class PermissionOut(msgspec.Struct):
+    name: str
+    resource: str
+    action: str
+    description: str
+    defined_at: datetime
+
+
+class PermissionCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Id
+    description: Text = ""
+
+
+def user_out(row: dict[str, Any], sites: set[str] | None) -> UserOut:
+    grants = [g for g in row["grants"] if sites is None or g["site_id"] in sites]
+    return UserOut(
+        id=row["user_id"],
+        email=row["email"],
+        full_name=row["full_name"],
+        is_active=row["is_active"],
+        roles=[msgspec.convert(g, GrantOut, strict=False) for g in grants],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        stream_version=row["stream_version"],
+    )
+
+
+def role_out(row: dict[str, Any]) -> RoleOut:
+    return RoleOut(
+        id=row["role_key"],
+        name=row["name"],
+        description=row["description"],
+        permissions=list(row["permissions"]),
+        builtin=row["builtin"],
+        users_count=row["users_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        stream_version=row["stream_version"],
+    )
+
+
+async def visible_user(request: Request, runtime: Runtime, user_id: str) -> tuple[dict[str, Any], set[str] | None]:
+    sites = visible_sites(request, "users:read")
+    row = await q.get_user(runtime.pool, user_id)
+    if row is None or (sites is not None and not any(g["site_id"] in sites for g in row["grants"])):
+        raise ApiError(404, "USER_NOT_FOUND", f"user {user_id} is not known", user_id=user_id)
+    return row, sites
+
+
+class UserAdminController(Controller):
+    path = "/api/v1/admin/users"
+    tags = ["admin"]
+    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+
+    @get("/", operation_id="listUsers", opt=rule("users:read", "any-site"), summary="Users (search, is_active)")
+    async def list_users(
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        search: FromQuery[str | None] = None,
+        is_active: FromQuery[bool | None] = None,
+        skip: FromQuery[int] = 0,
+        limit: FromQuery[int] = 20,
+        sort_by: FromQuery[str] = "email",
+        sort_order: FromQuery[str] = "asc",
+        consistent: FromQuery[bool] = False,
+    ) -> Page[UserOut]:
+        page_params(skip, limit, sort_by, sort_order, q.USER_SORTABLE)
+        await read_consistency(request, runtime, PROJECTION, consistent)
+        sites = visible_sites(request, "users:read")
+        total, rows = await q.list_users(runtime.pool, search, is_active, sites, skip, limit, sort_by, sort_order == "desc")
+        items = [user_out(r, sites) for r in rows]
+        return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
+
+    @post("/", operation_id="createUser", opt=rule("users:create"), status_code=201)
+    async def create_user(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
+        data = await body(request, UserCreate)
+        cmd = i.RegisterUser(email=data.email, password=data.password, full_name=data.full_name, active=data.is_active)
+        result = await runtime.execute(cmd, command_context(request))
+        user_id = result.stream_id.split(":", 1)[1]
+        return written(result, user_id, 201, location=f"/api/v1/admin/users/{user_id}")
+
+    @get("/{user_id:str}", operation_id="getUser", opt=rule("users:read", "any-site"))
+    async def get_user(
+        self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str], consistent: FromQuery[bool] = False
+    ) -> Response[UserOut]:
+        await read_consistency(request, runtime, PROJECTION, consistent)
+        row, sites = await visible_user(request, runtime, user_id)
+        return Response(user_out(row, sites), headers={"ETag": f'"{row["stream_version"]}"'})
+
+    @post("/{user_id:str}/activate", operation_id="activateUser", opt=rule("users:manage"), status_code=200)
+    async def activate(self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str]) -> Response[Written]:
+        result = await runtime.execute(i.ActivateUser(user_id=user_id), command_context(request))
+        runtime.authority.inactive.discard(user_id)
+        return written(result, user_id)
+
+    @post("/{user_id:str}/deactivate", operation_id="deactivateUser", opt=rule("users:manage"), status_code=200)
+    async def deactivate(self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str]) -> Response[Written]:
+        data = await body(request, Deactivation, default=Deactivation())
+        result = await runtime.execute(i.DeactivateUser(user_id=user_id, reason=data.reason), command_context(request))
+        await runtime.refresh_tokens.revoke_user(user_id)
+        runtime.authority.inactive.add(user_id)
+        return written(result, user_id)
+
+    @post(
+        "/{user_id:str}/roles/{role:str}",
+        operation_id="grantRole",
+        opt=rule("roles:grant", "site"),
+        status_code=200,
+        summary="Grant a role, everywhere or at one site (?site_id=)",
+    )
+    async def grant(
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        user_id: FromPath[str],
+        role: FromPath[str],
+        site_id: FromQuery[str | None] = None,
+    ) -> Response[Written]:
+        command = i.GrantRole(user_id=user_id, role=role, site_id=site_id)
+        return await _change_grant(request, runtime, command, runtime.authority.granted)
+
+    @delete(
+        "/{user_id:str}/roles/{role:str}",
+        operation_id="revokeRole",
+        opt=rule("roles:grant", "site"),
+        status_code=200,
+        summary="Revoke a role granted everywhere or at one site (?site_id=)",
+    )
+    async def revoke(
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        user_id: FromPath[str],
+        role: FromPath[str],
+        site_id: FromQuery[str | None] = None,
+    ) -> Response[Written]:
+        command = i.RevokeRole(user_id=user_id, role=role, site_id=site_id)
+        return await _change_grant(request, runtime, command, runtime.authority.revoked)
+
+
+async def _change_grant(
+    request: Request, runtime: Runtime, command: i.GrantRole | i.RevokeRole, apply: Callable[[str, str, str | None], None]
+) -> Response[Written]:
+    """Run a grant or revoke, then apply it to this replica's access cache at once (other replicas
+    refresh theirs within a second)."""
+    result = await runtime.execute(command, command_context(request))
+    apply(command.user_id, await runtime.application_role_key(command.role), command.site_id)
+    return written(result, command.user_id)
+
+
+class RoleAdminController(Controller):
+    path = "/api/v1/admin/roles"
+    tags = ["admin"]
+    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+
+    @get("/", operation_id="listRoles", opt=rule("roles:read", "any-site"), summary="Roles with permissions and user counts")
+    async def list_roles(
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        skip: FromQuery[int] = 0,
+        limit: FromQuery[int] = 20,
+        sort_by: FromQuery[str] = "name",
+        sort_order: FromQuery[str] = "asc",
+        consistent: FromQuery[bool] = False,
+    ) -> Page[RoleOut]:
+        page_params(skip, limit, sort_by, sort_order, q.ROLE_SORTABLE)
+        await read_consistency(request, runtime, PROJECTION, consistent)
+        total, rows = await q.list_roles(runtime.pool, skip, limit, sort_by, sort_order == "desc")
+        items = [role_out(r) for r in rows]
+        return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
+
+    @post("/", operation_id="createRole", opt=rule("roles:manage"), status_code=201)
+    async def create_role(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
+        data = await body(request, RoleCreate)
+        await runtime.wait_for(PROJECTION, None)
+        cmd = i.CreateRole(name=data.name, description=data.description, permissions=data.permissions)
+        result = await runtime.execute(cmd, command_context(request))
+        key = result.stream_id.split(":", 1)[1]
+        return written(result, key, 201, location=f"/api/v1/admin/roles/{key}")
+
+    @get("/{role_id:str}", operation_id="getRole", opt=rule("roles:read", "any-site"))
+    async def get_role(
+        self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str], consistent: FromQuery[bool] = False
+    ) -> Response[RoleOut]:
+        await read_consistency(request, runtime, PROJECTION, consistent)
+        row = await q.get_role(runtime.pool, role_id)
+        if row is None:
+            raise ApiError(404, "ROLE_NOT_FOUND", f"role {role_id} is not known", role=role_id)
+        return Response(role_out(row), headers={"ETag": f'"{row["stream_version"]}"'})
+
+    @put("/{role_id:str}", operation_id="updateRole", opt=rule("roles:manage"))
+    async def update_role(self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str]) -> Response[Written]:
+        data = await body(request, RoleUpdate)
+        await runtime.wait_for(PROJECTION, None)
+        cmd = i.UpdateRole(role_id=role_id, name=data.name, description=data.description, permissions=data.permissions)
+        result = await runtime.execute(cmd, command_context(request))
+        return written(result, result.stream_id.split(":", 1)[1])
+
+    @delete("/{role_id:str}", operation_id="deleteRole", opt=rule("roles:manage"), status_code=200)
+    async def delete_role(self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str]) -> Response[Written]:
+        await runtime.wait_for(PROJECTION, None)
+        result = await runtime.execute(i.DeleteRole(role_id=role_id), command_context(request))
+        return written(result, result.stream_id.split(":", 1)[1])
+
+
+class PermissionAdminController(Controller):
+    path = "/api/v1/admin/permissions"
+    tags = ["admin"]
+    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+
+    @get("/", operation_id="listPermissions", opt=rule("roles:read", "any-site"))
+    async def list_permissions(
+        self,
+        request: Request,
+        runtime: NamedDependency[Runtime],
+        resource: FromQuery[str | None] = None,
+        skip: FromQuery[int] = 0,
+        limit: FromQuery[int] = 50,
+        sort_by: FromQuery[str] = "name",
+        sort_order: FromQuery[str] = "asc",
+        consistent: FromQuery[bool] = False,
+    ) -> Page[PermissionOut]:
+        page_params(skip, limit, sort_by, sort_order, q.PERMISSION_SORTABLE)
+        await read_consistency(request, runtime, PROJECTION, consistent)
+        total, rows = await q.list_permissions(runtime.pool, resource, skip, limit, sort_by, sort_order == "desc")
+        items = [msgspec.convert(r, PermissionOut) for r in rows]
+        return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
+
+    @post("/", operation_id="createPermission", opt=rule("roles:manage"), status_code=201)
+    async def create_permission(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
+        data = await body(request, PermissionCreate)
+        result = await runtime.execute(i.DefinePermission(name=data.name, description=data.description), command_context(request))
+        return written(result, data.name, 201)

@@ -1,0 +1,111 @@
+"""Queries of the `access` read model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from projections.identity.projection import SCHEMA
+from projections.sql import fetch_page
+
+USER_SORTABLE = {"email": "email", "full_name": "full_name", "created_at": "created_at", "updated_at": "updated_at"}
+ROLE_SORTABLE = {"name": "name", "created_at": "created_at"}
+PERMISSION_SORTABLE = {"name": "name", "resource": "resource"}
+
+_GRANTS = (
+    f"COALESCE((SELECT json_agg(json_build_object('role', g.role_key, 'site_id', NULLIF(g.site_id, ''),"
+    f" 'granted_at', g.granted_at, 'granted_by', g.granted_by) ORDER BY g.role_key, g.site_id)"
+    f" FROM {SCHEMA}.user_grants g WHERE g.user_id = u.user_id), '[]'::json) AS grants"
+)
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def list_users(
+    pool: asyncpg.Pool,
+    search: str | None,
+    is_active: bool | None,
+    sites: set[str] | None,
+    skip: int,
+    limit: int,
+    sort_by: str,
+    descending: bool,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Users, optionally only those holding a grant at one of `sites` (what a site-scoped reader may see)."""
+    clauses, args = [], []
+    if search:
+        args.append(_like(search))
+        clauses.append(f"(u.email ILIKE ${len(args)} OR u.full_name ILIKE ${len(args)})")
+    if is_active is not None:
+        args.append(is_active)
+        clauses.append(f"u.is_active = ${len(args)}")
+    if sites is not None:
+        args.append(sorted(sites))
+        clauses.append(
+            f"EXISTS (SELECT 1 FROM {SCHEMA}.user_grants s WHERE s.user_id = u.user_id AND s.site_id = ANY(${len(args)}))"
+        )
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    order = f"{USER_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, user_id"
+    return await fetch_page(
+        pool, columns=f"u.*, {_GRANTS}", source=f"{SCHEMA}.users u", where=where, args=args, order=order,
+        skip=skip, limit=limit,
+    )
+
+
+async def get_user(pool: asyncpg.Pool, user_id: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(f"SELECT u.*, {_GRANTS} FROM {SCHEMA}.users u WHERE u.user_id = $1", user_id)
+    return dict(row) if row else None
+
+
+_USER_COUNT = (
+    f"(SELECT count(DISTINCT g.user_id) FROM {SCHEMA}.user_grants g WHERE g.role_key = r.role_key) AS users_count"
+)
+
+
+async def list_roles(pool: asyncpg.Pool, skip: int, limit: int, sort_by: str, descending: bool) -> tuple[int, list[dict[str, Any]]]:
+    order = f"{ROLE_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, role_key"
+    return await fetch_page(
+        pool, columns=f"r.*, {_USER_COUNT}", source=f"{SCHEMA}.roles r", where=" WHERE NOT deleted", args=[],
+        order=order, skip=skip, limit=limit,
+    )
+
+
+async def get_role(pool: asyncpg.Pool, role: str) -> dict[str, Any] | None:
+    row = await pool.fetchrow(
+        f"SELECT r.*, {_USER_COUNT} FROM {SCHEMA}.roles r WHERE NOT deleted AND (role_key = $1 OR name = $1)"
+        " ORDER BY (role_key = $1) DESC LIMIT 1",
+        role,
+    )
+    return dict(row) if row else None
+
+
+async def role_permissions(pool: asyncpg.Pool) -> dict[str, list[str]]:
+    rows = await pool.fetch(f"SELECT role_key, permissions FROM {SCHEMA}.roles WHERE NOT deleted")
+    return {r["role_key"]: list(r["permissions"]) for r in rows}
+
+
+async def list_permissions(
+    pool: asyncpg.Pool, resource: str | None, skip: int, limit: int, sort_by: str, descending: bool
+) -> tuple[int, list[dict[str, Any]]]:
+    where, args = ("", []) if not resource else (" WHERE resource = $1", [resource])
+    order = f"{PERMISSION_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, name"
+    return await fetch_page(
+        pool, columns="*", source=f"{SCHEMA}.permissions", where=where, args=args, order=order, skip=skip, limit=limit
+    )
+
+
+class PostgresRoleDirectory:
+    """`application.identity.handlers.RoleDirectory` on the read model."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def key_of(self, name_or_key: str) -> str | None:
+        return await self.pool.fetchval(
+            f"SELECT role_key FROM {SCHEMA}.roles WHERE NOT deleted AND (role_key = $1 OR name = $1)"
+            " ORDER BY (role_key = $1) DESC LIMIT 1",
+            name_or_key,
+        )
