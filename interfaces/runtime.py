@@ -252,7 +252,7 @@ class ConsistentRoleDirectory(PostgresRoleDirectory):
         self.runtime = runtime
 
     async def key_of(self, name_or_key: str) -> str | None:
-        await self.runtime.wait_for("access", None)
+        await self.runtime.wait_for("identity", None)
         return await super().key_of(name_or_key)
 
 
@@ -324,7 +324,7 @@ async def bootstrap(runtime: Runtime, permissions: dict[str, str]) -> None:
         # does not come back at the next start (`charter users create-admin` repairs on request).
         await ensure_admin(runtime, settings.bootstrap_admin_email, settings.bootstrap_admin_password, repair=False)
     if settings.run_projectors:
-        await runtime.wait_for("access", None, timeout=30)
+        await runtime.wait_for("identity", None, timeout=30)
         await runtime.authority.refresh(runtime.pool)
 
 

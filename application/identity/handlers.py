@@ -14,42 +14,14 @@ from application.unit import Loaded, Repository
 from domain.identity import admins
 from domain.identity.access import ADMIN_ROLE, BUILTIN_ROLES, check_may_change_user, check_may_grant, check_permission
 from domain.identity.admins import AdminRegistry
-from domain.errors import DomainError
 from domain.identity.role import STREAM_TYPE as ROLE_STREAM
 from domain.identity.role import PERMISSION_STREAM, Permission, Role, role_uuid
 from domain.identity.user import RESERVATION_STREAM, EmailReservation, User, email_digest, normalise_email
 from domain.identity.user import STREAM_TYPE as USER_STREAM
+from domain.identity.errors import UserNotFound, UserExists, RoleNotFound, RoleExists, PermissionExists, WeakPassword, PasswordRequired
 
 ADMINS_STREAM_ID = f"{admins.STREAM_TYPE}:{admins.KEY}"
 REGISTRY_ATTEMPTS = 3  # a clash on the admin registry alone is retried (the caller never read it)
-
-
-class UserNotFound(DomainError):
-    code = "USER_NOT_FOUND"
-
-
-class UserExists(DomainError):
-    code = "USER_ALREADY_EXISTS"
-
-
-class RoleNotFound(DomainError):
-    code = "ROLE_NOT_FOUND"
-
-
-class RoleExists(DomainError):
-    code = "ROLE_ALREADY_EXISTS"
-
-
-class PermissionExists(DomainError):
-    code = "PERMISSION_ALREADY_EXISTS"
-
-
-class WeakPassword(DomainError):
-    code = "VALIDATION_FAILED"
-
-
-class PasswordRequired(DomainError):
-    code = "VALIDATION_FAILED"
 
 
 class Passwords(Protocol):

@@ -32,7 +32,7 @@ from domain.plugins.configuration import (
     prepare_config,
     secret_locations,
 )
-from domain.errors import ConfigurationInvalid, DeclassifyRefused, ManifestInvalid, PluginNotFound
+from domain.plugins.errors import ConfigurationInvalid, DeclassifyRefused, ManifestInvalid, PluginNotFound
 from domain.plugins.manifest import Manifest, parse_manifest
 from domain.plugins.plugin import STREAM_TYPE, Plugin, plugin_uuid
 from domain.plugins.policies import check_dependencies, check_host_compatibility, check_no_dependents

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from domain.errors import DomainError
+from domain.identity.errors import InvalidPermission, InvalidRoleName, InvalidSiteId, EscalationForbidden, UserProtected
 
 PERMISSION = re.compile(r"^(\*|[a-z][a-z0-9_.-]{0,62}):(\*|[a-z][a-z0-9_.-]{0,62})$")
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,62}$")
@@ -40,14 +40,6 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-class InvalidPermission(DomainError):
-    code = "VALIDATION_FAILED"
-
-
-class InvalidRoleName(DomainError):
-    code = "VALIDATION_FAILED"
-
-
 def check_permission(name: str) -> None:
     if not PERMISSION.fullmatch(name):
         raise InvalidPermission(
@@ -58,10 +50,6 @@ def check_permission(name: str) -> None:
 def check_role_name(name: str) -> None:
     if not ROLE_NAME.fullmatch(name):
         raise InvalidRoleName(f"role name {name!r} must be lowercase letters, digits, '-' or '_'", field="name")
-
-
-class InvalidSiteId(DomainError):
-    code = "VALIDATION_FAILED"
 
 
 def check_site_id(site_id: str) -> None:
@@ -129,14 +117,6 @@ def resolve_access(user_id: str | None, held: Iterable[Grant], roles: Mapping[st
 
 
 # -- who may change whose access (pure policies) -----------------------------------------------------
-
-
-class EscalationForbidden(DomainError):
-    code = "ESCALATION_FORBIDDEN"
-
-
-class UserProtected(DomainError):
-    code = "USER_PROTECTED"
 
 
 def check_may_grant(grantor: Access, role: str, permissions: Iterable[str], site_id: str | None) -> None:

@@ -11,14 +11,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.errors import DomainError
+from domain.identity.errors import LastAdmin
 
 STREAM_TYPE = "admins"
 KEY = "global"
-
-
-class LastAdmin(DomainError):
-    code = "LAST_ADMIN"
 
 
 class AdminRegistry(Aggregate):

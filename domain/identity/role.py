@@ -7,18 +7,12 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.identity.access import BUILTIN_ROLES, InvalidPermission, check_permission, check_role_name
-from domain.errors import DomainError
+from domain.identity.access import BUILTIN_ROLES, check_permission, check_role_name
+
+from domain.identity.errors import InvalidPermission
+from domain.identity.errors import RoleProtected, RoleDeleted
 
 STREAM_TYPE = "role"
-
-
-class RoleProtected(DomainError):
-    code = "ROLE_PROTECTED"
-
-
-class RoleDeleted(DomainError):
-    code = "ROLE_NOT_FOUND"
 
 
 def role_uuid(name: str) -> UUID:

@@ -11,22 +11,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.identity.access import ADMIN_ROLE, Grant, check_role_name, check_site_id
-from domain.errors import DomainError
+from domain.identity.errors import InvalidEmail, UserInactive, GrantNotHeld
 
 STREAM_TYPE = "user"
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
-
-
-class InvalidEmail(DomainError):
-    code = "VALIDATION_FAILED"
-
-
-class UserInactive(DomainError):
-    code = "USER_INACTIVE"
-
-
-class GrantNotHeld(DomainError):
-    code = "GRANT_NOT_FOUND"
 
 
 def normalise_email(email: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from domain.errors import ConfigurationInvalid
+from domain.plugins.errors import ConfigurationInvalid
 from domain.plugins.json_schema import check_schema, validator_for
 from domain.plugins.secret_fields import Location, is_secret, secret_locations, secret_paths
 

@@ -25,7 +25,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from domain.errors import ManifestInvalid
+from domain.plugins.errors import ManifestInvalid
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MAX_SCHEMA_BYTES = 128 * 1024  # the config_schema, encoded as JSON

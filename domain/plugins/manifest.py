@@ -9,7 +9,9 @@ import msgspec
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from domain.errors import ManifestInvalid, field_of
+from domain.errors import field_of
+
+from domain.plugins.errors import ManifestInvalid
 from domain.limits import EventNames, Id, Ids, Name, Requirements, Tags, Text, Url, VersionText
 
 PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")

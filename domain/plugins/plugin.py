@@ -9,7 +9,7 @@ import msgspec
 from eventsourcing.domain import Aggregate, event
 
 from domain.plugins.configuration import Location, path_of, sealed_locations
-from domain.errors import (
+from domain.plugins.errors import (
     FieldNotSealed,
     NothingToRollBack,
     PluginAlreadyInstalled,

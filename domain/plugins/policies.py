@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from domain.errors import DependencyError, HasDependents, PluginIncompatible
+from domain.plugins.errors import DependencyError, HasDependents, PluginIncompatible
 from domain.plugins.manifest import Manifest
 
 

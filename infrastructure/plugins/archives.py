@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from domain.errors import ManifestInvalid
+from domain.plugins.errors import ManifestInvalid
 
 MiB = 1024 * 1024
 CHUNK = 64 * 1024

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from application.errors import SourceUnavailable
-from domain.errors import ManifestInvalid
+from domain.plugins.errors import ManifestInvalid
 from infrastructure.plugins.archives import ArchiveLimits, open_archive, read_entry, verify_entries
 
 MANIFEST_NAMES = ("charter-plugin.json", "plugin.json")

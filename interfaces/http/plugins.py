@@ -12,7 +12,7 @@ from litestar.params import FromPath, FromQuery, PathParameter
 
 from application import commands as c
 from domain.plugins.configuration import MASK, map_sealed, path_of, sealed_locations, secret_paths
-from domain.errors import PluginNotFound
+from domain.plugins.errors import PluginNotFound
 from domain.limits import MAX_NAME
 from infrastructure.plugins.archives import ArchiveLimits
 from infrastructure.plugins.sources import manifest_from_archive, manifest_from_entry_point, sha256_of

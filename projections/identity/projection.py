@@ -7,8 +7,8 @@ import asyncpg
 from application.ports import StoredEvent
 from domain.identity.access import BUILTIN_ROLES as BUILTIN
 
-NAME = "access"
-SCHEMA = "rm_access"
+NAME = "identity"
+SCHEMA = "rm_identity"
 VERSION = 1
 
 DDL = """

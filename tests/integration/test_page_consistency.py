@@ -20,7 +20,7 @@ from infrastructure.eventlog.projector import ensure_projection
 from infrastructure.settings import Settings
 from interfaces.runtime import Runtime, start_runtime, stop_runtime
 from projections import event_log
-from projections.identity import queries as access_queries
+from projections.identity import queries as identity_queries
 from projections.plugins import queries as plugin_catalog
 
 LIMIT = 5
@@ -129,16 +129,16 @@ class TestPagesUnderConcurrentWrites:
                 lambda n=n: runtime.execute(DefinePermission(name=f"{prefix}:thing{n:03d}"), CommandContext()),
             )
         ]
-        roles_before, _ = await access_queries.list_roles(runtime.pool, 0, 1, "name", False)
+        roles_before, _ = await identity_queries.list_roles(runtime.pool, 0, 1, "name", False)
         done = asyncio.Event()
 
         _, roles, permissions = await asyncio.gather(
             write_all(creates, done, writers=8),
             keep_reading(
-                lambda skip: access_queries.list_roles(runtime.pool, skip, LIMIT, "name", False), done, roles_before + ROLES
+                lambda skip: identity_queries.list_roles(runtime.pool, skip, LIMIT, "name", False), done, roles_before + ROLES
             ),
             keep_reading(
-                lambda skip: access_queries.list_permissions(runtime.pool, prefix, skip, LIMIT, "name", True), done, ROLES
+                lambda skip: identity_queries.list_permissions(runtime.pool, prefix, skip, LIMIT, "name", True), done, ROLES
             ),
         )
 

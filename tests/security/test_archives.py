@@ -26,7 +26,7 @@ import pytest
 import uvicorn
 from litestar.testing import AsyncTestClient
 
-from domain.errors import ManifestInvalid
+from domain.plugins.errors import ManifestInvalid
 from infrastructure.plugins import archives
 from infrastructure.plugins.archives import ArchiveLimits
 from infrastructure.embedded.servers import find_free_port

@@ -12,17 +12,13 @@ import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.utils import get_topic
 
-from domain.identity.access import (
-    BUILTIN_ROLES,
-    EscalationForbidden,
-    Grant,
-    UserProtected,
-    check_may_change_user,
-    check_may_grant,
-    resolve_access,
-)
-from domain.identity.admins import AdminRegistry, LastAdmin
-from domain.identity.role import Role, RoleProtected, role_uuid
+from domain.identity.access import BUILTIN_ROLES, Grant, check_may_change_user, check_may_grant, resolve_access
+
+from domain.identity.errors import EscalationForbidden, UserProtected
+from domain.identity.admins import AdminRegistry
+from domain.identity.errors import LastAdmin
+from domain.identity.role import Role, role_uuid
+from domain.identity.errors import RoleProtected
 from domain.identity.user import EmailReservation, User, email_digest
 
 ENVELOPE = {"originator_id", "originator_version", "timestamp", "originator_topic"}

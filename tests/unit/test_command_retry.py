@@ -14,7 +14,7 @@ from application.errors import ConcurrencyError, IdempotencyKeyReused, Precondit
 from application.plugins.handlers import PluginServices
 from application.ports import AppendRequest, AppendResult, Idempotency, StoredEvent
 from application.bus import Application, RetryPolicy
-from domain.errors import PluginAlreadyInstalled, PluginNotInstalled
+from domain.plugins.errors import PluginAlreadyInstalled, PluginNotInstalled
 from infrastructure.eventlog.repository import AggregateRepository
 
 PLUGIN = "retried"

@@ -11,23 +11,13 @@ import pytest
 
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError
-from application.identity.handlers import (
-    HANDLERS,
-    ActivateUser,
-    DeactivateUser,
-    EnsureAdmin,
-    EnsureBuiltins,
-    GrantRole,
-    IdentityServices,
-    RegisterUser,
-    RevokeRole,
-    UserExists,
-    find_user_id,
-)
+from application.identity.handlers import HANDLERS, ActivateUser, DeactivateUser, EnsureAdmin, EnsureBuiltins, GrantRole, IdentityServices, RegisterUser, RevokeRole, find_user_id
+from domain.identity.errors import UserExists
 from application.ports import AppendResult
 from application.unit import Loaded
-from domain.identity.access import BUILTIN_ROLES, EscalationForbidden, Grant, UserProtected, resolve_access
-from domain.identity.admins import LastAdmin
+from domain.identity.access import BUILTIN_ROLES, Grant, resolve_access
+from domain.identity.errors import EscalationForbidden, UserProtected
+from domain.identity.errors import LastAdmin
 from domain.identity.user import User
 
 SYSTEM = CommandContext()

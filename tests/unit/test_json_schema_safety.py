@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from domain.plugins.configuration import validate_config
-from domain.errors import ConfigurationInvalid, ManifestInvalid
+from domain.plugins.errors import ConfigurationInvalid, ManifestInvalid
 from domain.plugins.json_schema import MAX_SCHEMA_DEPTH, MAX_SUBSCHEMAS, check_schema
 from domain.plugins.manifest import parse_manifest
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from eventsourcing.utils import get_topic
 
-from domain.errors import NothingToRollBack, PluginAlreadyInstalled, PluginNotInstalled, VersionUnchanged
+from domain.plugins.errors import NothingToRollBack, PluginAlreadyInstalled, PluginNotInstalled, VersionUnchanged
 from domain.plugins.plugin import Plugin, plugin_uuid
 
 PLUGIN_ID = "audit-log"

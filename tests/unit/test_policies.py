@@ -16,7 +16,7 @@ from domain.plugins.configuration import (
     secret_paths,
     validate_config,
 )
-from domain.errors import ConfigurationInvalid, DependencyError, HasDependents, ManifestInvalid, PluginIncompatible
+from domain.plugins.errors import ConfigurationInvalid, DependencyError, HasDependents, ManifestInvalid, PluginIncompatible
 from domain.plugins.manifest import Manifest, parse_manifest
 from domain.plugins.policies import (
     UnmetDependency,

@@ -19,7 +19,7 @@ from domain.plugins.configuration import (
     secret_paths,
     validate_config,
 )
-from domain.errors import ConfigurationInvalid, FieldNotSealed
+from domain.plugins.errors import ConfigurationInvalid, FieldNotSealed
 from domain.plugins.plugin import Plugin
 
 S = "s3cr3t-planted-value"

@@ -20,7 +20,7 @@ from interfaces.http.security import rule, visible_sites
 from interfaces.runtime import Runtime
 from projections.identity import queries as q
 
-PROJECTION = "access"
+PROJECTION = "identity"
 
 
 class GrantOut(msgspec.Struct):
