@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,8 @@ async def serve_live(app: Litestar) -> tuple[uvicorn.Server, asyncio.Task[None],
         if task.done():
             task.result()
         await asyncio.sleep(0.05)
-    await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
+    if app.state.runtime.hub is not None:
+        await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
     return server, task, f"http://127.0.0.1:{port}"
 
 
@@ -80,6 +82,23 @@ class LiveServer:
     @property
     def runtime(self):
         return self.app.state.runtime
+
+
+@asynccontextmanager
+async def live_server(settings: Settings, *, as_admin: bool = True) -> AsyncIterator[LiveServer]:
+    """`create_app(settings)` served by uvicorn (see `serve_live`) for the duration, with an
+    administrator's Authorization header when the settings bootstrap one."""
+    app = create_app(settings)
+    server, task, url = await serve_live(app)
+    try:
+        headers = {}
+        if as_admin:
+            async with httpx.AsyncClient(base_url=url) as http:
+                headers = {"Authorization": f"Bearer {await admin_token(http)}"}
+        yield LiveServer(url, app, headers)
+    finally:
+        server.should_exit = True
+        await task
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +116,5 @@ async def fanout_server(
         nats_subject_prefix=stream.prefix,
         sse_heartbeat=1.0,
     )
-    app = create_app(settings)
-    server, task, url = await serve_live(app)
-    async with httpx.AsyncClient(base_url=url) as http:
-        headers = {"Authorization": f"Bearer {await admin_token(http)}"}
-    try:
-        yield LiveServer(url, app, headers)
-    finally:
-        server.should_exit = True
-        await task
+    async with live_server(settings) as live:
+        yield live

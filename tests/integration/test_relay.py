@@ -17,8 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from infrastructure.embedded.servers import EmbeddedNats, find_free_port
 from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from infrastructure.eventlog.projector import lag
 from infrastructure.stream.relay import RELAY, Relay, StreamSettings
+from tests.waiting import eventually
 
 POLL = 0.05
 SMALL_STREAM = 64 * 1024**2
@@ -43,13 +43,6 @@ SMALL_STREAM = 64 * 1024**2
 
 # -- helpers ----------------------------------------------------------------------------------------
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        await asyncio.sleep(POLL)
 
 
 def traceparent() -> str:

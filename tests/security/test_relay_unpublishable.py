@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,17 +31,11 @@ from infrastructure.stream.relay import Relay, StreamSettings
 from interfaces.app import create_app
 from interfaces.cli import main as charter
 from tests.e2e.conftest import admin_token, make_settings
+from tests.waiting import eventually
 
 MAX_PAYLOAD = 32 * 1024
 POLL = 0.05
 
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        await asyncio.sleep(POLL)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from interfaces.app import create_app
 from tests.e2e.access_kit import AUTH, USERS, account_with, login, me, revoke, send
-from tests.e2e.conftest import LiveServer, admin_token, make_settings, serve_live
+from tests.e2e.conftest import LiveServer, admin_token, live_server, make_settings
 from tests.e2e.plugin_kit import assert_error
 from tests.e2e.test_event_stream import SSE, append_probe, count_of, probe_type, sse
 
@@ -164,15 +164,8 @@ async def live(databases, nats_url, jetstream_streams, tmp_path_factory) -> Asyn
         nats_subject_prefix=stream.prefix,
         sse_heartbeat=30.0,
     )
-    app = create_app(settings)
-    server, task, url = await serve_live(app)
-    async with httpx.AsyncClient(base_url=url) as http:
-        headers = {"Authorization": f"Bearer {await admin_token(http)}"}
-    try:
-        yield LiveServer(url, app, headers)
-    finally:
-        server.should_exit = True
-        await task
+    async with live_server(settings) as served:
+        yield served
 
 
 @pytest.fixture

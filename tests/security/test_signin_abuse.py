@@ -14,24 +14,21 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from infrastructure.embedded.servers import find_free_port
 from infrastructure.identity.signin import backoff
 from interfaces.app import create_app
 from interfaces.http.clients import TrustedProxies
-from interfaces.serving import server_config
 from tests.e2e.access_kit import AUTH, PASSWORD, create_user, send, unique_email
-from tests.e2e.conftest import admin_token, make_settings
+from tests.e2e.conftest import admin_token, live_server, make_settings
 from tests.e2e.plugin_kit import assert_error
 
 LOGIN = f"{AUTH}/login"
@@ -473,19 +470,8 @@ async def behind_a_proxy(databases, tmp_path_factory) -> AsyncIterator[Live]:
         trusted_proxies="127.0.0.2", rate_limit_anonymous=1000, rate_limit_window=WINDOW,
         login_free_failures_account=FREE_PER_ACCOUNT, login_free_failures_ip=2, login_backoff_base=BASE,
     )
-    app = create_app(settings)
-    port = find_free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield Live(f"http://127.0.0.1:{port}", app)
-    finally:
-        server.should_exit = True
-        await task
+    async with live_server(settings, as_admin=False) as served:
+        yield Live(served.url, served.app)
 
 
 def http_from(live: Live, source: str) -> httpx.AsyncClient:
