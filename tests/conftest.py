@@ -133,14 +133,19 @@ class StreamFactory:
         import nats
         from nats.js.errors import NotFoundError
 
-        nc = await nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=1)
+        nc = await nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=3)
         try:
-            js = nc.jetstream()
+            js = nc.jetstream(timeout=15)  # a loaded server answers slowly; the default 5 s is not enough
             for name in self.created:
-                try:
-                    await js.delete_stream(name)
-                except NotFoundError:
-                    pass
+                for attempt in range(3):
+                    try:
+                        await js.delete_stream(name)
+                        break
+                    except NotFoundError:
+                        break
+                    except nats.errors.TimeoutError:
+                        if attempt == 2:
+                            raise
         finally:
             await nc.close()
 

@@ -66,7 +66,10 @@ async def serve_live(app: Litestar) -> tuple[uvicorn.Server, asyncio.Task[None],
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
-            task.result()
+            try:
+                task.result()
+            except SystemExit as exc:  # uvicorn exits on a failed startup; a test fails, not the session
+                raise RuntimeError(f"the live server did not start (uvicorn exit {exc.code}); see its log above") from None
         await asyncio.sleep(0.05)
     if app.state.runtime.hub is not None:
         await asyncio.wait_for(app.state.runtime.hub.ready.wait(), 15)
