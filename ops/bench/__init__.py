@@ -13,15 +13,15 @@ def run_bench(args: argparse.Namespace) -> int:
     if getattr(args, "seconds", None) is None:  # each suite has its own default duration
         args.seconds = DEFAULT_SECONDS.get(args.suite, 10.0)
     if args.suite == "append":
-        from ops.bench.append import run_append
+        from ops.bench.append.run import run_append
 
         return run_append(args)
     if args.suite == "fanout":
-        from ops.bench.fanout import run_fanout
+        from ops.bench.fanout.run import run_fanout
 
         return run_fanout(args)
     if args.suite == "auth":
-        from ops.bench.auth import run_auth
+        from ops.bench.auth.run import run_auth
 
         return run_auth(args)
     print(f"unknown benchmark suite {args.suite!r}; known: append, fanout, auth", file=sys.stderr)
