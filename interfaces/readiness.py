@@ -94,10 +94,10 @@ class Readiness:
 
     async def _probe_database(self) -> None:
         runtime, settings = self.runtime, self.runtime.settings
-        started = time.perf_counter()
+        began, started = time.monotonic(), time.perf_counter()
         await runtime.pool.fetchval("SELECT 1")
         self._check("database").observe(True, latency_ms=round((time.perf_counter() - started) * 1000, 2))
-        DATABASE.succeeded()
+        DATABASE.succeeded(began)
         lags = await runtime.projection_lag()
         for name, value in lags.items():
             leading = any(r.leading for r in runtime.runners if r.projection.name == name)

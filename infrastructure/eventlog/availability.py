@@ -75,8 +75,12 @@ class Outage:
     def down(self) -> bool:
         return self.down_since is not None
 
-    def failed(self, exc: BaseException, where: str) -> None:
+    def failed(self, exc: BaseException, where: str, since: float | None = None) -> None:
+        """`since`: when the failed operation began (monotonic); a failure of an operation that began
+        before the last recovery is stale news and does not open a new outage."""
         now = time.monotonic()
+        if since is not None and self.down_since is None and since < self.changed_at:
+            return
         self.failures += 1
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if self.down_since is None:
@@ -92,8 +96,11 @@ class Outage:
                 error=self.last_error,
             )
 
-    def succeeded(self) -> None:
-        if self.down_since is None:
+    def succeeded(self, since: float | None = None) -> None:
+        """`since`: when the successful operation began (monotonic); one that was already under way when
+        the outage was noticed (a statement finishing on a connection the server had not closed yet)
+        proves nothing about recovery and does not end the outage."""
+        if self.down_since is None or (since is not None and since < self.down_since):
             return
         now = time.monotonic()
         log.warning(f"{self.name} available again", seconds=round(now - self.down_since, 1), failures=self.failures)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -312,12 +313,13 @@ class EventStore:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            started = time.monotonic()
             try:
                 await self._commit(batch)
-                DATABASE.succeeded()
+                DATABASE.succeeded(started)
             except Exception as exc:  # connection lost, server gone: every command of the batch fails
                 if is_unavailable(exc):
-                    DATABASE.failed(exc, "append")
+                    DATABASE.failed(exc, "append", started)
                 else:
                     log.error("append batch failed", error=str(exc), commands=len(batch))
                 for pending in batch:

@@ -258,8 +258,9 @@ class ProjectionRunner:
             await conn.execute(f'SET search_path TO "{self.projection.schema}", public')
             while True:
                 self.wakeup.clear()
+                started = time.monotonic()
                 handled = await apply_batch(conn, self.projection, self.batch_size)
-                DATABASE.succeeded()
+                DATABASE.succeeded(started)
                 if handled < self.batch_size:
                     await wait_or_timeout(self.wakeup, self.poll_interval)
         finally:

@@ -71,17 +71,18 @@ class RateLimiter:
     async def _sync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.sync_interval)
+            started = time.monotonic()
             try:
                 await self.sync()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the limiter degrades to per-process counting while the database is away
                 if is_unavailable(exc) or DATABASE.down:  # mid-outage errors come in many shapes
-                    DATABASE.failed(exc, "rate-limit sync")
+                    DATABASE.failed(exc, "rate-limit sync", started)
                 else:
                     log.warning("rate-limit sync failed", error=repr(exc))
             else:
-                DATABASE.succeeded()
+                DATABASE.succeeded(started)
 
     async def sync(self) -> None:
         if not self._unsent:

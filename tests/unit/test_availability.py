@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
@@ -61,3 +63,24 @@ def test_an_outage_counts_failures_and_resets_when_it_ends() -> None:
     assert outage.down and outage.failures == 2 and "ConnectionRefusedError" in outage.last_error
     outage.succeeded()
     assert not outage.down and outage.failures == 0 and outage.last_error is None
+
+
+def test_a_success_that_began_before_the_outage_does_not_end_it() -> None:
+    outage = Outage("test-db")
+    began = time.monotonic()  # a statement already under way on a connection the server has not closed yet
+    outage.failed(ConnectionRefusedError(), "here")
+    outage.succeeded(began)
+    assert outage.down, "an in-flight success proves nothing about recovery"
+    outage.succeeded(time.monotonic())
+    assert not outage.down
+
+
+def test_a_failure_that_began_before_the_recovery_does_not_reopen_the_outage() -> None:
+    outage = Outage("test-db")
+    began = time.monotonic()
+    outage.failed(ConnectionRefusedError(), "here")
+    outage.succeeded(time.monotonic())
+    outage.failed(ConnectionResetError(), "late news", began)
+    assert not outage.down and outage.failures == 0
+    outage.failed(ConnectionResetError(), "fresh", time.monotonic())
+    assert outage.down
