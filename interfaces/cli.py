@@ -421,10 +421,11 @@ def parser() -> argparse.ArgumentParser:
     users.set_defaults(func=cmd_users)
 
     bench = command("bench", "benchmarks that print ratios against a baseline measured in the same run")
-    bench.add_argument("suite", choices=["append", "fanout", "auth"])
+    bench.add_argument("suite", choices=["append", "fanout", "auth", "rebuild"])
+    bench.add_argument("--events", type=int, default=200_000, help="rebuild: events in the log that is replayed")
     bench.add_argument("--clients", type=int, default=64)
     bench.add_argument(
-        "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20)"
+        "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20, rebuild's lag phase 10)"
     )
     bench.add_argument("--report", default="bench-reports", help="folder for the JSON/Markdown report")
     bench.add_argument(
