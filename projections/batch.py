@@ -11,6 +11,7 @@ folding its events one at a time gives (tests/property/test_batch_folding.py).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,19 +35,24 @@ class Table:
         return self.key[0]
 
     def key_of(self, row: Row) -> Key:
+        if len(self.key) == 1:
+            return (row[self.key[0]],)
         return tuple(row[column] for column in self.key)
 
 
 @dataclass
 class TableChanges:
-    """The net change of one table by one batch, applied in this order: clear, delete, upsert."""
+    """The net change of one table by one batch, applied in this order: clear, delete, upsert, update."""
 
     cleared: list[Any] = field(default_factory=list)  # groups whose rows all go before the upserts
     deleted: list[Key] = field(default_factory=list)
-    upserted: list[Row] = field(default_factory=list)
+    upserted: list[Row] = field(default_factory=list)  # whole rows, inserted or replacing
+    # Rows that existed before the batch and were only updated: the columns changed -> those rows (only
+    # these columns are sent, so a restart does not send the manifest again).
+    updated: dict[tuple[str, ...], list[Row]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.cleared or self.deleted or self.upserted)
+        return bool(self.cleared or self.deleted or self.upserted or self.updated)
 
 
 Changes = dict[str, TableChanges]
@@ -68,7 +74,8 @@ class Rows:
         self._rows: dict[str, dict[Any, dict[Key, Row]]] = {t.name: {} for t in tables}
         self._known: dict[str, set[Any]] = {t.name: set((groups or {}).get(t.name, ())) for t in tables}
         self._complete: set[str] = set()  # tables whose every row is here (an in-memory state)
-        self._dirty: dict[str, dict[Key, None]] = {t.name: {} for t in tables}  # ordered set
+        # Keys changed by the batch (in order) -> None when the whole row was put, else the columns updated.
+        self._dirty: dict[str, dict[Key, set[str] | None]] = {t.name: {} for t in tables}
         self._cleared: dict[str, dict[Any, None]] = {t.name: {} for t in tables}
         for name, rows in (loaded or {}).items():
             table, by_group = self.tables[name], self._rows[name]
@@ -109,7 +116,12 @@ class Rows:
         if row is None:
             return None
         changed = {**row, **values}
-        self.put(table, changed)
+        self._rows[table][key[0]][key] = changed
+        dirty = self._dirty[table]
+        if key not in dirty:
+            dirty[key] = set(values)
+        elif (columns := dirty[key]) is not None:
+            columns.update(values)
         return changed
 
     def delete(self, table: str, *key: Any) -> None:
@@ -122,20 +134,73 @@ class Rows:
         self._cleared[table][group] = None
         self._known[table].add(group)
 
+    def known(self, table: str) -> dict[Any, dict[Key, Row]]:
+        """The groups of `table` this batch knows completely (loaded or cleared), as they are now."""
+        by_group = self._rows[table]
+        return {group: by_group.get(group, {}) for group in self._known[table]}
+
+    def touched(self, table: str) -> set[Any]:
+        """The groups of `table` this batch changed."""
+        return {key[0] for key in self._dirty[table]} | set(self._cleared[table])
+
     def changes(self) -> Changes:
         out: Changes = {}
         for name, dirty in self._dirty.items():
             by_group = self._rows[name]
             change = TableChanges(cleared=list(self._cleared[name]))
-            for key in dirty:
+            for key, columns in dirty.items():
                 row = by_group.get(key[0], {}).get(key)
-                if row is not None:
+                if row is not None and columns is not None:
+                    names = (*self.tables[name].key, *sorted(columns))
+                    change.updated.setdefault(names, []).append({c: row[c] for c in names})
+                elif row is not None:
                     change.upserted.append(row)
                 elif key[0] not in self._cleared[name]:  # the clear removes it already
                     change.deleted.append(key)
             if change:
                 out[name] = change
         return out
+
+
+class RowCache:
+    """Whole groups of rows kept between the batches of a rebuild (the only writer of its build schema),
+    so a chunk does not load again what the chunks before it wrote. At most `limit` rows; the groups
+    used least recently go first."""
+
+    def __init__(self, tables: Sequence[Table], limit: int = 200_000) -> None:
+        self.limit = limit
+        self._groups: dict[str, OrderedDict[Any, dict[Key, Row]]] = {t.name: OrderedDict() for t in tables}
+        self._size = 0
+
+    def take(self, needs: Needs) -> tuple[dict[str, list[Row]], Needs]:
+        """The cached rows of the needed groups, and the groups still to load."""
+        cached: dict[str, list[Row]] = {}
+        missing: Needs = {}
+        for name, groups in needs.items():
+            known = self._groups[name]
+            rows = cached.setdefault(name, [])
+            for group in groups:
+                if group in known:
+                    known.move_to_end(group)
+                    rows.extend(known[group].values())
+                else:
+                    missing.setdefault(name, set()).add(group)
+        return cached, missing
+
+    def keep(self, rows: Rows) -> None:
+        """After the batch is written: its complete groups as they are now; other groups it changed go."""
+        for name, groups in self._groups.items():
+            known = rows.known(name)
+            for group in rows.touched(name) - known.keys():
+                self._size -= len(groups.pop(group, ()))
+            for group, members in known.items():
+                self._size += len(members) - len(groups.get(group, ()))
+                groups[group] = dict(members)
+                groups.move_to_end(group)
+        while self._size > self.limit:
+            name = max(self._groups, key=lambda n: len(self._groups[n]))
+            _, members = self._groups[name].popitem(last=False)
+            self._size -= len(members)
 
 
 def apply_changes(tables: Sequence[Table], state: dict[str, dict[Key, Row]], changes: Changes) -> None:
@@ -152,6 +217,11 @@ def apply_changes(tables: Sequence[Table], state: dict[str, dict[Key, Row]], cha
             rows.pop(key, None)
         for row in change.upserted:
             rows[table.key_of(row)] = row
+        for updates in change.updated.values():
+            for values in updates:
+                key = table.key_of(values)
+                if key in rows:
+                    rows[key] = {**rows[key], **values}
 
 
 def select(state: Mapping[str, Mapping[Key, Row]], needs: Needs) -> dict[str, list[Row]]:
@@ -190,13 +260,23 @@ class BatchProjection:
                 self.apply(rows, event)
         return rows.changes()
 
-    async def handle(self, conn: Any, events: list[StoredEvent]) -> None:
-        """Load what the batch reads, fold it, write the changes in sets (inside the caller's transaction)."""
+    async def handle(self, conn: Any, events: list[StoredEvent], cache: RowCache | None = None) -> None:
+        """Load what the batch reads (from `cache` when given), fold it, write the changes in sets
+        (inside the caller's transaction)."""
         from projections.batch_store import load, write
 
         relevant = self.relevant(events)
         if not relevant:
             return
         needs = self.needs(relevant)
-        rows = Rows(self.tables, await load(conn, self.tables, needs), needs)
+        loaded, missing = cache.take(needs) if cache is not None else ({}, needs)
+        for name, found in (await load(conn, self.tables, missing)).items():
+            loaded.setdefault(name, []).extend(found)
+        rows = Rows(self.tables, loaded, needs)
         await write(conn, self.tables, self.fold(rows, relevant))
+        if cache is not None:
+            cache.keep(rows)
+
+    def cache(self) -> RowCache:
+        """A row cache for one rebuild of this projection."""
+        return RowCache(self.tables)

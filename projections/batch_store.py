@@ -1,5 +1,6 @@
 """The set-based statements behind projections/batch.py: one SELECT per table to load the groups a batch
-reads, then per table at most one DELETE of cleared groups, one DELETE of keys and one upsert.
+reads, then per table at most one DELETE of cleared groups, one DELETE of keys, one upsert of whole rows
+and one UPDATE per set of columns changed (only the changed columns of rows that existed are sent).
 
 Rows travel as one JSON document per statement, unpacked by `json_populate_recordset(NULL::table, …)`:
 the table's own row type gives every column its type (arrays, jsonb, timestamps included), so no
@@ -61,6 +62,16 @@ async def write(conn: asyncpg.Connection, tables: Sequence[Table], changes: Chan
             by_columns.setdefault(tuple(row), []).append(row)
         for columns, rows in by_columns.items():
             await conn.execute(_upsert(table, columns), _json(rows))
+        for columns, rows in change.updated.items():
+            await conn.execute(_update(table, columns), _json(rows))
+
+
+def _update(table: Table, columns: tuple[str, ...]) -> str:
+    rest = [c for c in columns if c not in table.key]
+    return (
+        f"UPDATE {table.name} AS t SET ({', '.join(rest)}) = ROW({', '.join('d.' + c for c in rest)})"
+        f" FROM json_populate_recordset(NULL::{table.name}, $1::text::json) AS d WHERE {_matching(table)}"
+    )
 
 
 def _upsert(table: Table, columns: tuple[str, ...]) -> str:

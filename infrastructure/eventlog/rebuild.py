@@ -13,9 +13,11 @@ that fails leaves them as they were, and its build schemas to resume from.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
@@ -39,6 +41,7 @@ class RebuildBusy(Exception):
 class Build:
     projection: Projection
     cursor: Cursor
+    cache: Any = None  # rows kept between chunks, for projections that offer a cache (BatchProjection)
 
     @property
     def name(self) -> str:
@@ -64,7 +67,7 @@ async def _set_cursor(conn: asyncpg.Connection, name: str, cursor: Cursor, versi
 async def _start(conn: asyncpg.Connection, projection: Projection, fresh: bool) -> Build:
     """The build of `projection` to go on with: the one left by an earlier run (same version, schema
     and cursor still there), or a new one from the start of the log."""
-    build = Build(projection, (0, 0))
+    build = Build(projection, (0, 0), projection.cache() if hasattr(projection, "cache") else None)
     row = await conn.fetchrow(
         "SELECT transaction_id::text::bigint AS tx, position, version FROM checkpoints WHERE name = $1", build.name
     )
@@ -90,7 +93,10 @@ async def _apply(conn: asyncpg.Connection, builds: Sequence[Build], events: list
         if not todo:
             continue
         await conn.execute(f'SET LOCAL search_path TO "{build.schema}", public')
-        await build.projection.handle(conn, todo)
+        if build.cache is not None:
+            await build.projection.handle(conn, todo, build.cache)  # type: ignore[call-arg]
+        else:
+            await build.projection.handle(conn, todo)
         await _set_cursor(conn, build.name, last, build.projection.version)
         build.cursor = last
 
@@ -135,13 +141,24 @@ async def rebuild(
             if progress:
                 progress(done, max(total, done))
 
-        while True:  # chunk by chunk, each committed with the build cursors
-            async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
-                events = await read_global(conn, cursor, chunk)
+        # Chunk by chunk, each committed with the build cursors; the next chunk is read on a second
+        # connection while this one is written, so the server's work on both overlaps.
+        reader = await connect(dsn)
+        try:
+            ahead = asyncio.create_task(read_global(reader, cursor, chunk))
+            while True:
+                events = await ahead
+                if len(events) == chunk:
+                    ahead = asyncio.create_task(read_global(reader, (events[-1].transaction_id, events[-1].position), chunk))
                 if events:
-                    await replay(events)
-            if len(events) < chunk:
-                break
+                    async with conn.transaction():
+                        await replay(events)
+                if len(events) < chunk:
+                    break
+        finally:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+            await reader.close()
         async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):  # the tail and the swap, atomically
             for key in sorted({lock_key("batch", p.name) for p in projections}):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)

@@ -5,6 +5,7 @@ are then upserted table by table."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,11 +66,16 @@ CREATE INDEX plugin_dependencies_target ON plugin_dependencies (depends_on);
 """
 
 
-def version_key(version: str) -> list[int]:
-    """Sorts versions by precedence: release numbers, then pre-releases before the final release."""
+@functools.lru_cache(maxsize=4096)
+def _version_key(version: str) -> tuple[int, ...]:
     v = Version(version)
     pre = [{"a": -3, "b": -2, "rc": -1}[v.pre[0]], v.pre[1]] if v.pre else [0, 0]
-    return [*v.release, *([0] * (8 - len(v.release))), *pre, v.post or 0, v.dev if v.dev is not None else 0]
+    return (*v.release, *([0] * (8 - len(v.release))), *pre, v.post or 0, v.dev if v.dev is not None else 0)
+
+
+def version_key(version: str) -> list[int]:
+    """Sorts versions by precedence: release numbers, then pre-releases before the final release."""
+    return list(_version_key(version))
 
 
 PLUGINS = Table("plugins", ("plugin_id",))
@@ -79,7 +85,10 @@ MANIFEST_CHANGES = frozenset({"Plugin.Installed", "Plugin.Reinstalled", "Plugin.
 
 
 def _plugin_id(event: StoredEvent) -> str:
-    return event.stream_id.split(":", 1)[1]
+    return event.stream_id[PREFIX:]  # "plugin:<id>"
+
+
+PREFIX = len("plugin:")
 
 
 def _described(m: dict[str, Any]) -> Row:
