@@ -151,7 +151,7 @@ async def fill(dsn: str, events: int, tick: Callable[[int], None], seed: int = 1
                 done += await writer.install()
             for n in range(users_each):
                 done += await writer.register(n)
-            share = budget // WRITERS
+            share = budget // WRITERS + (1 if writer.index < budget % WRITERS else 0)
             written = plugins_each + users_each
             while written < share:
                 draw = writer.rng.random()
