@@ -53,6 +53,11 @@ def cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+# A read model's batch commits without waiting for its WAL flush: if the server crashes, the batch is lost
+# together with the cursor move (one transaction), and is projected again from the log.
+RELAXED_COMMIT = "SET LOCAL synchronous_commit = off"
+
+
 def lock_key(kind: str, name: str) -> int:
     return zlib.crc32(f"charter:{kind}:{name}".encode())
 
@@ -144,6 +149,7 @@ async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_si
 
 async def _apply_batch(conn: asyncpg.Connection, projection: Projection, batch_size: int) -> int:
     async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
+        await conn.execute(RELAXED_COMMIT)
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
         tx, pos, _ = await checkpoint(conn, projection.name)
         events = await read_global(conn, (tx, pos), batch_size)

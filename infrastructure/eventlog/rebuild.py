@@ -24,7 +24,7 @@ import structlog
 
 from application.ports import StoredEvent
 from infrastructure.eventlog.eventstore import READ_GLOBAL_ISOLATION, read_global
-from infrastructure.eventlog.projector import Projection, connect, lock_key
+from infrastructure.eventlog.projector import RELAXED_COMMIT, Projection, connect, lock_key
 
 log = structlog.get_logger(__name__)
 
@@ -152,6 +152,7 @@ async def rebuild(
                     ahead = asyncio.create_task(read_global(reader, (events[-1].transaction_id, events[-1].position), chunk))
                 if events:
                     async with conn.transaction():
+                        await conn.execute(RELAXED_COMMIT)
                         await replay(events)
                 if len(events) < chunk:
                     break
