@@ -205,7 +205,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_projections(args: argparse.Namespace) -> int:
     from infrastructure.eventlog.projector import checkpoint, lag
-    from infrastructure.eventlog.rebuild import RebuildBusy, rebuild
+    from infrastructure.eventlog.rebuild import BUILD, RebuildBusy, rebuild
     from projections import PROJECTIONS
 
     by_name = {p.name: p for p in PROJECTIONS}
@@ -228,6 +228,10 @@ def cmd_projections(args: argparse.Namespace) -> int:
             for name in by_name:
                 tx, pos, version = await checkpoint(pool, name)
                 print(f"{name}: version {version}, cursor ({tx}, {pos}), lag {await lag(pool, name)}")
+                if await pool.fetchval("SELECT 1 FROM checkpoints WHERE name = $1", name + BUILD):
+                    tx, pos, version = await checkpoint(pool, name + BUILD)
+                    print(f"  rebuild under way or interrupted (resumes with `charter projections rebuild {name}`):"
+                          f" version {version}, cursor ({tx}, {pos}), {await lag(pool, name + BUILD)} events to go")
             await pool.close()
             return 0
         names = ", ".join(p.name for p in chosen)
