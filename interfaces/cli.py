@@ -427,6 +427,7 @@ def parser() -> argparse.ArgumentParser:
     bench = command("bench", "benchmarks that print ratios against a baseline measured in the same run")
     bench.add_argument("suite", choices=["append", "fanout", "auth", "rebuild"])
     bench.add_argument("--events", type=int, default=200_000, help="rebuild: events in the log that is replayed")
+    bench.add_argument("--rounds", type=int, default=2, help="rebuild: rounds of each replay phase (the best counts)")
     bench.add_argument("--clients", type=int, default=64)
     bench.add_argument(
         "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20, rebuild's lag phase 10)"

@@ -235,7 +235,7 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_interval: float = 0.5,
-        rebuild_chunk: int = 10_000,
+        rebuild_chunk: int = 20_000,
     ) -> None:
         self.dsn = dsn
         self.projection = projection

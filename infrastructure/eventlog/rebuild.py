@@ -114,7 +114,7 @@ async def rebuild(
     projections: Sequence[Projection],
     progress: Progress | None = None,
     *,
-    chunk: int = 10_000,
+    chunk: int = 20_000,
     fresh: bool = False,
 ) -> int:
     """Rebuild `projections` in one pass over the log and swap them in; return the events replayed by

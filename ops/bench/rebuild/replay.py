@@ -13,6 +13,8 @@ import asyncpg
 from infrastructure.eventlog.eventstore import EVENT_COLUMNS, init_connection
 from infrastructure.eventlog.rebuild import rebuild
 
+SCAN_PAGE = 10_000  # rows per page of the raw scan
+
 # The floor: the log read in global order, keyset-paged as a rebuild reads it, jsonb decoded by msgspec
 # (the codec every Charter connection uses), nothing built from the rows.
 SCAN = (

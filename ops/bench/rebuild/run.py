@@ -18,7 +18,7 @@ from ops.bench.common import bench_progress, machine_info, run_loop, warmup_for,
 from ops.bench.postgres import bench_server, connection_budget, fresh_database, migrate_database, server_info
 from ops.bench.rebuild.fill import fill
 from ops.bench.rebuild.lag import phase_lag
-from ops.bench.rebuild.replay import Replay, raw_scan, rebuild_phase
+from ops.bench.rebuild.replay import SCAN_PAGE, Replay, raw_scan, rebuild_phase
 from ops.bench.rebuild.report import lag_table, markdown, ratios, replay_table
 
 
@@ -46,6 +46,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     events = max(100, int(getattr(args, "events", 200_000)))
     clients = max(1, int(getattr(args, "clients", 64)))
     seconds = max(0.5, float(getattr(args, "seconds", 10.0)))
+    rounds = max(1, int(getattr(args, "rounds", 2) or 1))
     chunk = max(1, Settings.from_env().rebuild_chunk)
     folder = Path(getattr(args, "report", None) or "bench-reports")
     console = Console(stderr=True)
@@ -64,16 +65,19 @@ def run_rebuild(args: argparse.Namespace) -> int:
                 finish(status=f"{sum(stream_types.values()):,} events")
                 in_log = sum(stream_types.values())
                 for key, title, coroutine in (
-                    ("raw_scan", "(a) raw scan (floor)", lambda t: raw_scan(dsn, chunk, t)),
+                    ("raw_scan", "(a) raw scan (floor)", lambda t: raw_scan(dsn, SCAN_PAGE, t)),
                     *(
                         (f"rebuild_{p.name}", f"(b) rebuild {p.name}", lambda t, p=p: rebuild_phase(dsn, [p], chunk, t))
                         for p in PROJECTIONS
                     ),
                     ("rebuild_all", "(c) rebuild all in one pass", lambda t: rebuild_phase(dsn, PROJECTIONS, chunk, t, "rebuild_all")),
                 ):
-                    tick, finish = _counter(progress, title, in_log)
-                    replays[key] = run_loop(coroutine(tick))
-                    finish(replays[key])
+                    for round_ in range(1, rounds + 1):  # the best round counts: others' load only slows one down
+                        tick, finish = _counter(progress, f"{title} [{round_}/{rounds}]", in_log)
+                        replay = run_loop(coroutine(tick))
+                        finish(replay)
+                        if key not in replays or replay.rate > replays[key].rate:
+                            replays[key] = replay
                 lag = phase_lag(dsn, clients, warmup_for(seconds), seconds, Path(tmp) / "charter", connection_budget(info), progress)
 
     found = {key: {**asdict(r), "rate": r.rate} for key, r in replays.items()}
@@ -82,7 +86,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {"events": events, "events_in_log": in_log, "stream_types": stream_types, "chunk": chunk,
-                   "clients": clients, "seconds": seconds, "database": database},  # fmt: skip
+                   "rounds": rounds, "scan_page": SCAN_PAGE, "clients": clients, "seconds": seconds,
+                   "database": database},  # fmt: skip
         "machine": machine_info(),
         "server": {"kind": server.kind, **info},
         "replays": found,
