@@ -12,7 +12,7 @@ folding its events one at a time gives (tests/property/test_batch_folding.py).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,9 +139,12 @@ class Rows:
         by_group = self._rows[table]
         return {group: by_group.get(group, {}) for group in self._known[table]}
 
-    def touched(self, table: str) -> set[Any]:
-        """The groups of `table` this batch changed."""
-        return {key[0] for key in self._dirty[table]} | set(self._cleared[table])
+    def blind_changes(self, table: str) -> Iterator[tuple[Key, Row | None]]:
+        """Rows this batch put (the row) or deleted (None) in groups it did not load."""
+        known, by_group = self._known[table], self._rows[table]
+        for key in self._dirty[table]:
+            if key[0] not in known:
+                yield key, by_group.get(key[0], {}).get(key)
 
     def changes(self) -> Changes:
         out: Changes = {}
@@ -188,11 +191,20 @@ class RowCache:
         return cached, missing
 
     def keep(self, rows: Rows) -> None:
-        """After the batch is written: its complete groups as they are now; other groups it changed go."""
+        """After the batch is written: its complete groups as they are now, and its puts and deletes
+        applied to the cached groups it changed without loading them (a new plugin version)."""
         for name, groups in self._groups.items():
             known = rows.known(name)
-            for group in rows.touched(name) - known.keys():
-                self._size -= len(groups.pop(group, ()))
+            for key, row in rows.blind_changes(name):
+                members = groups.get(key[0])
+                if members is None:
+                    continue
+                self._size -= len(members)
+                if row is None:
+                    members.pop(key, None)
+                else:
+                    members[key] = row
+                self._size += len(members)
             for group, members in known.items():
                 self._size += len(members) - len(groups.get(group, ()))
                 groups[group] = dict(members)

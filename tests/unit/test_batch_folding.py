@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projections.batch import NotLoaded, Rows, Table
+from projections.batch import NotLoaded, RowCache, Rows, Table
 from projections.identity.projection import AccessProjection
 from projections.plugins.projection import PluginsProjection
 from tests.batch_kit import Log, fold_whole, manifest, tables
@@ -55,6 +55,31 @@ class TestRows:
         rows.delete("items", "a", 1)
         change = rows.changes()["items"]
         assert change.upserted == [] and change.deleted == [("a", 1)]
+
+
+class TestRowCache:
+    def test_a_cached_group_takes_the_rows_a_later_batch_put_or_deleted_without_loading_it(self) -> None:
+        cache = RowCache([ITEMS])
+        first = Rows([ITEMS], {"items": [{"group_id": "g", "item": 1}, {"group_id": "g", "item": 2}]}, {"items": {"g"}})
+        cache.keep(first)
+        blind = Rows([ITEMS], {}, {})  # a batch that writes into g without reading it
+        blind.put("items", {"group_id": "g", "item": 3})
+        blind.delete("items", "g", 1)
+        cache.keep(blind)
+
+        cached, missing = cache.take({"items": {"g", "h"}})
+
+        assert sorted(r["item"] for r in cached["items"]) == [2, 3]
+        assert missing == {"items": {"h"}}
+
+    def test_the_least_recently_used_groups_go_past_the_limit(self) -> None:
+        cache = RowCache([ITEMS], limit=2)
+        for group in ("a", "b", "c"):
+            cache.keep(Rows([ITEMS], {"items": [{"group_id": group, "item": 1}]}, {"items": {group}}))
+
+        _, missing = cache.take({"items": {"a", "b", "c"}})
+
+        assert missing == {"items": {"a"}}
 
 
 class TestPluginsFold:
