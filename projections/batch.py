@@ -58,6 +58,9 @@ class TableChanges:
 Changes = dict[str, TableChanges]
 
 
+_ABSENT: Any = object()
+
+
 class NotLoaded(LookupError):
     """A fold read rows of a group its projection's `needs` did not ask for (a bug in `needs`)."""
 
@@ -95,8 +98,10 @@ class Rows:
             raise NotLoaded(f"{table}: group {group!r} was not loaded for this batch")
 
     def get(self, table: str, *key: Any) -> Row | None:
-        self._check(table, key[0])
-        return self._rows[table].get(key[0], {}).get(key)
+        if table not in self._complete and key[0] not in self._known[table]:
+            raise NotLoaded(f"{table}: group {key[0]!r} was not loaded for this batch")
+        group = self._rows[table].get(key[0])
+        return group.get(key) if group else None
 
     def group(self, table: str, group: Any) -> list[Row]:
         """Every row of `group`, in key order."""
@@ -107,7 +112,10 @@ class Rows:
     def put(self, table: str, row: Row) -> None:
         """Insert or replace a whole row (no need to have loaded its group)."""
         key = self.tables[table].key_of(row)
-        self._rows[table].setdefault(key[0], {})[key] = row
+        group = self._rows[table].get(key[0])
+        if group is None:
+            group = self._rows[table][key[0]] = {}
+        group[key] = row
         self._dirty[table][key] = None
 
     def update(self, table: str, *key: Any, **values: Any) -> Row | None:
@@ -115,12 +123,13 @@ class Rows:
         row = self.get(table, *key)
         if row is None:
             return None
-        changed = {**row, **values}
+        changed = row | values
         self._rows[table][key[0]][key] = changed
         dirty = self._dirty[table]
-        if key not in dirty:
+        columns = dirty.get(key, _ABSENT)
+        if columns is _ABSENT:
             dirty[key] = set(values)
-        elif (columns := dirty[key]) is not None:
+        elif columns is not None:
             columns.update(values)
         return changed
 
