@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, kw_only=True):
     ready_max_relay_lag: int = 10_000  # events not yet in JetStream before /ready says not ready
     ready_relay_stall_seconds: float = 30.0  # events waiting and nothing published this long: relay stuck
     poll_interval: float = 0.5
+    # A rebuild commits its build schema and cursor every this many events (`charter projections rebuild`
+    # and a projector whose version changed): an interrupted rebuild resumes from its last chunk.
+    rebuild_chunk: int = 20_000
     nats_stream: str = "CHARTER_EVENTS"
     nats_subject_prefix: str = "charter.events"
     nats_max_age_days: float = 30.0

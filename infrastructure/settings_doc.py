@@ -30,6 +30,7 @@ DESCRIPTIONS: dict[str, str] = {
     "ready_max_relay_lag": "events not yet in JetStream before `/ready` answers 503",
     "ready_relay_stall_seconds": "seconds with events waiting and nothing published before `/ready` calls the relay stuck",
     "poll_interval": "seconds between polls of projectors and relay when no NOTIFY arrives",
+    "rebuild_chunk": "events a projection rebuild commits at a time (an interrupted rebuild resumes from its last chunk)",
     "nats_stream": "JetStream stream events are published to",
     "nats_subject_prefix": "subject prefix (`<prefix>.<site|global>.<stream_type>.<EventName>`)",
     "nats_max_age_days": "days JetStream keeps events (the log in PostgreSQL keeps them forever)",

@@ -204,17 +204,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_projections(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from infrastructure.eventlog.projector import checkpoint, lag, rebuild
+    from infrastructure.eventlog.projector import checkpoint, lag
+    from infrastructure.eventlog.rebuild import BUILD, RebuildBusy, rebuild
     from projections import PROJECTIONS
 
     by_name = {p.name: p for p in PROJECTIONS}
-    if args.name and args.name not in by_name:
-        print(f"unknown projection {args.name!r}; known: {', '.join(by_name)}", file=sys.stderr)
+    unknown = [name for name in args.names if name not in by_name]
+    if unknown:
+        print(f"unknown projection {unknown[0]!r}; known: {', '.join(by_name)}", file=sys.stderr)
         return 2
+    chosen = [by_name[name] for name in dict.fromkeys(args.names)] if args.names and not args.all else list(by_name.values())
+    settings = Settings.from_env()
 
-    async def run(url: str) -> None:
+    async def run(url: str) -> int:
         from infrastructure.eventlog.eventstore import create_pool
         from infrastructure.eventlog.migrate import migrate
 
@@ -226,19 +228,41 @@ def cmd_projections(args: argparse.Namespace) -> int:
             for name in by_name:
                 tx, pos, version = await checkpoint(pool, name)
                 print(f"{name}: version {version}, cursor ({tx}, {pos}), lag {await lag(pool, name)}")
+                if await pool.fetchval("SELECT 1 FROM checkpoints WHERE name = $1", name + BUILD):
+                    tx, pos, version = await checkpoint(pool, name + BUILD)
+                    print(f"  rebuild under way or interrupted (resumes with `charter projections rebuild {name}`):"
+                          f" version {version}, cursor ({tx}, {pos}), {await lag(pool, name + BUILD)} events to go")
             await pool.close()
-            return
-        for projection in [by_name[args.name]] if args.name else list(by_name.values()):
-            with Progress(
-                TextColumn(f"rebuilding {projection.name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-            ) as bar:
-                task = bar.add_task(projection.name, total=None)
-                count = await rebuild(url, projection, lambda done, total: bar.update(task, completed=done, total=total))
-            print(f"{projection.name}: {count} events replayed, swapped in")
+            return 0
+        names = ", ".join(p.name for p in chosen)
+        with rebuild_progress(f"rebuilding {names}") as progress:
+            try:
+                count = await rebuild(url, chosen, progress, chunk=max(1, settings.rebuild_chunk), fresh=args.fresh)
+            except RebuildBusy as busy:
+                print(f"charter projections rebuild: {busy}", file=sys.stderr)
+                return 1
+        print(f"{names}: {count} events replayed, swapped in")
+        return 0
 
-    with database(Settings.from_env()) as url:
-        asyncio.run(run(url))
-    return 0
+    with database(settings) as url:
+        return asyncio.run(run(url))
+
+
+@contextlib.contextmanager
+def rebuild_progress(label: str) -> Iterator[Any]:
+    """A progress bar on stderr (events, events/s, time left); yields the `(done, total)` callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(f"{task.speed or 0:,.0f} events/s")
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def cmd_relay(args: argparse.Namespace) -> int:
@@ -377,7 +401,11 @@ def parser() -> argparse.ArgumentParser:
 
     proj = command("projections", "inspect or rebuild read models")
     proj.add_argument("action", choices=["rebuild", "status"])
-    proj.add_argument("name", nargs="?", help="projection to rebuild (default: all)")
+    proj.add_argument("names", nargs="*", help="projections to rebuild, in one pass over the log (default: all)")
+    proj.add_argument("--all", action="store_true", help="rebuild every projection (as when no name is given)")
+    proj.add_argument(
+        "--fresh", action="store_true", help="start over instead of resuming an interrupted rebuild from its last chunk"
+    )
     proj.set_defaults(func=cmd_projections)
 
     relay = command("relay", "the relay to JetStream: status, and events it could not publish")
@@ -397,10 +425,12 @@ def parser() -> argparse.ArgumentParser:
     users.set_defaults(func=cmd_users)
 
     bench = command("bench", "benchmarks that print ratios against a baseline measured in the same run")
-    bench.add_argument("suite", choices=["append", "fanout", "auth"])
+    bench.add_argument("suite", choices=["append", "fanout", "auth", "rebuild"])
+    bench.add_argument("--events", type=int, default=200_000, help="rebuild: events in the log that is replayed")
+    bench.add_argument("--rounds", type=int, default=2, help="rebuild: rounds of each replay phase (the best counts)")
     bench.add_argument("--clients", type=int, default=64)
     bench.add_argument(
-        "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20)"
+        "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20, rebuild's lag phase 10)"
     )
     bench.add_argument("--report", default="bench-reports", help="folder for the JSON/Markdown report")
     bench.add_argument(

@@ -213,7 +213,11 @@ async def start_runtime(settings: Settings) -> Runtime:
         await runtime.notifier.start()
         for projection in projections.values():
             runner = ProjectionRunner(
-                dsn, projection, runtime.notifier.subscribe(), poll_interval=settings.poll_interval
+                dsn,
+                projection,
+                runtime.notifier.subscribe(),
+                poll_interval=settings.poll_interval,
+                rebuild_chunk=max(1, settings.rebuild_chunk),
             )
             runtime.runners.append(runner)
             runtime.tasks.append(asyncio.create_task(runner.run(), name=f"projection-{projection.name}"))

@@ -132,7 +132,7 @@ def largest_field(payload: dict[str, Any]) -> str | None:
 
 
 def record(row: asyncpg.Record) -> StoredEvent:
-    return StoredEvent(**dict(row))
+    return StoredEvent(*row)  # EVENT_COLUMNS are StoredEvent's fields, in order (no dict per event)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

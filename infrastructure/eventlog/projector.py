@@ -2,15 +2,14 @@
 
 Each projection keeps its tables in its own PostgreSQL schema. One runner per projection leads across
 all processes (session advisory lock); the others wait as hot standbys. Every batch also takes a
-transaction advisory lock, which a rebuild takes too while it swaps the freshly built schema in.
+transaction advisory lock, which a rebuild (infrastructure/eventlog/rebuild.py) takes too while it
+swaps the freshly built schema in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import zlib
-from collections.abc import Callable
 from typing import Protocol
 
 import asyncpg
@@ -23,7 +22,6 @@ from infrastructure.eventlog.eventstore import NOTIFY_CHANNEL, READ_GLOBAL_ISOLA
 
 log = structlog.get_logger(__name__)
 
-Progress = Callable[[int, int], None]
 CONNECT_TIMEOUT = 5.0  # a server that accepts TCP but never answers must not hold a loop for asyncpg's 60 s
 
 
@@ -55,13 +53,21 @@ def cancel_requested() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+# A read model's batch commits without waiting for its WAL flush: if the server crashes, the batch is lost
+# together with the cursor move (one transaction), and is projected again from the log.
+RELAXED_COMMIT = "SET LOCAL synchronous_commit = off"
+
+
 def lock_key(kind: str, name: str) -> int:
     return zlib.crc32(f"charter:{kind}:{name}".encode())
 
 
-async def _connect(dsn: str) -> asyncpg.Connection:
-    # No statement cache: a rebuild swaps the tables, and cached plans would point at the old ones.
-    conn = await asyncpg.connect(dsn, statement_cache_size=0, timeout=CONNECT_TIMEOUT)
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A projector's own connection, with asyncpg's statement cache on: each batch runs the same few
+    statements, prepared once. PostgreSQL re-plans a prepared statement whose tables a rebuild swapped
+    (they are found again by name through the search_path); when the swap changed a result's columns,
+    the statement fails once with InvalidCachedStatementError and the batch is retried (`apply_batch`)."""
+    conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
     await init_connection(conn)
     return conn
 
@@ -131,8 +137,19 @@ async def lag(pool: asyncpg.Pool, name: str, cap: int = 1_000_000) -> int:
 
 
 async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_size: int) -> int:
-    """Handle the next batch and advance the cursor in one transaction; return how many events."""
+    """Handle the next batch and advance the cursor in one transaction; return how many events. A
+    batch meeting statements prepared before a rebuild swapped the tables is rolled back and run again
+    with fresh ones."""
+    try:
+        return await _apply_batch(conn, projection, batch_size)
+    except asyncpg.InvalidCachedStatementError:
+        await conn.reload_schema_state()
+        return await _apply_batch(conn, projection, batch_size)
+
+
+async def _apply_batch(conn: asyncpg.Connection, projection: Projection, batch_size: int) -> int:
     async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
+        await conn.execute(RELAXED_COMMIT)
         await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
         tx, pos, _ = await checkpoint(conn, projection.name)
         events = await read_global(conn, (tx, pos), batch_size)
@@ -218,12 +235,14 @@ class ProjectionRunner:
         *,
         batch_size: int = 500,
         poll_interval: float = 0.5,
+        rebuild_chunk: int = 20_000,
     ) -> None:
         self.dsn = dsn
         self.projection = projection
         self.wakeup = wakeup or asyncio.Event()
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.rebuild_chunk = rebuild_chunk
         self.leading = False
 
     async def run(self) -> None:
@@ -244,7 +263,9 @@ class ProjectionRunner:
                 await asyncio.sleep(self.poll_interval)
 
     async def _run_once(self) -> None:
-        conn = await _connect(self.dsn)
+        from infrastructure.eventlog.rebuild import rebuild
+
+        conn = await connect(self.dsn)
         try:
             await ensure_projection(conn, self.projection)
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("leader", self.projection.name)):
@@ -254,7 +275,8 @@ class ProjectionRunner:
             _, _, version = await checkpoint(conn, self.projection.name)
             if version != self.projection.version:
                 log.info("projection version changed; rebuilding", projection=self.projection.name, was=version)
-                await rebuild(self.dsn, self.projection)
+                await rebuild(self.dsn, [self.projection], chunk=self.rebuild_chunk)
+                await conn.reload_schema_state()
             await conn.execute(f'SET search_path TO "{self.projection.schema}", public')
             while True:
                 self.wakeup.clear()
@@ -266,52 +288,3 @@ class ProjectionRunner:
         finally:
             self.leading = False
             await conn.close(timeout=2)
-
-
-async def rebuild(dsn: str, projection: Projection, progress: Progress | None = None, batch_size: int = 1000) -> int:
-    """Replay the whole log into a fresh schema, then swap it in atomically; return events replayed."""
-    build = f"{projection.schema}__build"
-    conn = await _connect(dsn)
-    try:
-        total = await conn.fetchval("SELECT count(*) FROM events")
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{build}" CASCADE')
-        await conn.execute(f'CREATE SCHEMA "{build}"')
-        await conn.execute(f'SET search_path TO "{build}", public')
-        await conn.execute(projection.ddl)
-        cursor, done = (0, 0), 0
-        started = time.monotonic()
-
-        async def replay() -> int:
-            nonlocal cursor, done
-            count = 0
-            while True:
-                events = await read_global(conn, cursor, batch_size)
-                if not events:
-                    return count
-                await projection.handle(conn, events)
-                cursor = (events[-1].transaction_id, events[-1].position)
-                done += len(events)
-                count += len(events)
-                if progress:
-                    progress(done, max(total, done))
-
-        async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
-            await replay()
-        async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("batch", projection.name))
-            await replay()  # what arrived during the bulk replay
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{projection.schema}" CASCADE')
-            await conn.execute(f'ALTER SCHEMA "{build}" RENAME TO "{projection.schema}"')
-            await conn.execute(
-                "INSERT INTO checkpoints (name, transaction_id, position, version) VALUES ($1, $2::text::xid8, $3, $4)"
-                " ON CONFLICT (name) DO UPDATE SET transaction_id = excluded.transaction_id,"
-                " position = excluded.position, version = excluded.version, updated_at = now()",
-                projection.name,
-                str(cursor[0]),
-                cursor[1],
-                projection.version,
-            )
-        log.info("projection rebuilt", projection=projection.name, events=done, seconds=round(time.monotonic() - started, 2))
-        return done
-    finally:
-        await conn.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_SECONDS = {"append": 10.0, "fanout": 20.0}
+DEFAULT_SECONDS = {"append": 10.0, "fanout": 20.0, "rebuild": 10.0}
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -24,7 +24,11 @@ def run_bench(args: argparse.Namespace) -> int:
         from ops.bench.auth.run import run_auth
 
         return run_auth(args)
-    print(f"unknown benchmark suite {args.suite!r}; known: append, fanout, auth", file=sys.stderr)
+    if args.suite == "rebuild":
+        from ops.bench.rebuild.run import run_rebuild
+
+        return run_rebuild(args)
+    print(f"unknown benchmark suite {args.suite!r}; known: append, fanout, auth, rebuild", file=sys.stderr)
     return 2
 
 

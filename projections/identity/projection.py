@@ -1,15 +1,18 @@
-"""Read model `access`: users (with their grants), roles (with permissions and user counts), permissions."""
+"""Read model `access`: users (with their grants), roles (with permissions and user counts), permissions.
+
+Written in sets (projections/batch.py): `apply` folds one event into the rows, pure."""
 
 from __future__ import annotations
 
-import asyncpg
+from collections.abc import Sequence
 
 from application.ports import StoredEvent
 from domain.identity.access import BUILTIN_ROLES as BUILTIN
+from projections.batch import BatchProjection, Needs, Rows, Table
 
 NAME = "identity"
 SCHEMA = "rm_identity"
-VERSION = 1
+VERSION = 2  # 2: the live-name index of roles is no longer unique (names are reserved by streams)
 
 DDL = """
 CREATE TABLE users (
@@ -42,7 +45,7 @@ CREATE TABLE roles (
     updated_at      timestamptz NOT NULL,
     stream_version  integer NOT NULL
 );
-CREATE UNIQUE INDEX roles_live_name ON roles (name) WHERE NOT deleted;
+CREATE INDEX roles_live_name ON roles (name) WHERE NOT deleted;
 CREATE TABLE permissions (
     name         text PRIMARY KEY,
     resource     text NOT NULL,
@@ -53,81 +56,84 @@ CREATE TABLE permissions (
 """
 
 
-class AccessProjection:
+USERS = Table("users", ("user_id",))
+GRANTS = Table("user_grants", ("user_id", "role_key", "site_id"))
+ROLES = Table("roles", ("role_key",))
+PERMISSIONS = Table("permissions", ("name",))
+
+
+def _key(event: StoredEvent) -> str:
+    return event.stream_id.split(":", 1)[1]
+
+
+class AccessProjection(BatchProjection):
+    """One batch upserts its users, grants, roles and permissions in sets. Uniqueness of emails and role
+    names comes from their reservation streams, so a batch that renames one role and gives another the
+    freed name writes both rows in one statement without a unique index in between."""
+
     name = NAME
     schema = SCHEMA
     version = VERSION
     ddl = DDL
+    tables = (USERS, GRANTS, ROLES, PERMISSIONS)
+    stream_types = frozenset({"user", "role", "permission"})
 
-    async def handle(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None:
-        for event in events:
-            if event.stream_type in ("user", "role", "permission"):
-                await self.apply(conn, event)
+    def needs(self, events: Sequence[StoredEvent]) -> Needs:
+        return {
+            "users": {_key(e) for e in events if e.stream_type == "user"},
+            "user_grants": {_key(e) for e in events if e.event_type == "User.RoleGranted"},
+            "roles": {_key(e) for e in events if e.stream_type == "role"},
+            "permissions": {e.payload["name"] for e in events if e.event_type == "Permission.Defined"},
+        }
 
-    async def apply(self, conn: asyncpg.Connection, e: StoredEvent) -> None:
-        key, p = e.stream_id.split(":", 1)[1], e.payload
+    def apply(self, rows: Rows, e: StoredEvent) -> None:
+        key, p = _key(e), e.payload
+        user = {"updated_at": e.recorded_at, "stream_version": e.stream_version}
+        role = user
         match e.event_type:
             case "User.Registered":
-                await conn.execute(
-                    "INSERT INTO users (user_id, email, full_name, is_active, created_at, updated_at, stream_version)"
-                    " VALUES ($1, $2, $3, $4, $5, $5, $6)",
-                    key, p["email"], p["full_name"], p["active"], e.recorded_at, e.stream_version,
-                )
+                rows.put("users", {
+                    "user_id": key, "email": p["email"], "full_name": p["full_name"], "is_active": p["active"],
+                    "created_at": e.recorded_at, "grants_changed_at": None, **user,
+                })  # fmt: skip
             case "User.Activated" | "User.Deactivated":
-                await conn.execute(
-                    "UPDATE users SET is_active = $2, updated_at = $3, stream_version = $4 WHERE user_id = $1",
-                    key, e.event_type == "User.Activated", e.recorded_at, e.stream_version,
-                )
+                rows.update("users", key, is_active=e.event_type == "User.Activated", **user)
             case "User.PasswordChanged":
-                await _touch_user(conn, key, e)
+                rows.update("users", key, **user)
             case "User.RoleGranted":
-                await conn.execute(
-                    "INSERT INTO user_grants VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    key, p["role"], p["site_id"] or "", e.recorded_at, e.metadata.get("actor"),
-                )
-                await _touch_user(conn, key, e, grants_changed=True)
+                site = p["site_id"] or ""
+                if rows.get("user_grants", key, p["role"], site) is None:  # a repeated grant keeps the first
+                    rows.put("user_grants", {
+                        "user_id": key, "role_key": p["role"], "site_id": site, "granted_at": e.recorded_at,
+                        "granted_by": e.metadata.get("actor"),
+                    })  # fmt: skip
+                rows.update("users", key, grants_changed_at=e.recorded_at, **user)
             case "User.RoleRevoked":
-                await conn.execute(
-                    "DELETE FROM user_grants WHERE user_id = $1 AND role_key = $2 AND site_id = $3",
-                    key, p["role"], p["site_id"] or "",
-                )
-                await _touch_user(conn, key, e, grants_changed=True)
+                rows.delete("user_grants", key, p["role"], p["site_id"] or "")
+                rows.update("users", key, grants_changed_at=e.recorded_at, **user)
             case "Role.Created":
-                await conn.execute(
-                    "INSERT INTO roles VALUES ($1, $2, $3, $4, $5, false, $6, $6, $7)",
-                    key, p["name"], p["description"], sorted(set(p["permissions"])), p["key"] in BUILTIN, e.recorded_at,
-                    e.stream_version,
-                )
+                rows.put("roles", {
+                    "role_key": key, "name": p["name"], "description": p["description"],
+                    "permissions": sorted(set(p["permissions"])), "builtin": p["key"] in BUILTIN, "deleted": False,
+                    "created_at": e.recorded_at, **role,
+                })  # fmt: skip
             case "Role.Renamed":
-                await _touch_role(conn, key, e, "name = $4", p["name"])
+                rows.update("roles", key, name=p["name"], **role)
             case "Role.Described":
-                await _touch_role(conn, key, e, "description = $4", p["description"])
+                rows.update("roles", key, description=p["description"], **role)
             case "Role.PermissionAdded":
-                await _touch_role(
-                    conn, key, e, "permissions = ARRAY(SELECT DISTINCT unnest(permissions || $4::text) ORDER BY 1)",
-                    p["permission"],
-                )
+                if found := rows.get("roles", key):
+                    rows.update("roles", key, permissions=sorted({*found["permissions"], p["permission"]}), **role)
             case "Role.PermissionRemoved":
-                await _touch_role(conn, key, e, "permissions = array_remove(permissions, $4)", p["permission"])
+                if found := rows.get("roles", key):
+                    kept = [x for x in found["permissions"] if x != p["permission"]]
+                    rows.update("roles", key, permissions=kept, **role)
             case "Role.Deleted":
-                await _touch_role(conn, key, e, "deleted = true")
+                rows.update("roles", key, deleted=True, **role)
             case "Permission.Defined":
-                resource, action = p["name"].split(":", 1)
-                await conn.execute(
-                    "INSERT INTO permissions VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    p["name"], resource, action, p["description"], e.recorded_at,
-                )
-
-
-async def _touch_user(conn: asyncpg.Connection, key: str, e: StoredEvent, grants_changed: bool = False) -> None:
-    changed = ", grants_changed_at = $2" if grants_changed else ""
-    await conn.execute(
-        f"UPDATE users SET updated_at = $2, stream_version = $3{changed} WHERE user_id = $1", key, e.recorded_at, e.stream_version
-    )
-
-
-async def _touch_role(conn: asyncpg.Connection, key: str, e: StoredEvent, assignments: str, *args: object) -> None:
-    await conn.execute(
-        f"UPDATE roles SET {assignments}, updated_at = $2, stream_version = $3 WHERE role_key = $1",
-        key, e.recorded_at, e.stream_version, *args,
-    )
+                if rows.get("permissions", p["name"]) is None:  # the first definition stays
+                    resource, action = p["name"].split(":", 1)
+                    rows.put("permissions", {
+                        "name": p["name"], "resource": resource, "action": action, "description": p["description"],
+                        "defined_at": e.recorded_at,
+                    })  # fmt: skip

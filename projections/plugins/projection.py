@@ -1,13 +1,18 @@
-"""Read model `plugins`: which plugins are installed, at which version, who depends on whom."""
+"""Read model `plugins`: which plugins are installed, at which version, who depends on whom.
+
+Written in sets (projections/batch.py): `apply` folds one event into the rows, pure; the batch's rows
+are then upserted table by table."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 from packaging.version import Version
 
 from application.ports import StoredEvent
+from projections.batch import BatchProjection, Needs, Row, Rows, Table
 
 NAME = "plugins"
 SCHEMA = "rm_plugins"
@@ -61,154 +66,112 @@ CREATE INDEX plugin_dependencies_target ON plugin_dependencies (depends_on);
 """
 
 
-def version_key(version: str) -> list[int]:
-    """Sorts versions by precedence: release numbers, then pre-releases before the final release."""
+@functools.lru_cache(maxsize=4096)
+def _version_key(version: str) -> tuple[int, ...]:
     v = Version(version)
     pre = [{"a": -3, "b": -2, "rc": -1}[v.pre[0]], v.pre[1]] if v.pre else [0, 0]
-    return [*v.release, *([0] * (8 - len(v.release))), *pre, v.post or 0, v.dev if v.dev is not None else 0]
+    return (*v.release, *([0] * (8 - len(v.release))), *pre, v.post or 0, v.dev if v.dev is not None else 0)
+
+
+def version_key(version: str) -> list[int]:
+    """Sorts versions by precedence: release numbers, then pre-releases before the final release."""
+    return list(_version_key(version))
+
+
+PLUGINS = Table("plugins", ("plugin_id",))
+VERSIONS = Table("plugin_versions", ("plugin_id", "seq"))
+DEPENDENCIES = Table("plugin_dependencies", ("plugin_id", "depends_on"))
+MANIFEST_CHANGES = frozenset({"Plugin.Installed", "Plugin.Reinstalled", "Plugin.Updated", "Plugin.RolledBack"})
 
 
 def _plugin_id(event: StoredEvent) -> str:
-    return event.stream_id.split(":", 1)[1]
+    return event.stream_id[PREFIX:]  # "plugin:<id>"
 
 
-class PluginsProjection:
+PREFIX = len("plugin:")
+
+
+def _described(m: dict[str, Any]) -> Row:
+    """The columns a manifest decides."""
+    return {
+        "name": m["name"],
+        "version": m["version"],
+        "version_key": version_key(m["version"]),
+        "description": m.get("description", ""),
+        "author": m.get("author", ""),
+        "category": m.get("category", "general"),
+        "tags": list(m.get("tags", [])),
+        "capabilities": list(m.get("capabilities", [])),
+        "manifest": m,
+    }
+
+
+class PluginsProjection(BatchProjection):
     name = NAME
     schema = SCHEMA
     version = VERSION
     ddl = DDL
+    tables = (PLUGINS, VERSIONS, DEPENDENCIES)
+    stream_types = frozenset({"plugin"})
 
-    async def handle(self, conn: asyncpg.Connection, events: list[StoredEvent]) -> None:
-        for event in events:
-            if event.stream_type == "plugin":
-                await self.apply(conn, event)
+    def needs(self, events: Sequence[StoredEvent]) -> Needs:
+        """Every plugin row of the batch; the version history only where a rollback looks a version up."""
+        return {
+            "plugins": {_plugin_id(e) for e in events},
+            "plugin_versions": {_plugin_id(e) for e in events if e.event_type == "Plugin.RolledBack"},
+        }
 
-    async def apply(self, conn: asyncpg.Connection, e: StoredEvent) -> None:
+    def apply(self, rows: Rows, e: StoredEvent) -> None:
         pid, p = _plugin_id(e), e.payload
+        touched = {"updated_at": e.recorded_at, "stream_version": e.stream_version, "last_position": e.position}
         match e.event_type:
             case "Plugin.Installed" | "Plugin.Reinstalled":
-                await _upsert_installed(conn, pid, e)
-                await _record_version(conn, pid, e)
+                rows.put("plugins", {
+                    "plugin_id": pid, **_described(p["manifest"]),
+                    "status": "enabled" if p["enabled"] else "installed", "enabled": p["enabled"],
+                    "disabled_reason": None, "config": p["config"], "source": p["source"], "restarts": 0, "reloads": 0,
+                    "installed_at": e.recorded_at, **touched,
+                })  # fmt: skip
+                _set_dependencies(rows, pid, p["manifest"])
+                _record_version(rows, pid, e, p["manifest"], p["source"])
             case "Plugin.Updated":
-                await _set_manifest(conn, pid, e, p["manifest"], p["source"], p["config"])
-                await _record_version(conn, pid, e)
+                _set_manifest(rows, pid, touched, p["manifest"], p["source"], p["config"])
+                _record_version(rows, pid, e, p["manifest"], p["source"])
             case "Plugin.RolledBack":
-                row = await conn.fetchrow(
-                    "SELECT manifest, source FROM plugin_versions WHERE plugin_id = $1 AND version = $2"
-                    " ORDER BY seq DESC LIMIT 1",
-                    pid,
-                    p["to_version"],
-                )
-                await _set_manifest(conn, pid, e, row["manifest"], row["source"], p["config"])
+                found = [v for v in rows.group("plugin_versions", pid) if v["version"] == p["to_version"]]
+                if found:  # the latest recording of that version
+                    _set_manifest(rows, pid, touched, found[-1]["manifest"], found[-1]["source"], p["config"])
             case "Plugin.Enabled":
-                await _touch(conn, pid, e, "status = 'enabled', enabled = true, disabled_reason = NULL")
+                rows.update("plugins", pid, status="enabled", enabled=True, disabled_reason=None, **touched)
             case "Plugin.Disabled":
-                await _touch(conn, pid, e, "status = 'disabled', enabled = false, disabled_reason = $5", p["reason"])
+                rows.update("plugins", pid, status="disabled", enabled=False, disabled_reason=p["reason"], **touched)
             case "Plugin.Restarted":
-                await _touch(conn, pid, e, "restarts = restarts + 1")
+                if row := rows.get("plugins", pid):
+                    rows.update("plugins", pid, restarts=row["restarts"] + 1, **touched)
             case "Plugin.Reloaded":
-                await _touch(conn, pid, e, "reloads = reloads + 1")
+                if row := rows.get("plugins", pid):
+                    rows.update("plugins", pid, reloads=row["reloads"] + 1, **touched)
             case "Plugin.ConfigurationChanged" | "Plugin.Declassified":
-                await _touch(conn, pid, e, "config = $5", p["config"])
+                rows.update("plugins", pid, config=p["config"], **touched)
             case "Plugin.Uninstalled":
-                cleanup = ", config = '{}'" if p.get("cleanup_data") else ""
-                await _touch(conn, pid, e, "status = 'uninstalled', enabled = false" + cleanup)
-                await conn.execute("DELETE FROM plugin_dependencies WHERE plugin_id = $1", pid)
+                cleanup = {"config": {}} if p.get("cleanup_data") else {}
+                rows.update("plugins", pid, status="uninstalled", enabled=False, **cleanup, **touched)
+                rows.clear("plugin_dependencies", pid)
 
 
-async def _upsert_installed(conn: asyncpg.Connection, pid: str, e: StoredEvent) -> None:
-    m, p = e.payload["manifest"], e.payload
-    await conn.execute(
-        """
-        INSERT INTO plugins (plugin_id, name, version, description, author, category, tags, capabilities,
-                             status, enabled, manifest, config, source, installed_at, updated_at,
-                             stream_version, last_position, version_key)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17)
-        ON CONFLICT (plugin_id) DO UPDATE SET
-            name = excluded.name, version = excluded.version, version_key = excluded.version_key,
-            description = excluded.description, restarts = 0, reloads = 0,
-            author = excluded.author, category = excluded.category, tags = excluded.tags,
-            capabilities = excluded.capabilities, status = excluded.status, enabled = excluded.enabled,
-            disabled_reason = NULL, manifest = excluded.manifest, config = excluded.config,
-            source = excluded.source, installed_at = excluded.installed_at, updated_at = excluded.updated_at,
-            stream_version = excluded.stream_version, last_position = excluded.last_position
-        """,
-        pid,
-        m["name"],
-        m["version"],
-        m.get("description", ""),
-        m.get("author", ""),
-        m.get("category", "general"),
-        m.get("tags", []),
-        m.get("capabilities", []),
-        "enabled" if p["enabled"] else "installed",
-        p["enabled"],
-        m,
-        p["config"],
-        p["source"],
-        e.recorded_at,
-        e.stream_version,
-        e.position,
-        version_key(m["version"]),
-    )
-    await _set_dependencies(conn, pid, m)
+def _set_manifest(rows: Rows, pid: str, touched: Row, m: dict[str, Any], source: dict, config: dict) -> None:
+    if rows.update("plugins", pid, **_described(m), source=source, config=config, **touched) is not None:
+        _set_dependencies(rows, pid, m)
 
 
-async def _set_manifest(
-    conn: asyncpg.Connection, pid: str, e: StoredEvent, m: dict, source: dict, config: dict
-) -> None:
-    await _touch(
-        conn,
-        pid,
-        e,
-        "version = $5, version_key = $6, name = $7, description = $8, author = $9, category = $10, tags = $11,"
-        " capabilities = $12, manifest = $13, source = $14, config = $15",
-        m["version"],
-        version_key(m["version"]),
-        m["name"],
-        m.get("description", ""),
-        m.get("author", ""),
-        m.get("category", "general"),
-        m.get("tags", []),
-        m.get("capabilities", []),
-        m,
-        source,
-        config,
-    )
-    await _set_dependencies(conn, pid, m)
+def _set_dependencies(rows: Rows, pid: str, manifest: dict[str, Any]) -> None:
+    rows.clear("plugin_dependencies", pid)
+    for dep, spec in manifest.get("dependencies", {}).items():
+        rows.put("plugin_dependencies", {"plugin_id": pid, "depends_on": dep, "requirement": spec})
 
 
-async def _set_dependencies(conn: asyncpg.Connection, pid: str, manifest: dict) -> None:
-    await conn.execute("DELETE FROM plugin_dependencies WHERE plugin_id = $1", pid)
-    deps = manifest.get("dependencies", {})
-    if deps:
-        await conn.executemany(
-            "INSERT INTO plugin_dependencies (plugin_id, depends_on, requirement) VALUES ($1, $2, $3)",
-            [(pid, dep, spec) for dep, spec in deps.items()],
-        )
-
-
-async def _record_version(conn: asyncpg.Connection, pid: str, e: StoredEvent) -> None:
-    m = e.payload["manifest"]
-    await conn.execute(
-        "INSERT INTO plugin_versions (plugin_id, seq, version, manifest, source, installed_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
-        pid,
-        e.stream_version,
-        m["version"],
-        m,
-        e.payload["source"],
-        e.recorded_at,
-    )
-
-
-async def _touch(conn: asyncpg.Connection, pid: str, e: StoredEvent, assignments: str, *args: Any) -> None:
-    await conn.execute(
-        f"UPDATE plugins SET {assignments}, updated_at = $2, stream_version = $3, last_position = $4"
-        " WHERE plugin_id = $1",
-        pid,
-        e.recorded_at,
-        e.stream_version,
-        e.position,
-        *args,
-    )
+def _record_version(rows: Rows, pid: str, e: StoredEvent, m: dict[str, Any], source: dict) -> None:
+    rows.put("plugin_versions", {
+        "plugin_id": pid, "seq": e.stream_version, "version": m["version"], "manifest": m, "source": source,
+        "installed_at": e.recorded_at,
+    })  # fmt: skip

@@ -27,7 +27,8 @@ from application.context import CommandContext
 from application.ports import StoredEvent
 from domain.plugins.plugin import STREAM_TYPE, Plugin, plugin_uuid
 from infrastructure.eventlog.eventstore import init_connection, read_global
-from infrastructure.eventlog.projector import ProjectionRunner, apply_batch, checkpoint, ensure_projection, has_processed, lag, rebuild
+from infrastructure.eventlog.projector import ProjectionRunner, apply_batch, checkpoint, ensure_projection, has_processed, lag
+from infrastructure.eventlog.rebuild import rebuild
 from infrastructure.eventlog.repository import AggregateRepository
 from infrastructure.settings import Settings
 from interfaces.runtime import Runtime, start_runtime, stop_runtime
@@ -297,7 +298,7 @@ class TestCatchUpAndRebuild:
             assert len(caught["plugins"]) == len(BASES) + len(LEAVES)
 
             progress: list[tuple[int, int]] = []
-            replayed = await rebuild(dsn, PluginsProjection(), progress=lambda done, total: progress.append((done, total)))
+            replayed = await rebuild(dsn, [PluginsProjection()], progress=lambda done, total: progress.append((done, total)))
 
             assert replayed == await runtime.pool.fetchval("SELECT count(*) FROM events")
             assert progress and progress[-1][0] == replayed

@@ -59,10 +59,10 @@ def phase_charter(
     if processes > 1:
         settings.pool_size = max(2, min(settings.pool_size, budget // processes))
         return _charter_processes(settings, clients, processes, warmup, seconds, progress)
-    return run_loop(_charter(settings, clients, warmup, seconds, progress))
+    return run_loop(charter_phase(settings, clients, warmup, seconds, progress))
 
 
-async def _charter(settings: Any, clients: int, warmup: float, seconds: float, progress: Progress) -> PhaseResult:
+async def charter_phase(settings: Any, clients: int, warmup: float, seconds: float, progress: Progress) -> PhaseResult:
     from application.commands import InstallPlugin
     from application.context import CommandContext
     from interfaces.runtime import start_runtime, stop_runtime
