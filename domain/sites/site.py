@@ -14,6 +14,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.identity.access import check_site_id
 from domain.identity.errors import InvalidSiteId
+from domain.limits import MAX_TEXT
 from domain.plugins.site_rules import Compliance
 from domain.sites.errors import (
     ActivationRefused,
@@ -252,6 +253,8 @@ class Site(Aggregate):
         role here); `compliance` is that of the active version, or of the version to be activated."""
         self.check_open()
         check_aspect(compliance, plugin_id, aspect)
+        if len(notes) > MAX_TEXT:
+            raise SiteInvalid(f"notes hold at most {MAX_TEXT} characters", field="notes")
         current = self.extensions.get(plugin_id)
         if current is not None and configuration_hash != current.configuration_hash:
             raise SignoffHashMismatch(
