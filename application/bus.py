@@ -81,9 +81,13 @@ class Application:
         if identity is not None:
             self.handlers.update({cls: (handler, identity) for cls, handler in IDENTITY_HANDLERS.items()})
         if sites is not None:
-            self.handlers.update({cls: (handler, sites) for cls, handler in SITE_HANDLERS.items()})
+            self.register(SITE_HANDLERS, sites)
         # Retries of one stream take turns in this process, so they do not keep colliding with each other.
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def register(self, handlers: dict[type[Command], Handler], services: Any) -> None:
+        """Add a feature's command table, its handlers given `services` (for services built after the bus)."""
+        self.handlers.update({cls: (handler, services) for cls, handler in handlers.items()})
 
     async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
         if ctx.idempotency_key:
