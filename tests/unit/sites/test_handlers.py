@@ -370,3 +370,15 @@ class TestBatch:
 
         outcomes = await run_batch(execute, DeactivateAtSites(plugin_id="base", site_ids=[SITE, "plant-2"]), ctx)
         assert all(o.ok for o in outcomes)
+
+
+class TestTheBus:
+    async def test_dispatches_site_commands_once_registered(self, world: World) -> None:
+        from application.bus import Application
+
+        plugins = PluginServices(world.repository, NoDependents(), ReversibleCipher(), None, "1.0.0", InlineSandbox())
+        app = Application(None, plugins, fingerprint_key=b"f" * 32, sites=world.services)
+
+        result = await app.execute(CreateSite(site_id="plant-9", name="Plant 9"), CommandContext())
+
+        assert result.stream_id == "site:plant-9"
