@@ -21,6 +21,8 @@ from application.identity.handlers import IdentityServices
 from application.plugins.handlers import HANDLERS as PLUGIN_HANDLERS
 from application.plugins.handlers import PluginServices
 from application.ports import EventStore, Idempotency
+from application.sites.handlers import HANDLERS as SITE_HANDLERS
+from application.sites.proposals import SiteServices
 
 Handler = Callable[[Any, CommandContext, Any], Awaitable[CommandResult]]
 
@@ -62,6 +64,7 @@ class Application:
         plugins: PluginServices,
         identity: IdentityServices | None = None,
         *,
+        sites: SiteServices | None = None,
         fingerprint_key: bytes,
         retry: RetryPolicy = RetryPolicy(),
         on_retry: Callable[[str], None] | None = None,
@@ -77,8 +80,14 @@ class Application:
         }
         if identity is not None:
             self.handlers.update({cls: (handler, identity) for cls, handler in IDENTITY_HANDLERS.items()})
+        if sites is not None:
+            self.register(SITE_HANDLERS, sites)
         # Retries of one stream take turns in this process, so they do not keep colliding with each other.
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def register(self, handlers: dict[type[Command], Handler], services: Any) -> None:
+        """Add a feature's command table, its handlers given `services` (for services built after the bus)."""
+        self.handlers.update({cls: (handler, services) for cls, handler in handlers.items()})
 
     async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
         if ctx.idempotency_key:

@@ -16,13 +16,16 @@ from application.context import CommandContext, CommandResult
 from application.identity.handlers import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
 from application.plugins.handlers import PluginServices
 from application.bus import Application, RetryPolicy
+from application.sites.handlers import HANDLERS as SITE_HANDLERS
+from application.sites.proposals import SiteServices
 from domain.errors import DomainError
 from infrastructure.identity.tokens import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.identity.ratelimit import RateLimiter
 from infrastructure.telemetry import metrics
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import EventStore, create_pool
-from infrastructure.identity.keys import EMAIL_RESERVATION, server_key
+from infrastructure.identity.keys import CONFIGURATION_HASH, EMAIL_RESERVATION, server_key
+from infrastructure.sites.reauthentication import SignerReauthentication
 from infrastructure.eventlog.migrate import migrate
 from infrastructure.plugins.sources import PostgresArchiveStore
 from infrastructure.stream.hub import EventHub
@@ -82,6 +85,7 @@ class Runtime:
     passwords: Argon2Passwords | None = None
     refresh_tokens: RefreshTokens | None = None
     identity: IdentityServices | None = None
+    sites: SiteServices | None = None
     limiter: RateLimiter | None = None
     login_throttle: LoginThrottle | None = None
     dummy_hash: str = ""
@@ -208,6 +212,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         on_retry=lambda command: metrics.COMMAND_RETRIES.labels(command).inc(),
     )
     await _start_access(runtime, settings)
+    await _start_sites(runtime)
     if settings.run_projectors:
         runtime.notifier = Notifier(dsn)
         await runtime.notifier.start()
@@ -267,6 +272,23 @@ def external_issuers(raw: str) -> list[ExternalIssuer]:
         return msgspec.json.decode(raw, type=list[ExternalIssuer])
     except msgspec.MsgspecError as exc:
         raise SystemExit(f"CHARTER_EXTERNAL_ISSUERS is not a JSON list of issuers: {exc}") from None
+
+
+async def _start_sites(runtime: Runtime) -> None:
+    """The sites feature's services (signers re-authenticate with the access tokens' service)."""
+    authority = runtime.authority
+    reauthentication = SignerReauthentication(
+        runtime.repository, runtime.passwords, authority.tokens, dummy_hash=runtime.dummy_hash,
+        revoked=authority.session_revoked,
+    )
+    runtime.sites = SiteServices(
+        repository=runtime.repository,
+        cipher=runtime.cipher,
+        sandbox=runtime.sandbox,
+        reauthentication=reauthentication,
+        hash_key=await server_key(runtime.pool, CONFIGURATION_HASH),
+    )
+    runtime.application.register(SITE_HANDLERS, runtime.sites)
 
 
 async def _start_access(runtime: Runtime, settings: Settings) -> None:

@@ -21,6 +21,7 @@ from application.commands import (
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
 from application.ports import ArchiveStore, PluginCatalog, Sandbox, SecretCipher
+from application.sites.registry import closing_activations
 from application.unit import Loaded, Repository
 from domain.plugins.configuration import (
     Location,
@@ -236,8 +237,11 @@ async def uninstall_plugin(cmd: UninstallPlugin, ctx: CommandContext, services: 
     loaded = await load(services, cmd.plugin_id, ctx)
     loaded.aggregate.check_installed()
     check_no_dependents(cmd.plugin_id, await services.catalog.dependents_of(cmd.plugin_id), cmd.force)
+    activations = await closing_activations(services.repository, cmd.plugin_id, cmd.reason)  # refused while active at a site
     loaded.aggregate.uninstall(cmd.reason, cmd.force, cmd.cleanup_data)
-    return await save(services, loaded, ctx, "UninstallPlugin")
+    first = (await services.repository.save_all([(loaded, None), (activations, None)], ctx.metadata("UninstallPlugin"),
+                                                ctx.idempotency))[0]
+    return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
 
 
 HANDLERS = {

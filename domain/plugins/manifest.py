@@ -13,6 +13,7 @@ from domain.errors import field_of
 
 from domain.plugins.errors import ManifestInvalid
 from domain.limits import EventNames, Id, Ids, Name, Requirements, Tags, Text, Url, VersionText
+from domain.plugins.site_rules import Compliance, Conflicts, check_site_rules
 
 PLUGIN_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -34,8 +35,12 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     author: Name = ""
     category: Id = "general"
     tags: Tags = []
-    capabilities: Tags = []
-    dependencies: Requirements = {}
+    capabilities: Tags = []  # what the plugin provides at a site
+    exclusive_capabilities: Tags = []  # of those, the ones no other active extension of a site may provide
+    dependencies: Requirements = {}  # installed here, and active (in range) at a site before this one
+    conflicts: Conflicts = []  # extensions that may not be active beside this one at a site
+    recommends: Requirements = {}  # extensions worth activating beside this one (a recommendation only)
+    compliance: Compliance = msgspec.field(default_factory=Compliance)  # aspects signed off per site
     config_schema: dict[str, Any] = {}
     host_versions: VersionText = ""
     events: EventsDeclared = msgspec.field(default_factory=EventsDeclared)
@@ -87,6 +92,7 @@ def check_manifest(manifest: Manifest) -> None:
         if not PLUGIN_ID.fullmatch(dep_id):
             raise ManifestInvalid(f"dependency id {dep_id!r} is not a plugin id", field=f"manifest.dependencies.{dep_id}")
         _check_specifier(spec, f"manifest.dependencies.{dep_id}")
+    check_site_rules(manifest, PLUGIN_ID, _check_specifier)
     if manifest.config_schema:
         from domain.plugins.configuration import check_schema
 

@@ -7,6 +7,7 @@ import secrets
 import asyncpg
 
 EMAIL_RESERVATION = "email-reservation"
+CONFIGURATION_HASH = "configuration-hash"  # secrets in site configuration hashes (domain/sites/config_hash.py)
 
 
 async def server_key(pool: asyncpg.Pool, name: str) -> bytes:
