@@ -67,16 +67,11 @@ async def save(
     return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
 
 
-async def load_dependents(services: PluginServices, plugin_id: str, opened_at: str | None = None) -> Loaded[Dependents]:
-    """`plugin_id`'s dependents stream. When it has none yet (the plugin is new, or was installed before
-    dependents were recorded), one is opened at `opened_at`, or else at the version its own stream has
-    installed; it is saved only if a change is recorded in it."""
+async def load_dependents(services: PluginServices, plugin_id: str) -> Loaded[Dependents]:
+    """`plugin_id`'s dependents stream, opened (saved only with a change) when it has none yet."""
     loaded = await services.repository.load(Dependents, DEPENDENTS_STREAM, plugin_id, dependents_uuid(plugin_id))
     if loaded.aggregate is None:
-        if opened_at is None:
-            plugin = (await load(services, plugin_id, CommandContext(), must_exist=False)).aggregate
-            opened_at = plugin.current_version if plugin is not None and plugin.installed else None
-        loaded.aggregate = Dependents(plugin_id=plugin_id, installed_version=opened_at)
+        loaded.aggregate = Dependents(plugin_id=plugin_id)
     return loaded
 
 
@@ -84,24 +79,24 @@ async def follow_dependencies(
     services: PluginServices, plugin_id: str, before: Manifest | None, after: Manifest | None, force: bool = False
 ) -> list[Loaded[Dependents]]:
     """The dependents streams that `plugin_id` going from `before` to `after` (installed manifests; None:
-    not installed) changes, to be appended with the plugin's own events: its own stream follows its
-    version (refusing an uninstall while others depend on it, unless forced), and it joins the streams of
-    the plugins `after` depends on, and leaves those only `before` depended on. The dependencies of
-    `after` are checked against the versions those streams hold: a dependency it joins that is uninstalled
-    or updated meanwhile makes the append fail (and the command is decided again), and one it depended on
-    already cannot be uninstalled meanwhile (its stream lists this plugin)."""
+    not installed) changes, to be appended with the plugin's own events: it joins the streams of the
+    plugins `after` depends on and leaves those only `before` depended on, and, uninstalled, its own
+    stream records it (refused while others depend on it, unless forced). The streams are read before
+    the dependencies' own streams are checked, so a dependency it joins that is uninstalled meanwhile
+    makes the append fail (and the command is decided again); one it depended on already cannot be
+    uninstalled meanwhile (its stream lists this plugin)."""
     changed = []
-    own = await load_dependents(services, plugin_id, after.version if after is not None else None)
-    if own.aggregate.follow(after.version if after is not None else None, force) or own.version == 0:
+    if after is None:
+        own = await load_dependents(services, plugin_id)
+        own.aggregate.uninstall(force)
         changed.append(own)
     needed = set(after.dependencies) if after is not None else set()
     dropped = set(before.dependencies) - needed if before is not None else set()
     streams = {dep_id: await load_dependents(services, dep_id) for dep_id in sorted(needed | dropped)}
     if after is not None:
-        check_dependencies(after, {dep_id: streams[dep_id].aggregate.installed_version for dep_id in needed})
+        check_dependencies(after, await installed_versions(services, after))
     for dep_id, stream in streams.items():
-        joined = stream.aggregate.add(plugin_id) if dep_id in needed else stream.aggregate.remove(plugin_id)
-        if joined:
+        if stream.aggregate.add(plugin_id) if dep_id in needed else stream.aggregate.remove(plugin_id):
             changed.append(stream)
     return changed
 

@@ -1,11 +1,10 @@
-"""The dependents of one plugin, kept from the log: one stream per plugin that others may depend on.
+"""The dependents of one plugin, kept from the log: one stream per plugin that others depend on.
 
-Every command that changes which plugins depend on `P` (installing, updating, rolling back or
-uninstalling a dependent) or whether `P` is installed (installing, updating, rolling back or
-uninstalling `P`) appends to `P`'s stream in the same transaction as to its own. So an uninstall of `P`
-and an install of a plugin that needs it cannot both pass: whichever appends second finds the stream
-moved on and decides again (see `application.bus`), and an uninstall refuses from this stream alone,
-with no read model to wait for.
+Installing, updating, rolling back or uninstalling a plugin appends, in the same transaction as to its
+own stream, to the streams of the plugins it starts or stops depending on; uninstalling a plugin
+appends to its own. So an uninstall refuses from this stream alone, with no read model to wait for, and
+an uninstall of `P` and an install of a plugin that needs `P` cannot both pass: both append to `P`'s
+stream, and whichever comes second finds it moved on and is decided again (see `application.bus`).
 """
 
 from __future__ import annotations
@@ -24,31 +23,16 @@ def dependents_uuid(plugin_id: str) -> UUID:
 
 
 class Dependents(Aggregate):
-    """The installed plugins that depend on `plugin_id`, and the version of it installed (None: none)."""
+    """The installed plugins that depend on `plugin_id`."""
 
     @staticmethod
     def create_id(plugin_id: str) -> UUID:
         return dependents_uuid(plugin_id)
 
     @event("Opened")
-    def __init__(self, plugin_id: str, installed_version: str | None) -> None:
+    def __init__(self, plugin_id: str) -> None:
         self.plugin_id = plugin_id
-        self.installed_version = installed_version
         self.dependents: list[str] = []
-
-    def follow(self, version: str | None, force: bool = False) -> bool:
-        """Bring the stream in line with the plugin's installed version (None: uninstalled). Refuses
-        to let the plugin go while installed plugins depend on it, unless forced."""
-        if version == self.installed_version:
-            return False
-        if version is None:
-            check_no_dependents(self.plugin_id, self.dependents, force)
-        self._version_changed(installed_version=version)
-        return True
-
-    @event("VersionChanged")
-    def _version_changed(self, installed_version: str | None) -> None:
-        self.installed_version = installed_version
 
     def add(self, dependent: str) -> bool:
         """Record that the installed plugin `dependent` depends on this one; False when known already."""
@@ -71,3 +55,13 @@ class Dependents(Aggregate):
     @event("DependentRemoved")
     def _dependent_removed(self, dependent: str) -> None:
         self.dependents = [d for d in self.dependents if d != dependent]
+
+    def uninstall(self, force: bool) -> None:
+        """Record that the plugin itself is uninstalled: refused while installed plugins depend on it,
+        unless forced (they stay listed: they still depend on it)."""
+        check_no_dependents(self.plugin_id, self.dependents, force)
+        self._uninstalled(remaining=list(self.dependents))
+
+    @event("Uninstalled")
+    def _uninstalled(self, remaining: list[str]) -> None:
+        pass

@@ -60,6 +60,15 @@ def dependents(app: Application, plugin_id: str) -> Dependents | None:
     return aggregate
 
 
+def events(app: Application, plugin_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """The dependents stream's events as (type, payload)."""
+    stream = repository(app).streams.get(f"plugin-dependents:{plugin_id}", [])
+    return [
+        (type(e).__name__, {k: v for k, v in vars(e).items() if not k.startswith("originator") and k != "timestamp"})
+        for e in stream
+    ]
+
+
 def plugin(app: Application, plugin_id: str) -> Plugin | None:
     aggregate = None
     for event in repository(app).streams.get(f"plugin:{plugin_id}", []):
@@ -80,8 +89,7 @@ class TestInstall:
 
         assert dependents(app, "storage").dependents == ["reports"]
         assert dependents(app, "cache").dependents == ["reports"]
-        assert dependents(app, "reports").dependents == []
-        assert dependents(app, "reports").installed_version == "1.0.0"
+        assert dependents(app, "reports") is None  # a plugin nothing depends on has no such stream
 
     async def test_refuses_a_dependency_that_is_not_installed_and_writes_nothing(self, app) -> None:
         await install(app, "storage")
@@ -100,7 +108,7 @@ class TestInstall:
 
         await install(app, "reports", storage=">=2")
 
-        assert (dependents(app, "storage").installed_version, dependents(app, "storage").dependents) == ("2.0.0", ["reports"])
+        assert dependents(app, "storage").dependents == ["reports"]
         with pytest.raises(HasDependents):
             await uninstall(app, "storage")
 
@@ -128,7 +136,7 @@ class TestUninstall:
 
         assert not plugin(app, "storage").installed
         assert dependents(app, "storage").dependents == []
-        assert dependents(app, "storage").installed_version is None
+        assert events(app, "storage")[-1] == ("Uninstalled", {"remaining": []})
 
     async def test_forced_it_goes_and_the_dependents_stay_listed(self, app) -> None:
         await install(app, "storage")
@@ -138,6 +146,7 @@ class TestUninstall:
 
         assert not plugin(app, "storage").installed
         assert dependents(app, "storage").dependents == ["reports"]
+        assert events(app, "storage")[-1] == ("Uninstalled", {"remaining": ["reports"]})
         await install(app, "storage")
         with pytest.raises(HasDependents):
             await uninstall(app, "storage")
@@ -164,7 +173,6 @@ class TestUpdateAndRollBack:
         await app.execute(UpdatePlugin(plugin_id="reports", manifest=manifest("reports", "2.0.0", cache=""), source={}), ctx)
 
         assert (dependents(app, "storage").dependents, dependents(app, "cache").dependents) == ([], ["reports"])
-        assert dependents(app, "reports").installed_version == "2.0.0"
         await uninstall(app, "storage")
 
         with pytest.raises(DependencyError):
@@ -173,29 +181,22 @@ class TestUpdateAndRollBack:
         await install(app, "storage")
         await app.execute(RollBackPlugin(plugin_id="reports"), ctx)
         assert (dependents(app, "storage").dependents, dependents(app, "cache").dependents) == (["reports"], [])
-        assert dependents(app, "reports").installed_version == "1.0.0"
 
 
 class TestDependentsAggregate:
-    def test_follows_the_installed_version(self) -> None:
-        stream = Dependents(plugin_id="storage", installed_version="1.0.0")
-
-        assert stream.follow("1.0.0") is False
-        assert stream.follow("2.0.0") is True
-        assert stream.installed_version == "2.0.0"
-
     def test_refuses_to_let_the_plugin_go_while_dependents_remain(self) -> None:
-        stream = Dependents(plugin_id="storage", installed_version="1.0.0")
+        stream = Dependents(plugin_id="storage")
         stream.add("reports")
 
-        with pytest.raises(HasDependents):
-            stream.follow(None)
+        with pytest.raises(HasDependents) as refused:
+            stream.uninstall(force=False)
 
-        assert stream.follow(None, force=True) is True
-        assert stream.installed_version is None
+        assert refused.value.details == {"dependents": ["reports"]}
+        stream.uninstall(force=True)
+        assert stream.dependents == ["reports"]
 
     def test_adds_and_removes_each_dependent_once(self) -> None:
-        stream = Dependents(plugin_id="storage", installed_version="1.0.0")
+        stream = Dependents(plugin_id="storage")
 
         assert [stream.add("reports"), stream.add("reports"), stream.add("audit")] == [True, False, True]
         assert stream.dependents == ["audit", "reports"]
