@@ -96,9 +96,3 @@ class ArchiveStore(Protocol):
     async def put(self, content: bytes) -> str: ...
 
     async def get(self, sha256: str) -> bytes | None: ...
-
-
-class PluginCatalog(Protocol):
-    """Read-side questions the write side asks (answered by the plugins read model)."""
-
-    async def dependents_of(self, plugin_id: str) -> list[str]: ...

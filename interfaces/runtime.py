@@ -14,6 +14,7 @@ import structlog
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.identity.handlers import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
+from application.identity.role_names import role_key_of
 from application.plugins.handlers import PluginServices
 from application.bus import Application, RetryPolicy
 from application.sites.handlers import HANDLERS as SITE_HANDLERS
@@ -40,8 +41,6 @@ from interfaces.http.clients import TrustedProxies
 from interfaces.http.security import Authority
 from interfaces.readiness import Readiness
 from projections import PROJECTIONS
-from projections.identity.queries import PostgresRoleDirectory
-from projections.plugins.queries import PostgresPluginCatalog
 
 log = structlog.get_logger(__name__)
 
@@ -52,18 +51,6 @@ class ProjectionBehind(Exception):
     def __init__(self, name: str, position: int, timeout: float) -> None:
         super().__init__(f"projection {name} did not reach position {position} within {timeout}s")
         self.name, self.position, self.timeout = name, position, timeout
-
-
-class ConsistentCatalog(PostgresPluginCatalog):
-    """Answers dependents only once the plugins read model has caught up with the log."""
-
-    def __init__(self, runtime: "Runtime") -> None:
-        super().__init__(runtime.pool)
-        self.runtime = runtime
-
-    async def dependents_of(self, plugin_id: str) -> list[str]:
-        await self.runtime.wait_for("plugins", None)
-        return await super().dependents_of(plugin_id)
 
 
 @dataclass
@@ -128,8 +115,8 @@ class Runtime:
             delay = min(delay * 2, 0.05)
 
     async def application_role_key(self, role: str) -> str:
-        """The stable key of a role named by key or current name."""
-        return await PostgresRoleDirectory(self.pool).key_of(role) or role
+        """The stable key of a role named by key or current name, from the log itself."""
+        return await role_key_of(self.repository, role)
 
     async def user_id_of(self, email: str) -> str | None:
         """The id of the user registered with `email` (None when nobody is), from the log itself."""
@@ -177,7 +164,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         pool=pool,
         store=store,
         cipher=cipher,
-        application=None,  # type: ignore[arg-type]  # set just below: the catalog needs the runtime
+        application=None,  # type: ignore[arg-type]  # set just below, once the services are made
         projections=projections,
         archives=PostgresArchiveStore(pool),
     )
@@ -188,7 +175,6 @@ async def start_runtime(settings: Settings) -> Runtime:
     runtime.tasks.append(asyncio.create_task(runtime.sandbox.start(), name="sandbox-start"))
     services = PluginServices(
         repository=runtime.repository,
-        catalog=ConsistentCatalog(runtime),
         cipher=cipher,
         archives=runtime.archives,
         host_version=settings.host_version,
@@ -199,7 +185,6 @@ async def start_runtime(settings: Settings) -> Runtime:
     identity = IdentityServices(
         repository=runtime.repository,
         passwords=runtime.passwords,
-        roles=ConsistentRoleDirectory(runtime),
         email_key=await server_key(pool, EMAIL_RESERVATION),
     )
     runtime.identity = identity
@@ -251,18 +236,6 @@ async def start_runtime(settings: Settings) -> Runtime:
         nats=settings.nats_url,
     )
     return runtime
-
-
-class ConsistentRoleDirectory(PostgresRoleDirectory):
-    """Role names resolved once the access read model has caught up with the log."""
-
-    def __init__(self, runtime: "Runtime") -> None:
-        super().__init__(runtime.pool)
-        self.runtime = runtime
-
-    async def key_of(self, name_or_key: str) -> str | None:
-        await self.runtime.wait_for("identity", None)
-        return await super().key_of(name_or_key)
 
 
 def external_issuers(raw: str) -> list[ExternalIssuer]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -10,12 +10,13 @@ from uuid import UUID
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
+from application.identity.role_names import claim_name, load_role_name, release_name, role_key_of
 from application.unit import Loaded, Repository
 from domain.identity import admins
 from domain.identity.access import ADMIN_ROLE, BUILTIN_ROLES, check_may_change_user, check_may_grant, check_permission
 from domain.identity.admins import AdminRegistry
 from domain.identity.role import STREAM_TYPE as ROLE_STREAM
-from domain.identity.role import PERMISSION_STREAM, Permission, Role, role_uuid
+from domain.identity.role import NAME_STREAM, PERMISSION_STREAM, Permission, Role, RoleName, role_uuid
 from domain.identity.user import RESERVATION_STREAM, EmailReservation, User, email_digest, normalise_email
 from domain.identity.user import STREAM_TYPE as USER_STREAM
 from domain.identity.errors import UserNotFound, UserExists, RoleNotFound, RoleExists, PermissionExists, WeakPassword, PasswordRequired
@@ -28,12 +29,6 @@ class Passwords(Protocol):
     async def hash(self, password: str) -> str: ...
 
     async def verify(self, password_hash: str, password: str) -> bool: ...
-
-
-class RoleDirectory(Protocol):
-    """Read-side answers: which role key currently carries a name."""
-
-    async def key_of(self, name_or_key: str) -> str | None: ...
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -124,7 +119,6 @@ class EnsureBuiltins(Command):
 class IdentityServices:
     repository: Repository
     passwords: Passwords
-    roles: RoleDirectory
     email_key: bytes  # the server key of the e-mail reservation hashes
     min_password_length: int = 8
 
@@ -150,7 +144,7 @@ async def load_user(services: IdentityServices, user_id: str, ctx: CommandContex
 
 
 async def load_role(services: IdentityServices, role: str, ctx: CommandContext) -> Loaded[Role]:
-    key = await services.roles.key_of(role) or role
+    key = await role_key_of(services.repository, role)
     loaded = await services.repository.load(Role, ROLE_STREAM, key, role_uuid(key))
     if loaded.aggregate is None or loaded.aggregate.deleted:
         raise RoleNotFound(f"role {role} is not known", role=role)
@@ -162,6 +156,14 @@ async def load_role(services: IdentityServices, role: str, ctx: CommandContext) 
 async def save(services: IdentityServices, loaded: Loaded, ctx: CommandContext, command: str, site_id: str | None = None) -> CommandResult:
     result = await services.repository.save(loaded, ctx.metadata(command), ctx.idempotency, site_id=site_id)
     return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
+
+
+async def save_all(
+    services: IdentityServices, ctx: CommandContext, command: str, items: list[tuple[Loaded[Any], str | None]]
+) -> CommandResult:
+    """Several streams in one append; the result is the first one's."""
+    first = (await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency))[0]
+    return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
 
 
 async def find_user_id(services: IdentityServices, email: str) -> str | None:
@@ -309,7 +311,7 @@ async def grant_role(cmd: GrantRole, ctx: CommandContext, services: IdentityServ
 
 
 async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    key = await services.roles.key_of(cmd.role) or cmd.role
+    key = await role_key_of(services.repository, cmd.role)
     permissions = await _role_permissions(services, key)
 
     def change(user: User) -> None:
@@ -347,40 +349,74 @@ async def ensure_admin(cmd: EnsureAdmin, ctx: CommandContext, services: Identity
     return await _change_user(services, ctx, "EnsureAdmin", user_id, repair)
 
 
+async def _change_role(
+    services: IdentityServices,
+    ctx: CommandContext,
+    command: str,
+    decide: Callable[[], Awaitable[list[tuple[Loaded[Any], None]]]],
+) -> CommandResult:
+    """Append what `decide` made of the role (first) and of the names it claims or releases, in one
+    transaction. A name claimed or released meanwhile by another command (a stream the caller never
+    read, so no reason for 412) has the command decided again: the name is then taken, or free."""
+    for attempt in range(1, REGISTRY_ATTEMPTS + 1):
+        items = await decide()
+        try:
+            return await save_all(services, ctx, command, items)
+        except ConcurrencyError as exc:
+            if str(exc.details.get("stream_id", "")).startswith(f"{NAME_STREAM}:") and attempt < REGISTRY_ATTEMPTS:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
 async def create_role(cmd: CreateRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    if await services.roles.key_of(cmd.name):
-        raise RoleExists(f"a role named {cmd.name} already exists", field="name")
+    """A role and the claim of its name in one append: of two creates of one name, one fails."""
     fresh = services.repository.new(ROLE_STREAM, cmd.name)
-    fresh.aggregate = Role.create(cmd.name, cmd.description, cmd.permissions)
+
+    async def decide() -> list[tuple[Loaded[Any], None]]:
+        fresh.aggregate = Role.create(cmd.name, cmd.description, cmd.permissions)
+        return [(fresh, None), (await claim_name(services.repository, cmd.name, cmd.name), None)]
+
     try:
-        return await save(services, fresh, ctx, "CreateRole")
-    except ConcurrencyError:
+        return await _change_role(services, ctx, "CreateRole", decide)
+    except ConcurrencyError as exc:
+        if exc.details.get("stream_id") != fresh.stream_id:
+            raise
         raise RoleExists(f"a role was created as {cmd.name} before; pick another name", field="name") from None
 
 
 async def update_role(cmd: UpdateRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    loaded = await load_role(services, cmd.role_id, ctx)
-    role = loaded.aggregate
-    if cmd.name is not None and cmd.name != role.name:
-        if await services.roles.key_of(cmd.name):
-            raise RoleExists(f"a role named {cmd.name} already exists", field="name")
-        role.rename(cmd.name)
-    if cmd.description is not None:
-        role.describe(cmd.description)
-    if cmd.permissions is not None:
-        for permission in cmd.permissions:
-            check_permission(permission)
-        for permission in sorted(set(cmd.permissions) - set(role.permissions)):
-            role.add_permission(permission)
-        for permission in sorted(set(role.permissions) - set(cmd.permissions)):
-            role.remove_permission(permission)
-    return await save(services, loaded, ctx, "UpdateRole")
+    async def decide() -> list[tuple[Loaded[Any], None]]:
+        loaded = await load_role(services, cmd.role_id, ctx)
+        role = loaded.aggregate
+        names: list[tuple[Loaded[Any], None]] = []
+        if cmd.name is not None and cmd.name != role.name:
+            names = [(await claim_name(services.repository, cmd.name, role.key), None)]
+            names += await release_name(services.repository, role.name, role.key)
+            role.rename(cmd.name)
+        if cmd.description is not None:
+            role.describe(cmd.description)
+        if cmd.permissions is not None:
+            for permission in cmd.permissions:
+                check_permission(permission)
+            for permission in sorted(set(cmd.permissions) - set(role.permissions)):
+                role.add_permission(permission)
+            for permission in sorted(set(role.permissions) - set(cmd.permissions)):
+                role.remove_permission(permission)
+        return [(loaded, None), *names]
+
+    return await _change_role(services, ctx, "UpdateRole", decide)
 
 
 async def delete_role(cmd: DeleteRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    loaded = await load_role(services, cmd.role_id, ctx)
-    loaded.aggregate.delete()
-    return await save(services, loaded, ctx, "DeleteRole")
+    """The role goes; the name it had is freed (the one it was created with stays its own)."""
+
+    async def decide() -> list[tuple[Loaded[Any], None]]:
+        loaded = await load_role(services, cmd.role_id, ctx)
+        loaded.aggregate.delete()
+        return [(loaded, None), *await release_name(services.repository, loaded.aggregate.name, loaded.aggregate.key)]
+
+    return await _change_role(services, ctx, "DeleteRole", decide)
 
 
 async def define_permission(cmd: DefinePermission, ctx: CommandContext, services: IdentityServices) -> CommandResult:
@@ -394,11 +430,27 @@ async def define_permission(cmd: DefinePermission, ctx: CommandContext, services
 
 async def ensure_builtins(cmd: EnsureBuiltins, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     last = CommandResult("role:*", 0, None)
-    wanted = [(ROLE_STREAM, name, lambda d=d, p=p, n=name: Role.create(n, d, p)) for name, (d, p) in BUILTIN_ROLES.items()]
-    wanted += [(PERMISSION_STREAM, n, lambda n=n, d=d: Permission.define(n, d)) for n, d in sorted(cmd.permissions.items())]
-    for stream_type, key, make in wanted:
-        fresh = services.repository.new(stream_type, key)
-        fresh.aggregate = make()
+    for name, (description, permissions) in BUILTIN_ROLES.items():
+        claimed = await load_role_name(services.repository, name)
+        if claimed.aggregate is not None:
+            continue  # exists already
+        claimed.aggregate = RoleName(name=name, role_key=name)
+        fresh = services.repository.new(ROLE_STREAM, name)
+        fresh.aggregate = Role.create(name, description, permissions)
+        try:
+            last = await save_all(services, ctx, "EnsureBuiltins", [(fresh, None), (claimed, None)])
+        except ConcurrencyError as exc:
+            if exc.details.get("stream_id") != fresh.stream_id:
+                continue  # claimed meanwhile (another replica starting)
+            # a built-in role made before names were claimed: claim its name now
+            claimed.aggregate = RoleName(name=name, role_key=name)
+            try:
+                last = await save(services, claimed, ctx, "EnsureBuiltins")
+            except ConcurrencyError:
+                continue
+    for name, description in sorted(cmd.permissions.items()):
+        fresh = services.repository.new(PERMISSION_STREAM, name)
+        fresh.aggregate = Permission.define(name, description)
         try:
             last = await save(services, fresh, ctx, "EnsureBuiltins")
         except ConcurrencyError:

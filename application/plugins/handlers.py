@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from application.commands import (
 )
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
-from application.ports import ArchiveStore, PluginCatalog, Sandbox, SecretCipher
+from application.ports import ArchiveStore, Sandbox, SecretCipher
 from application.sites.registry import closing_activations
 from application.unit import Loaded, Repository
 from domain.plugins.configuration import (
@@ -33,16 +33,17 @@ from domain.plugins.configuration import (
     prepare_config,
     secret_locations,
 )
+from domain.plugins.dependents import STREAM_TYPE as DEPENDENTS_STREAM
+from domain.plugins.dependents import Dependents, dependents_uuid
 from domain.plugins.errors import ConfigurationInvalid, DeclassifyRefused, ManifestInvalid, PluginNotFound
 from domain.plugins.manifest import Manifest, parse_manifest
 from domain.plugins.plugin import STREAM_TYPE, Plugin, plugin_uuid
-from domain.plugins.policies import check_dependencies, check_host_compatibility, check_no_dependents
+from domain.plugins.policies import check_dependencies, check_host_compatibility
 
 
 @dataclass
 class PluginServices:
     repository: Repository
-    catalog: PluginCatalog
     cipher: SecretCipher
     archives: ArchiveStore
     host_version: str
@@ -58,9 +59,47 @@ async def load(services: PluginServices, plugin_id: str, ctx: CommandContext, mu
     return loaded
 
 
-async def save(services: PluginServices, loaded: Loaded[Plugin], ctx: CommandContext, command: str) -> CommandResult:
-    result = await services.repository.save(loaded, ctx.metadata(command), ctx.idempotency)
+async def save(
+    services: PluginServices, loaded: Loaded[Plugin], ctx: CommandContext, command: str, also: Sequence[Loaded[Any]] = ()
+) -> CommandResult:
+    """Append the plugin's events, and those of the streams in `also`, in one transaction."""
+    items = [(loaded, None), *((other, None) for other in also)]
+    result = (await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency))[0]
     return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
+
+
+async def load_dependents(services: PluginServices, plugin_id: str) -> Loaded[Dependents]:
+    """`plugin_id`'s dependents stream, opened (saved only with a change) when it has none yet."""
+    loaded = await services.repository.load(Dependents, DEPENDENTS_STREAM, plugin_id, dependents_uuid(plugin_id))
+    if loaded.aggregate is None:
+        loaded.aggregate = Dependents(plugin_id=plugin_id)
+    return loaded
+
+
+async def follow_dependencies(
+    services: PluginServices, plugin_id: str, before: Manifest | None, after: Manifest | None, force: bool = False
+) -> list[Loaded[Dependents]]:
+    """The dependents streams that `plugin_id` going from `before` to `after` (installed manifests; None:
+    not installed) changes, to be appended with the plugin's own events: it joins the streams of the
+    plugins `after` depends on and leaves those only `before` depended on, and, uninstalled, its own
+    stream records it (refused while others depend on it, unless forced). The streams are read before
+    the dependencies' own streams are checked, so a dependency it joins that is uninstalled meanwhile
+    makes the append fail (and the command is decided again); one it depended on already cannot be
+    uninstalled meanwhile (its stream lists this plugin)."""
+    changed = []
+    if after is None:
+        own = await load_dependents(services, plugin_id)
+        own.aggregate.uninstall(force)
+        changed.append(own)
+    needed = set(after.dependencies) if after is not None else set()
+    dropped = set(before.dependencies) - needed if before is not None else set()
+    streams = {dep_id: await load_dependents(services, dep_id) for dep_id in sorted(needed | dropped)}
+    if after is not None:
+        check_dependencies(after, await installed_versions(services, after))
+    for dep_id, stream in streams.items():
+        if stream.aggregate.add(plugin_id) if dep_id in needed else stream.aggregate.remove(plugin_id):
+            changed.append(stream)
+    return changed
 
 
 async def installed_versions(services: PluginServices, manifest: Manifest) -> dict[str, str | None]:
@@ -118,14 +157,10 @@ async def reseal(services: PluginServices, plugin: Plugin, manifest: Manifest) -
     return (await prepare(services, manifest.config_schema, clear, clear, plugin.classified, manifest_over_limit))[1]
 
 
-async def check_installable(services: PluginServices, manifest: Manifest) -> None:
-    check_host_compatibility(manifest, services.host_version)
-    check_dependencies(manifest, await installed_versions(services, manifest))
-
-
 async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     manifest = await checked_manifest(services, cmd.manifest)
-    await check_installable(services, manifest)
+    check_host_compatibility(manifest, services.host_version)
+    dependencies = await follow_dependencies(services, manifest.id, None, manifest)
 
     async def args(classified: set[Location]) -> dict[str, Any]:
         _, config = await prepare(services, manifest.config_schema, cmd.config, {}, classified)
@@ -139,9 +174,11 @@ async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: Plug
         fresh = services.repository.new(STREAM_TYPE, manifest.id)
         fresh.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **first)
         try:
-            return await save(services, fresh, ctx, "InstallPlugin")
-        except ConcurrencyError:
-            pass  # the stream exists: installed already, or uninstalled and now reinstalled
+            return await save(services, fresh, ctx, "InstallPlugin", dependencies)
+        except ConcurrencyError as exc:
+            if exc.details.get("stream_id") != fresh.stream_id:
+                raise  # a dependency moved on meanwhile: decided again from the start (application.bus)
+            # the stream exists: installed already, or uninstalled and now reinstalled
     loaded = await load(services, manifest.id, ctx, must_exist=False)
     if loaded.aggregate is None:
         loaded.aggregate = Plugin(plugin_id=manifest.id, enabled=cmd.auto_enable, **first)
@@ -149,7 +186,8 @@ async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: Plug
         # Fields sealed in an earlier life of the plugin stay sealed.
         again = await args(loaded.aggregate.classified) if loaded.aggregate.classified else first
         loaded.aggregate.reinstall(enabled=cmd.auto_enable, **again)
-    return await save(services, loaded, ctx, "InstallPlugin")
+    dependencies = await follow_dependencies(services, manifest.id, None, manifest)
+    return await save(services, loaded, ctx, "InstallPlugin", dependencies)
 
 
 async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
@@ -159,21 +197,24 @@ async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: Plugin
     loaded = await load(services, cmd.plugin_id, ctx)
     plugin = loaded.aggregate
     plugin.check_installed()
-    await check_installable(services, manifest)
+    check_host_compatibility(manifest, services.host_version)
+    dependencies = await follow_dependencies(services, cmd.plugin_id, plugin.manifest, manifest)
     config = await reseal(services, plugin, manifest)
     if cmd.archive is not None:
         await services.archives.put(cmd.archive)
     plugin.update(manifest.to_dict(), cmd.source, config)
-    return await save(services, loaded, ctx, "UpdatePlugin")
+    return await save(services, loaded, ctx, "UpdatePlugin", dependencies)
 
 
 async def roll_back_plugin(cmd: RollBackPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     loaded = await load(services, cmd.plugin_id, ctx)
-    loaded.aggregate.check_installed()
-    target = await checked_manifest(services, loaded.aggregate.previous_version(cmd.to_version)["manifest"])
-    await check_installable(services, target)
-    loaded.aggregate.roll_back(cmd.to_version, await reseal(services, loaded.aggregate, target))
-    return await save(services, loaded, ctx, "RollBackPlugin")
+    plugin = loaded.aggregate
+    plugin.check_installed()
+    target = await checked_manifest(services, plugin.previous_version(cmd.to_version)["manifest"])
+    check_host_compatibility(target, services.host_version)
+    dependencies = await follow_dependencies(services, cmd.plugin_id, plugin.manifest, target)
+    plugin.roll_back(cmd.to_version, await reseal(services, plugin, target))
+    return await save(services, loaded, ctx, "RollBackPlugin", dependencies)
 
 
 async def enable_plugin(cmd: EnablePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
@@ -235,13 +276,12 @@ async def declassify_config(cmd: DeclassifyConfig, ctx: CommandContext, services
 
 async def uninstall_plugin(cmd: UninstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
     loaded = await load(services, cmd.plugin_id, ctx)
-    loaded.aggregate.check_installed()
-    check_no_dependents(cmd.plugin_id, await services.catalog.dependents_of(cmd.plugin_id), cmd.force)
+    plugin = loaded.aggregate
+    plugin.check_installed()
+    dependencies = await follow_dependencies(services, cmd.plugin_id, plugin.manifest, None, cmd.force)
     activations = await closing_activations(services.repository, cmd.plugin_id, cmd.reason)  # refused while active at a site
-    loaded.aggregate.uninstall(cmd.reason, cmd.force, cmd.cleanup_data)
-    first = (await services.repository.save_all([(loaded, None), (activations, None)], ctx.metadata("UninstallPlugin"),
-                                                ctx.idempotency))[0]
-    return CommandResult(first.stream_id, first.version, first.position, first.duplicate)
+    plugin.uninstall(cmd.reason, cmd.force, cmd.cleanup_data)
+    return await save(services, loaded, ctx, "UninstallPlugin", [*dependencies, activations])
 
 
 HANDLERS = {

@@ -10,7 +10,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.identity.access import BUILTIN_ROLES, check_permission, check_role_name
 
 from domain.identity.errors import InvalidPermission
-from domain.identity.errors import RoleProtected, RoleDeleted
+from domain.identity.errors import RoleExists, RoleProtected, RoleDeleted
 
 STREAM_TYPE = "role"
 
@@ -109,6 +109,62 @@ class Role(Aggregate):
     @event("Deleted")
     def _deleted(self) -> None:
         self.deleted = True
+
+
+NAME_STREAM = "role-name"
+
+
+def role_name_uuid(name: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"charter:role-name:{name}")
+
+
+class RoleName(Aggregate):
+    """One role name and the role (by key) holding it, so a name belongs to one role at most. Claimed
+    and released in the same append as the role's own events (created, renamed, deleted), so of two
+    commands giving one name to two roles, one wins and the other finds the name taken.
+
+    A role keeps the name it was created with (its key) for good: grants and the role's stream name it
+    by key, so that name never comes to mean another role, not after a rename nor after a deletion. Role
+    names are not secret (every Role event carries them), so the stream key is the name itself."""
+
+    @staticmethod
+    def create_id(name: str) -> UUID:
+        return role_name_uuid(name)
+
+    @event("Claimed")
+    def __init__(self, name: str, role_key: str) -> None:
+        self.name = name
+        self.role_key: str | None = role_key
+
+    def claim(self, role_key: str) -> bool:
+        """Give the name to `role_key`; False when it has it already; RoleExists when another role does."""
+        if self.role_key == role_key:
+            return False
+        if self.role_key == self.name:
+            raise RoleExists(
+                f"a role was created as {self.name} (a role keeps that name for good, also when renamed or"
+                " deleted); pick another name",
+                field="name",
+            )
+        if self.role_key is not None:
+            raise RoleExists(f"a role named {self.name} already exists", field="name")
+        self._reclaimed(role_key=role_key)
+        return True
+
+    @event("Reclaimed")
+    def _reclaimed(self, role_key: str) -> None:
+        self.role_key = role_key
+
+    def release(self, role_key: str) -> bool:
+        """Free the name, which `role_key` no longer carries; a role's key stays with it (False)."""
+        if self.role_key != role_key or self.name == role_key:
+            return False
+        self._released(role_key=role_key)
+        return True
+
+    @event("Released")
+    def _released(self, role_key: str) -> None:
+        self.role_key = None
 
 
 PERMISSION_STREAM = "permission"

@@ -95,17 +95,3 @@ async def list_permissions(
     return await fetch_page(
         pool, columns="*", source=f"{SCHEMA}.permissions", where=where, args=args, order=order, skip=skip, limit=limit
     )
-
-
-class PostgresRoleDirectory:
-    """`application.identity.handlers.RoleDirectory` on the read model."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def key_of(self, name_or_key: str) -> str | None:
-        return await self.pool.fetchval(
-            f"SELECT role_key FROM {SCHEMA}.roles WHERE NOT deleted AND (role_key = $1 OR name = $1)"
-            " ORDER BY (role_key = $1) DESC LIMIT 1",
-            name_or_key,
-        )

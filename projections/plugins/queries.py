@@ -112,13 +112,3 @@ async def _dependents(conn: asyncpg.Connection | asyncpg.Pool, plugin_id: str) -
         plugin_id,
     )
     return [r["plugin_id"] for r in rows]
-
-
-class PostgresPluginCatalog:
-    """The read-side answers the write side needs (`application.ports.PluginCatalog`)."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def dependents_of(self, plugin_id: str) -> list[str]:
-        return await _dependents(self.pool, plugin_id)

@@ -102,11 +102,6 @@ class InlineSandbox:
         return fn(*args)
 
 
-class NoDependents:
-    async def dependents_of(self, plugin_id: str) -> list[str]:
-        return []
-
-
 class Harness:
     def __init__(self, retries: int = 5) -> None:
         self.store = MemoryStore()
@@ -114,7 +109,6 @@ class Harness:
         self.waits: list[float] = []
         services = PluginServices(
             repository=AggregateRepository(self.store),  # type: ignore[arg-type]
-            catalog=NoDependents(),
             cipher=None,  # type: ignore[arg-type]  # no secrets in these manifests
             archives=None,  # type: ignore[arg-type]  # no archives uploaded
             host_version="1.0.0",

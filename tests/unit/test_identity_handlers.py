@@ -64,14 +64,9 @@ class Passwords:
         return password_hash == f"hashed:{password}"
 
 
-class Roles:
-    async def key_of(self, name_or_key: str) -> str | None:
-        return name_or_key if name_or_key in BUILTIN_ROLES else None
-
-
 @pytest.fixture
 async def services() -> IdentityServices:
-    services = IdentityServices(repository=MemoryRepository(), passwords=Passwords(), roles=Roles(), email_key=b"k" * 32)
+    services = IdentityServices(repository=MemoryRepository(), passwords=Passwords(), email_key=b"k" * 32)
     await run(services, EnsureBuiltins())
     return services
 

@@ -252,7 +252,6 @@ class RoleAdminController(Controller):
     @post("/", operation_id="createRole", opt=rule("roles:manage"), status_code=201)
     async def create_role(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
         data = await body(request, RoleCreate)
-        await runtime.wait_for(PROJECTION, None)
         cmd = i.CreateRole(name=data.name, description=data.description, permissions=data.permissions)
         result = await runtime.execute(cmd, command_context(request))
         key = result.stream_id.split(":", 1)[1]
@@ -271,14 +270,12 @@ class RoleAdminController(Controller):
     @put("/{role_id:str}", operation_id="updateRole", opt=rule("roles:manage"))
     async def update_role(self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str]) -> Response[Written]:
         data = await body(request, RoleUpdate)
-        await runtime.wait_for(PROJECTION, None)
         cmd = i.UpdateRole(role_id=role_id, name=data.name, description=data.description, permissions=data.permissions)
         result = await runtime.execute(cmd, command_context(request))
         return written(result, result.stream_id.split(":", 1)[1])
 
     @delete("/{role_id:str}", operation_id="deleteRole", opt=rule("roles:manage"), status_code=200)
     async def delete_role(self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str]) -> Response[Written]:
-        await runtime.wait_for(PROJECTION, None)
         result = await runtime.execute(i.DeleteRole(role_id=role_id), command_context(request))
         return written(result, result.stream_id.split(":", 1)[1])
 

@@ -45,11 +45,6 @@ ASPECTS = {"aspects": [{"name": "esig", "role": "quality-focal", "meaning": "App
 CONFIG = {"endpoint": "https://sap.example", "token": "s3cret"}
 
 
-class NoDependents:
-    async def dependents_of(self, plugin_id: str) -> list[str]:
-        return []
-
-
 class World:
     """A repository with plugins and users in it, and the services the handlers take."""
 
@@ -337,7 +332,7 @@ class TestUninstallPlugin:
     async def test_refused_while_a_site_has_it_active_then_allowed(self, world: World) -> None:
         await world.install("base")
         await world.run(ActivateExtension(site_id=SITE, plugin_id="base"))
-        plugins = PluginServices(world.repository, NoDependents(), ReversibleCipher(), None, "1.0.0", InlineSandbox())
+        plugins = PluginServices(world.repository, ReversibleCipher(), None, "1.0.0", InlineSandbox())
 
         with pytest.raises(PluginActiveAtSites) as refused:
             await PLUGIN_HANDLERS[UninstallPlugin](UninstallPlugin(plugin_id="base"), CommandContext(), plugins)
@@ -376,7 +371,7 @@ class TestTheBus:
     async def test_dispatches_site_commands_once_registered(self, world: World) -> None:
         from application.bus import Application
 
-        plugins = PluginServices(world.repository, NoDependents(), ReversibleCipher(), None, "1.0.0", InlineSandbox())
+        plugins = PluginServices(world.repository, ReversibleCipher(), None, "1.0.0", InlineSandbox())
         app = Application(None, plugins, fingerprint_key=b"f" * 32, sites=world.services)
 
         result = await app.execute(CreateSite(site_id="plant-9", name="Plant 9"), CommandContext())
