@@ -26,7 +26,7 @@ import structlog
 from application.errors import ConcurrencyError, EventNotStorable, EventTooLarge, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from domain.identity.user import WITHHELD_FIELDS
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 
 log = structlog.get_logger(__name__)
@@ -193,6 +193,7 @@ class _Pending:
 
     requests: list[AppendRequest]
     future: asyncio.Future[list[AppendResult]]
+    link: Any = None  # the command's span (tracing on): the batch span links to it
 
     @property
     def request(self) -> AppendRequest:
@@ -293,8 +294,9 @@ class EventStore:
             if not self._tasks:
                 await self.start()
             future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait(_Pending(writing, future))
-            written = await future
+            with tracing.append_span(writing) as link:
+                self._queue.put_nowait(_Pending(writing, future, link))
+                written = await future
         by_stream = {r.stream_id: r for r in written}
         return [by_stream.get(r.stream_id, AppendResult(r.stream_id, r.expected_version, None)) for r in requests]
 
@@ -315,7 +317,9 @@ class EventStore:
                 batch.append(self._queue.get_nowait())
             started = time.monotonic()
             try:
-                await self._commit(batch)
+                with tracing.batch_span("eventstore commit", (), {"charter.commands": len(batch)}, links=[p.link for p in batch]):
+                    await self._commit(batch)
+                metrics.APPEND_COMMIT_SECONDS.observe(time.monotonic() - started)
                 DATABASE.succeeded(started)
             except Exception as exc:  # connection lost, server gone: every command of the batch fails
                 if is_unavailable(exc):

@@ -9,8 +9,9 @@ import uuid
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import trace
 
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 
 log = structlog.get_logger("charter.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -84,6 +85,10 @@ def request_context(app: ASGIApp) -> ASGIApp:
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
             metrics.HTTP_LATENCY.labels(method, route).observe(elapsed)
+            if tracing.enabled():  # the server span, named by route template now that routing is done
+                span = trace.get_current_span()
+                span.update_name(f"{method} {route}")
+                span.set_attributes({"http.route": route, "charter.request_id": request_id})
             log.info("request", method=method, path=scope["path"], status=status, ms=round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")
 
