@@ -162,7 +162,7 @@ def current_span_context() -> SpanContext | None:
 
 def parent_and_links(remotes: Iterable[SpanContext | None]) -> tuple[Any, list[Link]]:
     """Where a batch span goes: a child of the one trace it serves, else a new trace linked to each."""
-    distinct = list(dict.fromkeys(r for r in remotes if r is not None))
+    distinct = list({(r.trace_id, r.span_id): r for r in remotes if r is not None}.values())
     if distinct and all(r.trace_id == distinct[0].trace_id for r in distinct):
         parent = trace.set_span_in_context(NonRecordingSpan(distinct[0]), otel_context.Context())
         return parent, [Link(r) for r in distinct[1:MAX_LINKS]]

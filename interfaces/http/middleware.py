@@ -40,6 +40,14 @@ _API_HEADERS = [(k.encode(), v.encode()) for k, v in security_headers("/").items
 _DOCS_HEADERS = [(k.encode(), v.encode()) for k, v in security_headers(DOCS_PATH).items()]
 
 
+def name_server_span(scope: Scope, request_id: str) -> None:
+    """Litestar's OpenTelemetry plugin starts the span before routing; it is named once routed."""
+    route = scope.get("path_template") or "unmatched"
+    span = trace.get_current_span()
+    span.update_name(f"{scope['method']} {route}")
+    span.set_attributes({"http.route": route, "charter.request_id": request_id})
+
+
 def request_context(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +65,8 @@ def request_context(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if tracing.enabled():  # the server span (ended with the body), named by route template
+                    name_server_span(scope, request_id)
                 extra = [(b"x-request-id", request_id.encode())]
                 decision = scope["state"].get("rate_limit")
                 if decision is not None:
@@ -85,10 +95,6 @@ def request_context(app: ASGIApp) -> ASGIApp:
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
             metrics.HTTP_LATENCY.labels(method, route).observe(elapsed)
-            if tracing.enabled():  # the server span, named by route template now that routing is done
-                span = trace.get_current_span()
-                span.update_name(f"{method} {route}")
-                span.set_attributes({"http.route": route, "charter.request_id": request_id})
             log.info("request", method=method, path=scope["path"], status=status, ms=round(elapsed * 1000, 2))
             structlog.contextvars.unbind_contextvars("request_id")
 
