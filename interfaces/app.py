@@ -110,11 +110,11 @@ def http_tracing(tracing: telemetry.Tracing) -> list[OpenTelemetryPlugin]:
 def create_app(settings: Settings, *, authorization: bool = True, tracing: telemetry.Tracing | None = None) -> Litestar:
     """The app. `authorization=False` is for benchmarks measuring what authorization costs; never serve it.
     `tracing`: as the OTEL_* variables say unless given (tests give an in-memory exporter)."""
-    configure_logging(settings.log_level, settings.log_json, settings.log_levels)
     try:
+        configure_logging(settings.log_level, settings.log_json, settings.log_levels)
         tracing = telemetry.configure_tracing() if tracing is None else tracing
-    except telemetry.TracingConfigError as exc:
-        raise SystemExit(str(exc)) from None
+    except ValueError as exc:  # CHARTER_LOG_LEVELS or an OTEL_* variable, named in the message
+        raise SystemExit(f"invalid setting: {exc}") from None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
