@@ -31,6 +31,7 @@ class Settings(msgspec.Struct, kw_only=True):
     host_version: str = HOST_VERSION
     log_level: str = "info"
     log_json: bool = True
+    log_levels: str = ""  # per logger, e.g. "infrastructure.stream=debug,charter.http=warning"
     writers: int = 2
     max_batch: int = 128
     # A command without If-Match that loses a race for its stream is decided again (reloaded) up to this

@@ -17,6 +17,7 @@ DESCRIPTIONS: dict[str, str] = {
     "host_version": "the host version manifests' `host_versions` are checked against",
     "log_level": "structured log level (debug, info, warning, error)",
     "log_json": "JSON log lines (false: console rendering)",
+    "log_levels": "a level per logger, overriding the log level for it and the loggers under it: `name=level,...` (e.g. `infrastructure.stream=debug,charter.http=warning`; stdlib loggers such as `asyncpg` too)",
     "writers": "group-commit writer tasks",
     "max_batch": "most commands one group-commit transaction carries",
     "pool_size": "PostgreSQL connections per process",

@@ -11,9 +11,11 @@ from typing import Any
 from litestar import Litestar, Request, Response
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.static_files import create_static_files_router
 
 from domain.identity.access import BUILTIN_ROLES
+from infrastructure.telemetry import tracing as telemetry
 from infrastructure.telemetry.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
@@ -91,12 +93,32 @@ def check_every_route_has_a_rule(app: Litestar) -> None:
         raise RuntimeError(f"routes without an access rule: {missing}")
 
 
-def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
-    """The app. `authorization=False` is for benchmarks measuring what authorization costs; never serve it."""
-    configure_logging(settings.log_level, settings.log_json)
+def http_tracing(tracing: telemetry.Tracing) -> list[OpenTelemetryPlugin]:
+    """Litestar's own OpenTelemetry plugin (an HTTP server span per request, continuing the caller's
+    traceparent) when tracing is on; nothing at all otherwise. Spans are named by method here and by
+    route template once routed (interfaces.http.middleware), never by raw path."""
+    if not tracing.enabled:
+        return []
+    config = OpenTelemetryConfig(
+        tracer_provider=tracing.provider,
+        scope_span_details_extractor=lambda scope: (str(scope.get("method", "HTTP")), {}),
+        exclude_spans=["receive", "send"],  # no span per body chunk (an SSE stream sends for hours)
+    )
+    return [OpenTelemetryPlugin(config)]
+
+
+def create_app(settings: Settings, *, authorization: bool = True, tracing: telemetry.Tracing | None = None) -> Litestar:
+    """The app. `authorization=False` is for benchmarks measuring what authorization costs; never serve it.
+    `tracing`: as the OTEL_* variables say unless given (tests give an in-memory exporter)."""
+    try:
+        configure_logging(settings.log_level, settings.log_json, settings.log_levels)
+        tracing = telemetry.configure_tracing() if tracing is None else tracing
+    except ValueError as exc:  # CHARTER_LOG_LEVELS or an OTEL_* variable, named in the message
+        raise SystemExit(f"invalid setting: {exc}") from None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        previous = telemetry.install(tracing)
         runtime = await start_runtime(settings)
         runtime.authority.enabled = authorization
         app.state.runtime = runtime
@@ -105,6 +127,8 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
             yield
         finally:
             await stop_runtime(runtime)
+            tracing.flush()
+            telemetry.install(previous)
 
     app = Litestar(
         route_handlers=[
@@ -123,6 +147,7 @@ def create_app(settings: Settings, *, authorization: bool = True) -> Litestar:
         guards=[well_formed, bounded_parameters, authorize],
         lifespan=[lifespan],
         middleware=[request_context],
+        plugins=http_tracing(tracing),
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},
         request_max_body_size=settings.archive_max_bytes + MULTIPART_ALLOWANCE,
         multipart_form_part_limit=MULTIPART_PARTS,

@@ -439,6 +439,11 @@ def parser() -> argparse.ArgumentParser:
         default=os.cpu_count() or 1,
         help="Charter phase: spread the clients over this many replica processes (default: one per CPU)",
     )
+    bench.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="append: run the Charter phase again with tracing (always-on sampler, OTLP to a local sink) and metrics on; print on/off",
+    )
     bench.add_argument("--sse-clients", type=int, default=1000, help="fanout: SSE clients connected to the server")
     bench.add_argument("--rate", type=float, default=500.0, help="fanout: commands (events) per second during the load")
     bench.add_argument(

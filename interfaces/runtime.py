@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 import msgspec
@@ -22,7 +22,7 @@ from application.sites.proposals import SiteServices
 from domain.errors import DomainError
 from infrastructure.identity.tokens import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.identity.ratelimit import RateLimiter
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import EventStore, create_pool
 from infrastructure.identity.keys import CONFIGURATION_HASH, EMAIL_RESERVATION, server_key
@@ -32,7 +32,9 @@ from infrastructure.plugins.sources import PostgresArchiveStore
 from infrastructure.stream.hub import EventHub
 from infrastructure.stream.relay import RELAY, Relay, StreamSettings
 from infrastructure.eventlog.repository import AggregateRepository
-from infrastructure.eventlog.projector import Notifier, Projection, ProjectionRunner, has_processed, lag, last_committed
+from infrastructure.eventlog.projector import (
+    Notifier, Projection, ProjectionRunner, has_processed, lag, lag_seconds, last_committed,
+)
 from infrastructure.plugins.sandbox import ProcessSandbox
 from infrastructure.plugins.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
@@ -84,7 +86,13 @@ class Runtime:
         self.readiness = Readiness(self)
 
     async def execute(self, command: Command, ctx: CommandContext) -> CommandResult:
-        """Run a command through the application, counting and timing it."""
+        """Run a command through the application, counting and timing it (and tracing it, when on:
+        its events then carry this command span's traceparent)."""
+        if tracing.enabled():
+            return await self._traced(command, ctx)
+        return await self._run(command, ctx)
+
+    async def _run(self, command: Command, ctx: CommandContext) -> CommandResult:
         name = type(command).__name__
         started = time.perf_counter()
         outcome = "error"
@@ -97,6 +105,23 @@ class Runtime:
             raise
         finally:
             metrics.command_done(name, outcome, time.perf_counter() - started)
+
+    async def _traced(self, command: Command, ctx: CommandContext) -> CommandResult:
+        name = type(command).__name__
+        with tracing.tracer().start_as_current_span(f"command {name}", attributes={"charter.command": name}) as span:
+            ctx = replace(ctx, traceparent=tracing.traceparent_of(span))
+            try:
+                result = await self._run(command, ctx)
+            except DomainError as exc:
+                span.set_attribute("charter.outcome", exc.code)
+                raise
+            span.set_attributes({
+                "charter.outcome": "duplicate" if result.duplicate else "ok",
+                "charter.stream_id": result.stream_id,
+                "charter.stream_type": result.stream_id.partition(":")[0],
+                "charter.version": result.version,
+            })
+            return result
 
     async def wait_for(self, projection: str, position: int | None, timeout: float | None = None) -> None:
         """Wait until `projection` has handled `position` (default: everything committed now)."""
@@ -126,12 +151,14 @@ class Runtime:
         """Events committed but not yet acknowledged by JetStream."""
         value = await lag(self.pool, RELAY)
         metrics.RELAY_LAG.set(value)
+        metrics.RELAY_LAG_SECONDS.set(await lag_seconds(self.pool, RELAY) if value else 0)
         return value
 
     async def projection_lag(self) -> dict[str, int]:
         lags = {name: await lag(self.pool, name) for name in self.projections}
         for name, value in lags.items():
             metrics.PROJECTION_LAG.labels(name).set(value)
+            metrics.PROJECTION_LAG_SECONDS.labels(name).set(await lag_seconds(self.pool, name) if value else 0)
         return lags
 
 

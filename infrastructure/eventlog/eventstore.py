@@ -26,8 +26,12 @@ import structlog
 from application.errors import ConcurrencyError, EventNotStorable, EventTooLarge, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from domain.identity.user import WITHHELD_FIELDS
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
+# The global order lives in global_order.py; its names are still importable from here.
+from infrastructure.eventlog.global_order import (  # noqa: F401
+    _READ_GLOBAL, EVENT_COLUMNS, HORIZON, NEVER_SKIP, READ_GLOBAL_ISOLATION, read_global, record,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -67,53 +71,8 @@ ON CONFLICT DO NOTHING
 RETURNING key
 """
 
-EVENT_COLUMNS = (
-    "position, transaction_id::text::bigint AS transaction_id, event_id, stream_id, stream_type, stream_version,"
-    " event_type, schema_version, payload, metadata, site_id, recorded_at, hash"
-)
-
-# Rows below the oldest transaction still running can no longer be joined by a row with a lower
-# (transaction_id, position): reading only those, in that order, never skips an event.
 # The payload as it may leave the database (published, listed): credentials withheld.
 PUBLIC_PAYLOAD = "(events.payload - '{%s}'::text[])" % ",".join(WITHHELD_FIELDS)
-
-# How far the global order can be read without ever skipping an event: below the oldest transaction
-# still writing events. A transaction can take a lower position and commit after a higher one was read;
-# reading only below every transaction that may still add events means such an event is read before
-# anything that could overtake it. Event writers are the in-progress transactions holding a ROW
-# EXCLUSIVE lock on `events`, which they take before they get a transaction id (migration 0004 makes
-# inserting events the first write of a transaction), so a writer whose id is in this statement's
-# snapshot is still in pg_locks when they are read, or has committed before the next statement's
-# snapshot. Unlike the snapshot's xmin, transactions writing only elsewhere (projectors' read models,
-# checkpoints) hold nobody back. The read itself must be a later statement with a newer snapshot: in a
-# transaction, that means READ COMMITTED (READ_GLOBAL_ISOLATION), whatever the server's default.
-READ_GLOBAL_ISOLATION = "read_committed"
-HORIZON = """
-SELECT LEAST(
-    pg_snapshot_xmax(s),
-    (SELECT min(x) FROM pg_snapshot_xip(s) AS x
-     WHERE x::text::bigint % 4294967296 IN (
-         SELECT t.transactionid::text::bigint
-         FROM pg_locks r JOIN pg_locks t ON t.pid = r.pid
-         WHERE r.locktype = 'relation' AND r.relation = 'events'::regclass AND r.mode = 'RowExclusiveLock'
-           AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted))
-)::text
-FROM pg_current_snapshot() AS s
-"""
-
-# $1, $2: the cursor (transaction_id as text, position); $3: the most rows to read; $4: the horizon.
-# The ORDER BY names the table's columns: a bare `transaction_id` would be the selected
-# `transaction_id::text::bigint`, which no index covers (every row after the cursor would be read and
-# sorted, not just `$3`).
-NEVER_SKIP = """
-WHERE (events.transaction_id, events.position) > ($1::text::xid8, $2::bigint)
-  AND events.transaction_id < $4::text::xid8
-ORDER BY events.transaction_id, events.position
-LIMIT $3
-"""
-
-_READ_GLOBAL = f"SELECT {EVENT_COLUMNS} FROM events {NEVER_SKIP}"
 
 
 def event_hash(prev: bytes, event: NewEvent | StoredEvent) -> bytes:
@@ -129,10 +88,6 @@ def largest_field(payload: dict[str, Any]) -> str | None:
     """The payload field taking most of an event's size (what a refusal names)."""
     sizes = {k: len(msgspec.json.encode(v)) for k, v in payload.items()}
     return max(sizes, key=sizes.__getitem__) if sizes else None
-
-
-def record(row: asyncpg.Record) -> StoredEvent:
-    return StoredEvent(*row)  # EVENT_COLUMNS are StoredEvent's fields, in order (no dict per event)
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -168,12 +123,6 @@ async def create_pool(
     )
 
 
-async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[StoredEvent]:
-    """Events committed after the cursor `(transaction_id, position)`, in the never-skip global order."""
-    horizon = await conn.fetchval(HORIZON)
-    rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit, horizon)
-    return [record(r) for r in rows]
-
 
 # What the database (or the encoding before it) refuses in one command's data, not in the batch: a NUL
 # character in text or jsonb, a number out of range, text that is not UTF-8.
@@ -193,6 +142,7 @@ class _Pending:
 
     requests: list[AppendRequest]
     future: asyncio.Future[list[AppendResult]]
+    link: Any = None  # the command's span (tracing on): the batch span links to it
 
     @property
     def request(self) -> AppendRequest:
@@ -293,8 +243,9 @@ class EventStore:
             if not self._tasks:
                 await self.start()
             future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait(_Pending(writing, future))
-            written = await future
+            with tracing.append_span(writing) as link:
+                self._queue.put_nowait(_Pending(writing, future, link))
+                written = await future
         by_stream = {r.stream_id: r for r in written}
         return [by_stream.get(r.stream_id, AppendResult(r.stream_id, r.expected_version, None)) for r in requests]
 
@@ -315,7 +266,9 @@ class EventStore:
                 batch.append(self._queue.get_nowait())
             started = time.monotonic()
             try:
-                await self._commit(batch)
+                with tracing.batch_span("eventstore commit", (), {"charter.commands": len(batch)}, links=[p.link for p in batch]):
+                    await self._commit(batch)
+                metrics.APPEND_COMMIT_SECONDS.observe(time.monotonic() - started)
                 DATABASE.succeeded(started)
             except Exception as exc:  # connection lost, server gone: every command of the batch fails
                 if is_unavailable(exc):

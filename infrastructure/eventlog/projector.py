@@ -16,7 +16,7 @@ import asyncpg
 import structlog
 
 from application.ports import StoredEvent
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import NOTIFY_CHANNEL, READ_GLOBAL_ISOLATION, init_connection, read_global
 
@@ -136,6 +136,16 @@ async def lag(pool: asyncpg.Pool, name: str, cap: int = 1_000_000) -> int:
     )
 
 
+async def lag_seconds(pool: asyncpg.Pool, name: str) -> float:
+    """Age of the oldest event committed beyond the reader's cursor (0 when it has caught up)."""
+    return await pool.fetchval(
+        "SELECT coalesce(extract(epoch FROM now() - (SELECT e.recorded_at FROM events e LEFT JOIN checkpoints c ON c.name = $1"
+        " WHERE c.name IS NULL OR (e.transaction_id, e.position) > (c.transaction_id, c.position)"
+        " ORDER BY e.transaction_id, e.position LIMIT 1)), 0)::float8",
+        name,
+    )
+
+
 async def apply_batch(conn: asyncpg.Connection, projection: Projection, batch_size: int) -> int:
     """Handle the next batch and advance the cursor in one transaction; return how many events. A
     batch meeting statements prepared before a rebuild swapped the tables is rolled back and run again
@@ -155,9 +165,11 @@ async def _apply_batch(conn: asyncpg.Connection, projection: Projection, batch_s
         events = await read_global(conn, (tx, pos), batch_size)
         if not events:
             return 0
-        await projection.handle(conn, events)
-        last = events[-1]
-        await move_checkpoint(conn, projection.name, (last.transaction_id, last.position))
+        traces = (e.metadata.get("traceparent") for e in events) if tracing.enabled() else ()
+        with tracing.batch_span(f"project {projection.name}", traces, {"charter.projection": projection.name, "charter.events": len(events)}):
+            await projection.handle(conn, events)
+            last = events[-1]
+            await move_checkpoint(conn, projection.name, (last.transaction_id, last.position))
     metrics.PROJECTION_EVENTS.labels(projection.name).inc(len(events))
     return len(events)
 

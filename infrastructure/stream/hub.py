@@ -27,7 +27,7 @@ import structlog
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.projector import cancel_requested
 from infrastructure.stream.relay import StreamSettings, ensure_stream
 
@@ -50,6 +50,7 @@ class Delivered:
     position: int
     recorded_at: str
     frame: bytes
+    traceparent: str | None = None  # the command's span, from the message's header (read while tracing)
 
 
 class _Header(msgspec.Struct):
@@ -64,10 +65,12 @@ class _Header(msgspec.Struct):
 _decode_header = msgspec.json.Decoder(_Header).decode
 
 
-def delivered_from(seq: int, data: bytes) -> Delivered:
+def delivered_from(seq: int, data: bytes, traceparent: str | None = None) -> Delivered:
     head = _decode_header(data)
     frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, head.event_type.encode(), data)
-    return Delivered(seq, head.site_id, head.stream_type, head.stream_id, head.event_type, head.position, head.recorded_at, frame)
+    return Delivered(
+        seq, head.site_id, head.stream_type, head.stream_id, head.event_type, head.position, head.recorded_at, frame, traceparent
+    )
 
 
 Filter = Callable[[Delivered], bool]
@@ -326,7 +329,7 @@ class EventHub:
             return  # an ordered consumer reset may redeliver
         self.last_seq = seq
         try:
-            item = delivered_from(seq, msg.data)
+            item = delivered_from(seq, msg.data, msg.headers.get("traceparent") if tracing.enabled() and msg.headers else None)
         except msgspec.DecodeError:
             log.warning("event hub skipped a message it cannot read", seq=seq, subject=msg.subject)
             return
@@ -350,9 +353,17 @@ class EventHub:
             return
         joined = b"".join(d.frame for d in batch)
         # Subscribers joining while this batch goes out are not in this list; they get it from `recent`.
-        self._flush_slice(batch, joined, list(self.subscribers), 0, 0.0)
+        span = self._delivery_span(batch) if tracing.enabled() else None
+        self._flush_slice(batch, joined, list(self.subscribers), 0, 0.0, span)
 
-    def _flush_slice(self, batch: list[Delivered], joined: bytes, subscribers: list[Subscriber], start: int, cost: float) -> None:
+    def _delivery_span(self, batch: list[Delivered]) -> Any:
+        """The span of one flush to every SSE client, continuing the traces of the events it carries."""
+        attributes = {**tracing.messaging(self.stream.name, len(batch)), "charter.sse.clients": len(self.subscribers)}
+        return tracing.start_linked_span("sse deliver", (tracing.span_context_of(d.traceparent) for d in batch), attributes)
+
+    def _flush_slice(
+        self, batch: list[Delivered], joined: bytes, subscribers: list[Subscriber], start: int, cost: float, span: Any = None
+    ) -> None:
         started = time.perf_counter()
         for sub in subscribers[start : start + FLUSH_SLICE]:
             if not sub.offer(batch, joined):
@@ -363,8 +374,10 @@ class EventHub:
         cost += time.perf_counter() - started
         loop = asyncio.get_running_loop()
         if start + FLUSH_SLICE < len(subscribers):
-            loop.call_soon(self._flush_slice, batch, joined, subscribers, start + FLUSH_SLICE, cost)
+            loop.call_soon(self._flush_slice, batch, joined, subscribers, start + FLUSH_SLICE, cost, span)
             return
+        if span is not None:
+            span.end()
         self.delivered += len(batch)
         self.flushes += 1
         self.flush_cost = cost

@@ -40,7 +40,7 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
 from application.ports import StoredEvent
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 from infrastructure.stream import unpublishable
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import HORIZON, NEVER_SKIP, PUBLIC_PAYLOAD, init_connection
@@ -281,6 +281,7 @@ class Relay:
                     raise asyncio.CancelledError from exc
                 self.state.last_error = repr(exc)
                 self._careful = True
+                metrics.RELAY_ERRORS.inc()
                 if is_unavailable(exc) or DATABASE.down:
                     DATABASE.failed(exc, "relay")
                 else:
@@ -291,7 +292,6 @@ class Relay:
 
     async def _connect_nats(self) -> nats.js.JetStreamContext:
         if self._nc is None or self._nc.is_closed:
-
             async def disconnected() -> None:
                 self.state.connected = False
 
@@ -402,9 +402,9 @@ class Relay:
         return None
 
     async def _publish(self, js: nats.js.JetStreamContext, messages: list[Outgoing]) -> list[asyncio.Future[Any]]:
-        """Send a batch; returns the PubAck futures (nats-py bounds how many are outstanding)."""
-        publish = js.publish_async
-        return [await publish(m.subject, m.data, headers=m.headers) for m in messages]
+        """Send a batch (traced as continuing its events' traces); returns the PubAck futures."""
+        with tracing.publish_span(self.stream.name, len(messages), (m.headers.get("traceparent") for m in messages)):
+            return [await js.publish_async(m.subject, m.data, headers=m.headers) for m in messages]
 
     async def _confirm(self, conn: asyncpg.Connection, in_flight: asyncio.Queue[Batch]) -> None:
         """Await each batch's PubAcks in order, then move the checkpoint past it."""

@@ -1,4 +1,7 @@
-"""Prometheus metrics of Charter (exposed at /metrics)."""
+"""Prometheus metrics of Charter (exposed at /metrics; README "Observability" says what each means).
+
+Labels take values from small fixed sets only (methods, route templates, command and projection
+names, outcomes, tiers): never an id, an e-mail or a raw path."""
 
 from __future__ import annotations
 
@@ -14,11 +17,23 @@ COMMAND_RETRIES = Counter(
 )
 COMMAND_LATENCY = Histogram("charter_command_seconds", "Command latency", ["command"])
 EVENTS_APPENDED = Counter("charter_events_appended_total", "Events appended to the log")
+APPEND_COMMIT_SECONDS = Histogram(
+    "charter_append_commit_seconds",
+    "Time one group-commit transaction took, from taking its commands off the queue to the commit",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 APPEND_BATCH = Histogram(
     "charter_append_batch_commands", "Commands per group-commit transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
 PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"])
+PROJECTION_LAG_SECONDS = Gauge(
+    "charter_projection_lag_seconds", "Age of the oldest event committed but not yet projected (0 when caught up)", ["projection"]
+)
 RELAY_LAG = Gauge("charter_relay_lag_events", "Events committed but not yet acknowledged by JetStream")
+RELAY_LAG_SECONDS = Gauge(
+    "charter_relay_lag_seconds", "Age of the oldest event committed but not yet acknowledged by JetStream (0 when caught up)"
+)
+RELAY_ERRORS = Counter("charter_relay_errors_total", "Relay interruptions (NATS or the database failing under it); it resumes by itself")
 RELAY_PUBLISHED = Counter("charter_relay_published_total", "Events published to JetStream and acknowledged")
 RELAY_UNPUBLISHABLE = Counter(
     "charter_relay_unpublishable_events_total", "Events the relay found it cannot publish (too large, refused for good)"
@@ -36,6 +51,7 @@ SSE_FLUSH_EVENTS = Histogram(
     "charter_sse_flush_events", "Events per hub flush", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 )
 DEPENDENCY_UP = Gauge("charter_dependency_up", "1 while a dependency answers, 0 during an outage", ["dependency"])
+RATE_LIMITED = Counter("charter_rate_limited_total", "Requests refused by the rate limiter (429)", ["tier"])
 PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])
 
 

@@ -9,8 +9,9 @@ import uuid
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import trace
 
-from infrastructure.telemetry import metrics
+from infrastructure.telemetry import metrics, tracing
 
 log = structlog.get_logger("charter.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -39,6 +40,14 @@ _API_HEADERS = [(k.encode(), v.encode()) for k, v in security_headers("/").items
 _DOCS_HEADERS = [(k.encode(), v.encode()) for k, v in security_headers(DOCS_PATH).items()]
 
 
+def name_server_span(scope: Scope, request_id: str) -> None:
+    """Litestar's OpenTelemetry plugin starts the span before routing; it is named once routed."""
+    route = scope.get("path_template") or "unmatched"
+    span = trace.get_current_span()
+    span.update_name(f"{scope['method']} {route}")
+    span.set_attributes({"http.route": route, "charter.request_id": request_id})
+
+
 def request_context(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,6 +65,8 @@ def request_context(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if tracing.enabled():  # the server span (ended with the body), named by route template
+                    name_server_span(scope, request_id)
                 extra = [(b"x-request-id", request_id.encode())]
                 decision = scope["state"].get("rate_limit")
                 if decision is not None:

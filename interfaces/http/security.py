@@ -13,6 +13,7 @@ from litestar.handlers import BaseRouteHandler
 
 from domain.identity.access import Access, Grant, resolve_access
 from infrastructure.identity.tokens import AuthenticationFailed, revoked_families
+from infrastructure.telemetry import metrics
 from interfaces.http.clients import TrustedProxies
 from interfaces.http.errors import ApiError
 
@@ -307,6 +308,7 @@ class Authority:
         decision = self.limiter.hit(key, tier)
         state["rate_limit"] = decision
         if not decision.allowed:
+            metrics.RATE_LIMITED.labels(tier).inc()
             raise ApiError(
                 429,
                 "RATE_LIMITED",

@@ -30,7 +30,10 @@ Or use it as a library:
     from consume_events import consume
     await consume(url, "CHARTER_EVENTS", "charter.events.>", "my-extension", handle=my_handler)
 
-Requires only `nats-py` (already a dependency of Charter).
+Requires only `nats-py` (already a dependency of Charter). With `opentelemetry-api` installed, each event
+is handled inside a span that continues the trace of the command that made it (the message's W3C
+`traceparent` header), so an OpenTelemetry trace shows the HTTP request, Charter's work and your handler
+as one: configure an SDK tracer provider in your program (or pass `tracer=`) to export it.
 """
 
 from __future__ import annotations
@@ -44,13 +47,18 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+
+try:  # optional: tracing continues Charter's traces when OpenTelemetry is there
+    from opentelemetry import propagate, trace
+except ImportError:  # pragma: no cover - the example runs with nats-py alone
+    propagate = trace = None
 
 log = logging.getLogger("consume_events")
 
@@ -72,6 +80,7 @@ class Event:
     subject: str
     delivered: int  # how many times JetStream has delivered this message (1 the first time)
     envelope: dict[str, Any]  # the event envelope published by Charter
+    headers: dict[str, str] = field(default_factory=dict)  # Nats-Msg-Id, Charter-*, traceparent
 
     @property
     def event_id(self) -> str:
@@ -171,7 +180,20 @@ def _event_of(msg: Any) -> Event:
         envelope = json.loads(msg.data)
     except ValueError:
         envelope = {"event_type": "?", "stream_id": "?", "raw": msg.data.decode("utf-8", "replace")}
-    return Event(seq=meta.sequence.stream, subject=msg.subject, delivered=meta.num_delivered, envelope=envelope)
+    return Event(meta.sequence.stream, msg.subject, meta.num_delivered, envelope, dict(msg.headers or {}))
+
+
+async def handle_traced(tracer: Any, handle: Handler, event: Event) -> None:
+    """Run `handle(event)` in a consumer span whose parent is the span named by the event's traceparent
+    (the command that recorded it), so the handler's work joins that trace."""
+    parent = propagate.extract(event.headers)
+    attributes = {"messaging.system": "nats", "messaging.destination.name": event.subject,
+                  "messaging.message.id": event.event_id, "charter.event_type": event.event_type}
+    with tracer.start_as_current_span(f"consume {event.event_type}", context=parent, kind=trace.SpanKind.CONSUMER,
+                                      attributes=attributes):
+        result = handle(event)
+        if inspect.isawaitable(result):
+            await result
 
 
 async def consume(
@@ -189,6 +211,7 @@ async def consume(
     deliver: str = "all",
     retry_delay: float = 5.0,
     connect_wait: float = 10.0,
+    tracer: Any = None,
 ) -> int:
     """Consume events with the durable consumer `durable` until `stop` is set or `stop_after` events
     were handled; answer how many were handled (and acknowledged).
@@ -196,7 +219,10 @@ async def consume(
     `handle(event)` may be a plain or an async function. The event is acknowledged (and the server's
     confirmation awaited) once it returns. If it raises, the event and the rest of its batch are
     negatively acknowledged (redelivered in order after `retry_delay` seconds) and consuming goes on.
+    With OpenTelemetry, each call runs in a span continuing the event's trace (`tracer`, or the global one).
     """
+    if tracer is None and trace is not None:
+        tracer = trace.get_tracer("charter.consume_events")
     nc = await connect(nats_url, connect_wait)
     handled = 0
     try:
@@ -217,9 +243,12 @@ async def consume(
                     break
                 event = _event_of(msg)
                 try:
-                    result = handle(event)
-                    if inspect.isawaitable(result):
-                        await result
+                    if tracer is not None:
+                        await handle_traced(tracer, handle, event)
+                    else:
+                        result = handle(event)
+                        if inspect.isawaitable(result):
+                            await result
                 except Exception:
                     log.exception("handler failed on seq %d; it will be redelivered", event.seq)
                     for rest in msgs[index:]:

@@ -88,10 +88,10 @@ class LiveServer:
 
 
 @asynccontextmanager
-async def live_server(settings: Settings, *, as_admin: bool = True) -> AsyncIterator[LiveServer]:
-    """`create_app(settings)` served by uvicorn (see `serve_live`) for the duration, with an
+async def live_server(settings: Settings, *, as_admin: bool = True, **app_options) -> AsyncIterator[LiveServer]:
+    """`create_app(settings, **app_options)` served by uvicorn (see `serve_live`) for the duration, with an
     administrator's Authorization header when the settings bootstrap one."""
-    app = create_app(settings)
+    app = create_app(settings, **app_options)
     server, task, url = await serve_live(app)
     try:
         headers = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,24 @@ def test_bench_append_writes_report_with_three_rates(
     # The bench database is dropped again.
     after = set(in_thread(lambda: asyncio.run(bench_databases(pg_server_dsn))))
     assert after <= before
+
+
+def test_bench_append_with_telemetry_reports_on_against_off(
+    pg_server_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHARTER_DATABASE_URL", pg_server_dsn)
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    args = argparse.Namespace(
+        command="bench", suite="append", clients=4, seconds=1.0, report=str(tmp_path / "reports"), processes=1, telemetry=True
+    )
+
+    assert in_thread(run_bench, args) == 0
+
+    report = json.loads(next((tmp_path / "reports").glob("append-*.json")).read_text())
+    on = report["results"]["charter_telemetry"]
+    assert on["rate"] > 0 and on["errors"] == 0
+    assert on["extra"]["otlp_sink"]["exports"] > 0 and on["extra"]["otlp_sink"]["bytes"] > 0  # spans really went out
+    ratio = report["ratios"]["telemetry_on_vs_off"]
+    assert ratio["target"] == 0.9 and ratio["value"] > 0
+    assert report["config"]["telemetry"] is True
+    assert "OTEL_TRACES_EXPORTER" not in os.environ  # the run's OTEL_* variables are restored

@@ -26,10 +26,6 @@ ALLOWED: dict[str, tuple[int, str]] = {
         541,
         "stream settings, subjects and the event envelope beside the relay loop; LAYOUT.md moves them to stream/jetstream.py",
     ),
-    "infrastructure/eventlog/eventstore.py": (
-        501,
-        "hashing, pool setup and read_global beside the group-committing store; LAYOUT.md moves global order to global_order.py",
-    ),
 }
 
 

@@ -15,6 +15,7 @@ import asyncpg
 from rich.progress import Progress
 
 from ops.bench.append.phase import PhaseResult, drive_async, drive_sync
+from ops.bench.append.telemetry import start_tracing, stop_tracing
 from ops.bench.common import Meter, latency_summary, run_loop
 from ops.bench.postgres import migrate_database
 
@@ -50,26 +51,38 @@ def charter_settings(dsn: str, data_dir: Path, budget: int) -> Any:
 
 
 def phase_charter(
-    dsn: str, clients: int, warmup: float, seconds: float, data_dir: Path, budget: int, progress: Progress, processes: int = 1
+    dsn: str, clients: int, warmup: float, seconds: float, data_dir: Path, budget: int, progress: Progress, processes: int = 1,
+    telemetry: bool = False,
 ) -> PhaseResult:
+    """Phase (c); with `telemetry`, phase (d): the same with tracing and command metrics on (see telemetry.py)."""
     from infrastructure.telemetry.logging import configure_logging
 
     settings = charter_settings(dsn, data_dir, budget)
     configure_logging(settings.log_level, json=False)
     if processes > 1:
         settings.pool_size = max(2, min(settings.pool_size, budget // processes))
-        return _charter_processes(settings, clients, processes, warmup, seconds, progress)
-    return run_loop(charter_phase(settings, clients, warmup, seconds, progress))
+        return _charter_processes(settings, clients, processes, warmup, seconds, progress, telemetry)
+    return run_loop(charter_phase(settings, clients, warmup, seconds, progress, telemetry))
 
 
-async def charter_phase(settings: Any, clients: int, warmup: float, seconds: float, progress: Progress) -> PhaseResult:
+def _phase(telemetry: bool) -> dict[str, str]:
+    if telemetry:
+        return {"key": "charter_telemetry", "name": "(d) Charter + telemetry",
+                "title": "(c) with tracing (always-on sampler, OTLP/HTTP to a local sink) and command metrics on"}
+    return {"key": "charter", "name": "(c) Charter", "title": "InstallPlugin of a new plugin through the full application (one event each)"}
+
+
+async def charter_phase(settings: Any, clients: int, warmup: float, seconds: float, progress: Progress, telemetry: bool = False) -> PhaseResult:
     from application.commands import InstallPlugin
     from application.context import CommandContext
     from interfaces.runtime import start_runtime, stop_runtime
 
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    meter = Meter(progress, "(c) Charter InstallPlugin", "events", warmup, seconds)
+    meter = Meter(progress, f"{_phase(telemetry)['name']} InstallPlugin", "events", warmup, seconds)
+    traced = start_tracing() if telemetry else None
     runtime = await start_runtime(settings)
+    execute = runtime.execute if telemetry else runtime.application.execute
+    tag = "t" if telemetry else ""  # (d) installs plugins of its own in the database (c) filled
     counts = [0] * clients
     latencies: list[float] = []
     errors: list[BaseException] = []
@@ -82,11 +95,11 @@ async def charter_phase(settings: Any, clients: int, warmup: float, seconds: flo
         while not stop:
             n = next(numbers)
             command = InstallPlugin(
-                manifest={"id": f"bench-{n}", "name": f"Bench plugin {n}", "version": "1.0.0"}, source=source
+                manifest={"id": f"bench-{tag}{n}", "name": f"Bench plugin {n}", "version": "1.0.0"}, source=source
             )
             started = time.perf_counter()
             try:
-                await runtime.application.execute(command, ctx)
+                await execute(command, ctx)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors.append(exc)
                 await asyncio.sleep(0.01)
@@ -115,12 +128,12 @@ async def charter_phase(settings: Any, clients: int, warmup: float, seconds: flo
             )
     finally:
         await stop_runtime(runtime)
+        if traced is not None:
+            stop_tracing(traced)
     completed = sum(counts)
     result = PhaseResult(
-        key="charter",
-        name="(c) Charter",
-        title="InstallPlugin of a new plugin through the full application (one event each)",
-        method=f"application.execute on {loop_name}, {clients} tasks, "
+        **_phase(telemetry),
+        method=f"{'Runtime' if telemetry else 'application'}.execute on {loop_name}, {clients} tasks, "
         f"writers={settings.writers} max_batch={settings.max_batch} pool={settings.pool_size}",
         unit="events",
         rate=operations / elapsed,
@@ -145,12 +158,16 @@ async def charter_phase(settings: Any, clients: int, warmup: float, seconds: flo
     return result
 
 
-def _charter_child(settings: Any, clients: int, prefix: str, counter: Any, measuring: Any, stop: Any, out: Any) -> None:
+def _charter_child(
+    settings: Any, clients: int, prefix: str, counter: Any, measuring: Any, stop: Any, out: Any, telemetry: bool = False
+) -> None:
     """One replica of the Charter phase: its own runtime (pool, group committer) and `clients` callers."""
-    run_loop(_charter_replica(settings, clients, prefix, counter, measuring, stop, out))
+    run_loop(_charter_replica(settings, clients, prefix, counter, measuring, stop, out, telemetry))
 
 
-async def _charter_replica(settings: Any, clients: int, prefix: str, counter: Any, measuring: Any, stop: Any, out: Any) -> None:
+async def _charter_replica(
+    settings: Any, clients: int, prefix: str, counter: Any, measuring: Any, stop: Any, out: Any, telemetry: bool = False
+) -> None:
     from application.commands import InstallPlugin
     from application.context import CommandContext
     from infrastructure.telemetry.logging import configure_logging
@@ -158,7 +175,9 @@ async def _charter_replica(settings: Any, clients: int, prefix: str, counter: An
 
     configure_logging(settings.log_level, json=False)
     settings.migrate_on_start = False
+    traced = start_tracing() if telemetry else None
     runtime = await start_runtime(settings)
+    execute = runtime.execute if telemetry else runtime.application.execute
     out.put(("ready", prefix))
     latencies: list[float] = []
     errors: list[str] = []
@@ -174,7 +193,7 @@ async def _charter_replica(settings: Any, clients: int, prefix: str, counter: An
             command = InstallPlugin(manifest={"id": pid, "name": f"Bench plugin {pid}", "version": "1.0.0"}, source=source)
             started = time.perf_counter()
             try:
-                await runtime.application.execute(command, ctx)
+                await execute(command, ctx)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors.append(repr(exc))
                 await asyncio.sleep(0.01)
@@ -189,10 +208,14 @@ async def _charter_replica(settings: Any, clients: int, prefix: str, counter: An
     running = False
     await asyncio.gather(*tasks, return_exceptions=True)
     await stop_runtime(runtime)
+    if traced is not None:
+        stop_tracing(traced)
     out.put(("done", {"latencies": latencies, "errors": len(errors), "first_error": errors[0] if errors else None}))
 
 
-def _charter_processes(settings: Any, clients: int, processes: int, warmup: float, seconds: float, progress: Progress) -> PhaseResult:
+def _charter_processes(
+    settings: Any, clients: int, processes: int, warmup: float, seconds: float, progress: Progress, telemetry: bool = False
+) -> PhaseResult:
     """The Charter phase spread over `processes` replicas, as Charter runs in production (N API processes)."""
     import multiprocessing
     import queue as queues
@@ -203,7 +226,11 @@ def _charter_processes(settings: Any, clients: int, processes: int, warmup: floa
     measuring, stop, out = mp.Event(), mp.Event(), mp.Queue()
     shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
     children = [
-        mp.Process(target=_charter_child, args=(settings, shares[i], f"r{i}", counters[i], measuring, stop, out), daemon=True)
+        mp.Process(
+            target=_charter_child,
+            args=(settings, shares[i], f"{'t' if telemetry else 'r'}{i}", counters[i], measuring, stop, out, telemetry),
+            daemon=True,
+        )
         for i in range(processes)
     ]
     for child in children:
@@ -213,7 +240,7 @@ def _charter_processes(settings: Any, clients: int, processes: int, warmup: floa
         while ready < processes:
             kind, _ = out.get(timeout=120)
             ready += kind == "ready"
-        meter = Meter(progress, f"(c) Charter x{processes} processes", "events", warmup, seconds)
+        meter = Meter(progress, f"{_phase(telemetry)['name']} x{processes} processes", "events", warmup, seconds)
 
         def count() -> int:
             return sum(c.value for c in counters)
@@ -248,10 +275,8 @@ def _charter_processes(settings: Any, clients: int, processes: int, warmup: floa
     errors = sum(r["errors"] for r in reports)
     first_error = next((r["first_error"] for r in reports if r["first_error"]), None)
     result = PhaseResult(
-        key="charter",
-        name="(c) Charter",
-        title="InstallPlugin of a new plugin through the full application (one event each)",
-        method=f"application.execute in {processes} processes (replicas) on uvloop, {clients} tasks in all, "
+        **_phase(telemetry),
+        method=f"{'Runtime' if telemetry else 'application'}.execute in {processes} processes (replicas) on uvloop, {clients} tasks in all, "
         f"writers={settings.writers} max_batch={settings.max_batch} pool={settings.pool_size} each",
         unit="events",
         rate=operations / elapsed,

@@ -7,9 +7,15 @@ from typing import Any
 from rich.table import Table
 
 from ops.bench.append.phase import PhaseResult
+from ops.bench.append.telemetry import telemetry_ratio
 
 CEILING_TARGET = 1.0  # Charter events/s over one-row INSERT transactions/s
 STOCK_TARGET = 10.0  # Charter events/s over eventsourcing's stock recorder events/s
+RATIO_NAMES = {
+    "charter_vs_ceiling": "Charter / PostgreSQL ceiling",
+    "charter_vs_eventsourcing": "Charter / eventsourcing stock",
+    "telemetry_on_vs_off": "Charter with telemetry / without",
+}
 
 
 def ratio(numerator: float, denominator: float) -> float | None:
@@ -25,6 +31,9 @@ def ratios(results: dict[str, PhaseResult]) -> dict[str, dict[str, Any]]:
     ):
         value = ratio(charter, results[base].rate)
         out[key] = {"value": value, "target": target, "met": value is not None and value >= target}
+    telemetry = telemetry_ratio(results)
+    if telemetry is not None:
+        out["telemetry_on_vs_off"] = telemetry
     return out
 
 
@@ -75,7 +84,7 @@ def ratios_table(found: dict[str, dict[str, Any]]) -> Table:
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
     table.add_column("")
-    names = {"charter_vs_ceiling": "Charter / PostgreSQL ceiling", "charter_vs_eventsourcing": "Charter / eventsourcing stock"}
+    names = RATIO_NAMES
     for key, item in found.items():
         verdict = "[green]met[/green]" if item["met"] else "[red]not met[/red]"
         table.add_row(names[key], fmt_ratio(item["value"]), f">= {item['target']:g}x", verdict)
@@ -112,7 +121,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| ratio | value | target | |",
         "|---|---:|---:|---|",
     ]
-    names = {"charter_vs_ceiling": "Charter / PostgreSQL ceiling", "charter_vs_eventsourcing": "Charter / eventsourcing stock"}
+    names = RATIO_NAMES
     for key, item in report["ratios"].items():
         lines.append(f"| {names[key]} | {fmt_ratio(item['value'])} | ≥ {item['target']:g}x | {'met' if item['met'] else 'NOT met'} |")
     errors = [f"- {item['title']}: {item['errors']} errors, first: `{item['first_error']}`" for item in res.values() if item["first_error"]]

@@ -16,7 +16,8 @@ from rich.console import Console
 from ops.bench.append.ceiling import find_pgbench, phase_ceiling
 from ops.bench.append.charter import phase_charter
 from ops.bench.append.phase import PhaseResult
-from ops.bench.append.report import markdown, ratios, ratios_table, results_table
+from ops.bench.append.report import fmt_ratio, markdown, ratios, ratios_table, results_table
+from ops.bench.append.telemetry import telemetry_on
 from ops.bench.append.stock import phase_eventsourcing
 from ops.bench.common import bench_progress, machine_info, warmup_for, write_report
 from ops.bench.postgres import bench_server, connection_budget, fresh_database, server_info
@@ -28,6 +29,7 @@ def run_append(args: argparse.Namespace) -> int:
     folder = Path(getattr(args, "report", None) or "bench-reports")
     warmup = warmup_for(seconds)
     processes = max(1, int(getattr(args, "processes", 1) or 1))
+    telemetry = bool(getattr(args, "telemetry", False))
     console = Console()
     started_at = datetime.now(timezone.utc)
     database = f"charter_bench_{uuid.uuid4().hex[:12]}"
@@ -55,6 +57,12 @@ def run_append(args: argparse.Namespace) -> int:
                 results["charter"] = phase_charter(
                     dsn, clients, warmup, seconds, workdir / "charter", budget, progress, processes
                 )
+                if telemetry:
+                    with telemetry_on() as sink:
+                        results["charter_telemetry"] = phase_charter(
+                            dsn, clients, warmup, seconds, workdir / "charter-telemetry", budget, progress, processes, telemetry=True
+                        )
+                    results["charter_telemetry"].extra["otlp_sink"] = {"exports": sink.requests, "bytes": sink.bytes}
 
     found = ratios(results)
     report = {
@@ -68,6 +76,7 @@ def run_append(args: argparse.Namespace) -> int:
             "database": database,
             "connections_per_phase": connections,
             "charter_processes": processes,
+            "telemetry": telemetry,
         },
         "machine": machine_info(),
         "server": {"kind": server.kind, **info},
@@ -89,6 +98,13 @@ def run_append(args: argparse.Namespace) -> int:
         f"CPU cores = busy in the measured window: bench process / whole machine ({os.cpu_count()} CPUs); "
         "pgbench runs in its own process"
     )
+    if telemetry:
+        sink = results["charter_telemetry"].extra["otlp_sink"]
+        console.print(
+            f"telemetry on / off: {fmt_ratio(found['telemetry_on_vs_off']['value'])} "
+            f"({results['charter_telemetry'].rate:,.0f} vs {results['charter'].rate:,.0f} events/s; "
+            f"{sink['exports']} OTLP exports, {sink['bytes']:,} bytes received by the sink)"
+        )
     console.print(ratios_table(found))
     console.print(f"report: {json_path}  {md_path}")
     return 0
