@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import random
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,10 @@ from application.identity.handlers import HANDLERS as IDENTITY_HANDLERS
 from application.identity.handlers import IdentityServices
 from application.plugins.handlers import HANDLERS as PLUGIN_HANDLERS
 from application.plugins.handlers import PluginServices
-from application.ports import EventStore, Idempotency
 from application.sites.handlers import HANDLERS as SITE_HANDLERS
 from application.sites.proposals import SiteServices
+from application.ports import AppendResult, EventStore, Idempotency
+from application.unit import Loaded, Repository
 
 Handler = Callable[[Any, CommandContext, Any], Awaitable[CommandResult]]
 
@@ -69,8 +70,10 @@ class Application:
         retry: RetryPolicy = RetryPolicy(),
         on_retry: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        reactions: "Reactions | None" = None,
     ) -> None:
         self.store = store
+        self.reactions = reactions if reactions is not None else Reactions()
         self.fingerprint_key = fingerprint_key
         self.retry = retry
         self.on_retry = on_retry
@@ -137,3 +140,71 @@ class Application:
         if lock is None:
             lock = self._turns[stream_id] = asyncio.Lock()
         return lock
+
+
+# -- after-commit reactions ------------------------------------------------------------------------
+
+Reaction = Callable[[Any, Any, Any], Awaitable[None]]  # (event, its aggregate as saved, services)
+
+
+class Reactions:
+    """What follows a committed event: per domain event class, the reactions to run once an append holding
+    such an event has committed (revoking a deactivated user's refresh tokens, updating the access cache).
+
+    Each feature registers its table next to its command handlers (`register(REACTIONS, services)`); the
+    repository every handler saves through (`ReactingRepository`) runs them, so the CLI, HTTP and any other
+    interface get them alike. A reaction runs after the commit, never instead of it: if it fails, the
+    events stay written and the caller hears of the failure."""
+
+    def __init__(self) -> None:
+        self._table: dict[type, list[tuple[Reaction, Any]]] = {}
+
+    def register(self, table: Mapping[type, Iterable[Reaction]], services: Any) -> None:
+        for event_cls, reactions in table.items():
+            self._table.setdefault(event_cls, []).extend((reaction, services) for reaction in reactions)
+
+    def registered(self, event_cls: type) -> list[Reaction]:
+        return [reaction for reaction, _ in self._table.get(event_cls, [])]
+
+    async def committed(self, aggregate: Any, events: Iterable[Any]) -> None:
+        """Run, in order, the reactions to each of `events` (just committed by `aggregate`)."""
+        for event in events:
+            for reaction, services in self._table.get(type(event), ()):
+                await reaction(event, aggregate, services)
+
+
+class ReactingRepository:
+    """A `Repository` whose saves, once committed, run the reactions registered for the events they held.
+    An append answered as a duplicate (an Idempotency-Key seen before) wrote nothing and runs nothing."""
+
+    def __init__(self, inner: Repository, reactions: Reactions) -> None:
+        self.inner = inner
+        self.reactions = reactions
+
+    def new(self, stream_type: str, key: str) -> Loaded[Any]:
+        return self.inner.new(stream_type, key)
+
+    async def load(self, aggregate_cls: type, stream_type: str, key: str, aggregate_id: Any) -> Loaded[Any]:
+        return await self.inner.load(aggregate_cls, stream_type, key, aggregate_id)
+
+    async def save(
+        self,
+        loaded: Loaded[Any],
+        metadata: dict[str, Any],
+        idempotency: Idempotency | None = None,
+        site_id: str | None = None,
+    ) -> AppendResult:
+        return (await self.save_all([(loaded, site_id)], metadata, idempotency))[0]
+
+    async def save_all(
+        self,
+        items: list[tuple[Loaded[Any], str | None]],
+        metadata: dict[str, Any],
+        idempotency: Idempotency | None = None,
+    ) -> list[AppendResult]:
+        pending = [(loaded.aggregate, list(getattr(loaded.aggregate, "pending_events", ()))) for loaded, _ in items]
+        results = await self.inner.save_all(items, metadata, idempotency)
+        for (aggregate, events), result in zip(pending, results):
+            if events and not result.duplicate:
+                await self.reactions.committed(aggregate, events)
+        return results

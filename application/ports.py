@@ -96,3 +96,89 @@ class ArchiveStore(Protocol):
     async def put(self, content: bytes) -> str: ...
 
     async def get(self, sha256: str) -> bytes | None: ...
+
+
+
+# -- identity: what sign-in and the after-commit reactions need -------------------------------------
+
+
+class Passwords(Protocol):
+    """Slow, salted password hashes (argon2id): never a clear password in an event."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, password_hash: str, password: str) -> bool: ...
+
+
+class TokenIssuer(Protocol):
+    """Signs access tokens. `issuer` names this server in the tokens it signs (the `iss` claim)."""
+
+    issuer: str
+
+    def issue(
+        self, subject: str, grants: list[tuple[str, str | None]], name: str | None = None, session: str | None = None
+    ) -> tuple[str, int]:
+        """A signed access token and its lifetime in seconds; `session` (the `sid` claim) ties it to a sign-in."""
+        ...
+
+
+@dataclass(frozen=True)
+class RefreshGrant:
+    """Who a rotated refresh token was issued to, and the sign-in (token family) it belongs to."""
+
+    user_id: str
+    family_id: str
+
+
+class RefreshTokenStore(Protocol):
+    """Opaque, rotating refresh tokens: one family per sign-in; a rotated token presented again revokes its
+    family (raises `RefreshTokenReused`); an unknown, expired or revoked one raises `AuthenticationFailed`."""
+
+    async def issue(self, user_id: str, family_id: str | None = None) -> str: ...
+
+    async def rotate(self, token: str) -> tuple[RefreshGrant, str]: ...
+
+    async def revoke(self, token: str) -> str | None:
+        """Revoke the sign-in `token` belongs to; its family id (None for an unknown token)."""
+        ...
+
+    async def revoke_family(self, family_id: str) -> None: ...
+
+    async def revoke_user(self, user_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A sign-in attempt charged in advance (`retry_after` 0), or a refusal to wait `retry_after` seconds."""
+
+    keys: tuple[str, ...]
+    retry_after: int = 0
+
+
+class LoginThrottle(Protocol):
+    """Backoff on failed sign-ins per account and per client address, shared by every replica."""
+
+    async def attempt(self, account: str, address: str) -> Attempt: ...
+
+    async def succeeded(self, attempt: Attempt) -> None: ...
+
+
+class AccessCache(Protocol):
+    """This process's copy of who may do what, read by every request: reactions keep it current at once
+    after a commit (other replicas catch up at their next refresh)."""
+
+    def granted(self, user_id: str, role: str, site_id: str | None) -> None: ...
+
+    def revoked(self, user_id: str, role: str, site_id: str | None) -> None: ...
+
+    def activated(self, user_id: str) -> None: ...
+
+    def deactivated(self, user_id: str) -> None: ...
+
+    def role_changed(self, role: str, permissions: list[str] | None) -> None:
+        """A role's permissions now (None: the role was deleted)."""
+        ...
+
+    def end_sessions(self, *session_ids: str | None) -> None:
+        """Sign-ins just revoked: their access tokens stop working at once."""
+        ...

@@ -13,12 +13,14 @@ import structlog
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
-from application.identity.handlers import EnsureAdmin, EnsureBuiltins, IdentityServices, find_user_id
-from application.identity.role_names import role_key_of
-from application.plugins.handlers import PluginServices
-from application.bus import Application, RetryPolicy
 from application.sites.handlers import HANDLERS as SITE_HANDLERS
 from application.sites.proposals import SiteServices
+from application.identity.handlers import EnsureAdmin, EnsureBuiltins, IdentityServices
+from application.identity.reactions import REACTIONS as IDENTITY_REACTIONS
+from application.identity.reactions import AccessServices
+from application.identity.signin import SignIn
+from application.plugins.handlers import PluginServices
+from application.bus import Application, ReactingRepository, Reactions, RetryPolicy
 from domain.errors import DomainError
 from infrastructure.identity.tokens import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.identity.ratelimit import RateLimiter
@@ -27,6 +29,7 @@ from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import EventStore, create_pool
 from infrastructure.identity.keys import CONFIGURATION_HASH, EMAIL_RESERVATION, server_key
 from infrastructure.sites.reauthentication import SignerReauthentication
+from infrastructure.identity.access_cache import Authority
 from infrastructure.eventlog.migrate import migrate
 from infrastructure.plugins.sources import PostgresArchiveStore
 from infrastructure.stream.hub import EventHub
@@ -40,7 +43,6 @@ from infrastructure.plugins.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher
 from infrastructure.settings import Settings
 from infrastructure.identity.signin import LoginThrottle, Policy
 from interfaces.http.clients import TrustedProxies
-from interfaces.http.security import Authority
 from interfaces.readiness import Readiness
 from projections import PROJECTIONS
 
@@ -69,7 +71,8 @@ class Runtime:
     runners: list[ProjectionRunner] = field(default_factory=list)
     relay: Relay | None = None
     hub: EventHub | None = None
-    repository: AggregateRepository | None = None
+    repository: ReactingRepository | None = None
+    reactions: Reactions = field(default_factory=Reactions)
     authority: Authority | None = None
     passwords: Argon2Passwords | None = None
     refresh_tokens: RefreshTokens | None = None
@@ -77,6 +80,7 @@ class Runtime:
     sites: SiteServices | None = None
     limiter: RateLimiter | None = None
     login_throttle: LoginThrottle | None = None
+    sign_in: SignIn | None = None
     dummy_hash: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
@@ -139,14 +143,6 @@ class Runtime:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    async def application_role_key(self, role: str) -> str:
-        """The stable key of a role named by key or current name, from the log itself."""
-        return await role_key_of(self.repository, role)
-
-    async def user_id_of(self, email: str) -> str | None:
-        """The id of the user registered with `email` (None when nobody is), from the log itself."""
-        return await find_user_id(self.identity, email)
-
     async def relay_lag(self) -> int:
         """Events committed but not yet acknowledged by JetStream."""
         value = await lag(self.pool, RELAY)
@@ -195,7 +191,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         projections=projections,
         archives=PostgresArchiveStore(pool),
     )
-    runtime.repository = AggregateRepository(store)
+    runtime.repository = ReactingRepository(AggregateRepository(store), runtime.reactions)
     runtime.sandbox = ProcessSandbox(
         settings.schema_workers, settings.schema_validation_timeout, settings.schema_worker_memory_mb
     )
@@ -213,6 +209,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         repository=runtime.repository,
         passwords=runtime.passwords,
         email_key=await server_key(pool, EMAIL_RESERVATION),
+        registration_open=settings.allow_registration,
     )
     runtime.identity = identity
     runtime.application = Application(
@@ -222,6 +219,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         fingerprint_key=derive_key(secret, IDEMPOTENCY_FINGERPRINT),
         retry=RetryPolicy(settings.command_retries, settings.command_retry_backoff),
         on_retry=lambda command: metrics.COMMAND_RETRIES.labels(command).inc(),
+        reactions=runtime.reactions,
     )
     await _start_access(runtime, settings)
     await _start_sites(runtime)
@@ -322,14 +320,26 @@ async def _start_access(runtime: Runtime, settings: Settings) -> None:
             memory=settings.login_failure_memory,
         ),
     )
-    runtime.authority = Authority(tokens, runtime.limiter, proxies=TrustedProxies.parse(settings.trusted_proxies))
+    runtime.authority = Authority(
+        tokens, runtime.limiter, proxies=TrustedProxies.parse(settings.trusted_proxies), pool=runtime.pool
+    )
+    runtime.reactions.register(IDENTITY_REACTIONS, AccessServices(runtime.refresh_tokens, runtime.authority))
+    runtime.sign_in = SignIn(
+        identity=runtime.identity,
+        passwords=runtime.passwords,
+        tokens=tokens,
+        refresh_tokens=runtime.refresh_tokens,
+        throttle=runtime.login_throttle,
+        sessions=runtime.authority,
+        dummy_hash=runtime.dummy_hash,
+    )
     runtime.tasks.append(asyncio.create_task(_refresh_authority(runtime), name="authority-refresh"))
 
 
 async def _refresh_authority(runtime: Runtime) -> None:
     while True:
         try:
-            await runtime.authority.refresh(runtime.pool)
+            await runtime.authority.refresh()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the access schema may not exist until its projector starts
@@ -351,7 +361,7 @@ async def bootstrap(runtime: Runtime, permissions: dict[str, str]) -> None:
         await ensure_admin(runtime, settings.bootstrap_admin_email, settings.bootstrap_admin_password, repair=False)
     if settings.run_projectors:
         await runtime.wait_for("identity", None, timeout=30)
-        await runtime.authority.refresh(runtime.pool)
+        await runtime.authority.refresh()
 
 
 async def ensure_admin(runtime: Runtime, email: str, password: str | None, repair: bool = True) -> str:

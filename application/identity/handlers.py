@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
 from application.identity.role_names import claim_name, load_role_name, release_name, role_key_of
+from application.ports import Passwords
 from application.unit import Loaded, Repository
 from domain.identity import admins
 from domain.identity.access import ADMIN_ROLE, BUILTIN_ROLES, check_may_change_user, check_may_grant, check_permission
@@ -20,15 +21,10 @@ from domain.identity.role import NAME_STREAM, PERMISSION_STREAM, Permission, Rol
 from domain.identity.user import RESERVATION_STREAM, EmailReservation, User, email_digest, normalise_email
 from domain.identity.user import STREAM_TYPE as USER_STREAM
 from domain.identity.errors import UserNotFound, UserExists, RoleNotFound, RoleExists, PermissionExists, WeakPassword, PasswordRequired
+from domain.identity.errors import RegistrationClosed
 
 ADMINS_STREAM_ID = f"{admins.STREAM_TYPE}:{admins.KEY}"
 REGISTRY_ATTEMPTS = 3  # a clash on the admin registry alone is retried (the caller never read it)
-
-
-class Passwords(Protocol):
-    async def hash(self, password: str) -> str: ...
-
-    async def verify(self, password_hash: str, password: str) -> bool: ...
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -121,6 +117,7 @@ class IdentityServices:
     passwords: Passwords
     email_key: bytes  # the server key of the e-mail reservation hashes
     min_password_length: int = 8
+    registration_open: bool = True  # whether anybody may sign up (SignUp) or only administrators add users
 
 
 def check_password(services: IdentityServices, password: str) -> None:
@@ -254,6 +251,8 @@ def _may_change(ctx: CommandContext, permission: str, user: User) -> None:
 
 
 async def sign_up(cmd: SignUp, ctx: CommandContext, services: IdentityServices) -> CommandResult:
+    if not services.registration_open:
+        raise RegistrationClosed("self-registration is closed; ask an administrator")
     register = RegisterUser(email=cmd.email, password=cmd.password, full_name=cmd.full_name)
     try:
         return await register_user(register, ctx, services)  # the password is hashed either way: same time

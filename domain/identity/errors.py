@@ -75,3 +75,7 @@ class WeakPassword(DomainError):
 
 class PasswordRequired(DomainError):
     code = "VALIDATION_FAILED"
+
+
+class RegistrationClosed(DomainError):
+    code = "REGISTRATION_CLOSED"

@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 
+from application.ports import Attempt
+
 ATTEMPT = """
 WITH keys AS (SELECT unnest($1::text[]) AS key)
 INSERT INTO login_failures (key, failures, last_failure) SELECT key, 0, $2 FROM keys
@@ -55,23 +57,20 @@ class Policy:
         return self.free_per_account if key.startswith("account:") else self.free_per_address
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """A charged attempt (`retry_after` 0), or a refusal to wait `retry_after` seconds."""
-
-    keys: tuple[str, ...]
-    retry_after: int = 0
-
-
 class LoginThrottle:
     def __init__(self, pool: asyncpg.Pool, policy: Policy) -> None:
         self.pool = pool
         self.policy = policy
         self._next_cleanup = 0.0
 
-    async def attempt(self, *keys: str) -> Attempt:
-        """Charge one failure to each key, unless one of them must still wait. (A refusal costs one short
-        transaction, no argon2 check; floods are bounded by the anonymous rate limit first.)"""
+    async def attempt(self, account: str, address: str) -> Attempt:
+        """Charge one failure to the account and to the client address, unless one of them must still wait.
+        (A refusal costs one short transaction, no argon2 check; floods are bounded by the anonymous rate
+        limit first.)"""
+        return await self.charge(account_key(account), address_key(address))
+
+    async def charge(self, *keys: str) -> Attempt:
+        """Charge one failure to each key, unless one of them must still wait."""
         now = time.time()
         moment = datetime.fromtimestamp(now, timezone.utc)
         forget = moment - timedelta(seconds=self.policy.memory)

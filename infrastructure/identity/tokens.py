@@ -24,27 +24,13 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
+from application.identity.signin import AuthenticationFailed, RefreshTokenReused
+from application.ports import RefreshGrant
+
 log = structlog.get_logger(__name__)
 
 LOCAL_ALGORITHMS = ["HS256"]
 EXTERNAL_ALGORITHMS = ["RS256", "ES256"]
-
-
-class AuthenticationFailed(Exception):
-    """The caller is not who it claims to be (401)."""
-
-    def __init__(self, message: str, code: str = "AUTHENTICATION_FAILED") -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-class RefreshTokenReused(AuthenticationFailed):
-    """A rotated refresh token came back: its sign-in (`family_id`) is revoked, access tokens included."""
-
-    def __init__(self, family_id: str) -> None:
-        super().__init__("refresh token was already used; every token of this sign-in is now revoked", "REFRESH_TOKEN_REUSED")
-        self.family_id = family_id
 
 
 class Argon2Passwords:
@@ -224,12 +210,6 @@ def _describe(exc: Exception) -> str:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class RefreshGrant:
-    user_id: str
-    family_id: str
 
 
 class RefreshTokens:

@@ -60,6 +60,7 @@ STATUS_BY_CODE = {
     "SIGNOFF_HASH_MISMATCH": 409,
     "REAUTHENTICATION_REQUIRED": 401,
     "PLUGIN_ACTIVE_AT_SITES": 409,
+    "REGISTRATION_CLOSED": 403,
 }
 
 
@@ -98,6 +99,9 @@ def on_api_error(request: Request, exc: ApiError) -> Response:
 
 def on_validation_error(request: Request, exc: ValidationException) -> Response:
     extra = exc.extra if isinstance(exc.extra, list) else []
+    if any(isinstance(e, dict) and (e.get("key"), e.get("source"), e.get("message")) == ("data", "body", "'data'") for e in extra):
+        # a typed body (`data:`) that was not sent at all
+        return envelope(request, 400, "VALIDATION_FAILED", "a JSON request body is required", {"field": "body"})
     fields = [e.get("key") for e in extra if isinstance(e, dict) and e.get("key")]
     details: dict[str, Any] = {"errors": extra}
     if fields:

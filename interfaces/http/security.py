@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,13 +10,14 @@ from litestar import Controller
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
-from domain.identity.access import Access, Grant, resolve_access
-from infrastructure.identity.tokens import AuthenticationFailed, revoked_families
+from application.identity.signin import AuthenticationFailed
+from domain.identity.access import Access
 from infrastructure.telemetry import metrics
 from interfaces.http.clients import TrustedProxies
 from interfaces.http.errors import ApiError
 
 ANONYMOUS = Access(user_id=None)
+NO_PROXIES = TrustedProxies()
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ def client_address(connection: ASGIConnection) -> str:
     if address is None:
         peer = connection.client.host if connection.client else None
         forwarded = [v.decode("latin-1") for k, v in connection.scope["headers"] if k == b"x-forwarded-for"]
-        address = state["client_address"] = connection.app.state.runtime.authority.proxies.client(peer, forwarded)
+        proxies = connection.app.state.runtime.authority.proxies or NO_PROXIES
+        address = state["client_address"] = proxies.client(peer, forwarded)
     return address
 
 
@@ -97,7 +98,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     state = connection.scope.setdefault("state", {})
     bucket = handler.opt.get("rate_limit")
     if not authority.enabled:  # benchmarks only: `create_app(settings, authorization=False)`
-        await authority.limit(connection, state, ANONYMOUS, bucket)
+        await limit(authority, connection, state, ANONYMOUS, bucket)
         return
     try:
         token = bearer(connection)
@@ -106,7 +107,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
             claims = await verified(authority, token)
             grants = authority.current_grants(claims)
             if any(role not in authority.roles for role, _ in grants) and authority.stale(0.05):
-                await authority.refresh(runtime.pool)  # a role created a moment ago
+                await authority.refresh()  # a role created a moment ago
                 grants = authority.current_grants(claims)
             access = authority.access_for(claims.subject, grants)
             state["actor"] = claims.subject
@@ -114,10 +115,10 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     except ApiError:
         # A refused token is anonymous traffic: it counts against the caller's address, so guessing
         # tokens is limited like any other unauthenticated request (429 once the bucket is empty).
-        await authority.limit(connection, state, ANONYMOUS, bucket)
+        await limit(authority, connection, state, ANONYMOUS, bucket)
         raise
     state["access"] = access
-    await authority.limit(connection, state, access, bucket)
+    await limit(authority, connection, state, access, bucket)
     if declared.permission is None and declared.scope != "authenticated":
         return
     if token is None:
@@ -137,7 +138,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
         raise ApiError(403, "FORBIDDEN", f"permission {declared.permission}{where} is required", **details)
 
 
-async def verified(authority: "Authority", token: str) -> Any:
+async def verified(authority: Any, token: str) -> Any:
     """The token's claims, if it is valid, its user active and its sign-in not revoked; else 401."""
     try:
         claims = await authority.tokens.verify(token)
@@ -182,137 +183,27 @@ def visible_sites(connection: ASGIConnection, permission: str) -> set[str] | Non
     return access_of(connection).sites_for(permission)
 
 
-class Authority:
-    """Everything the guard needs, per process: token checks, the role -> permissions cache, inactive
-    users, revoked sign-ins and the rate limiter. Caches refresh from the read model (and the refresh
-    tokens table) every `refresh_every` seconds; open streams wait on `changes()` to re-check at once."""
-
-    def __init__(
-        self,
-        tokens: Any,
-        limiter: Any,
-        enabled: bool = True,
-        refresh_every: float = 1.0,
-        proxies: TrustedProxies | None = None,
-    ) -> None:
-        self.tokens = tokens
-        self.limiter = limiter
-        self.enabled = enabled
-        self.refresh_every = refresh_every
-        self.proxies = proxies or TrustedProxies()
-        self.roles: dict[str, list[str]] = {}
-        self.inactive: set[str] = set()
-        self.grants: dict[str, list[tuple[str, str | None]]] = {}
-        self.changed_at: dict[str, float] = {}  # when each user's grants last changed (epoch seconds)
-        self.revoked_sessions: dict[str, float] = {}  # sign-in (`sid`) -> when it was revoked (epoch seconds)
-        self.refreshed_at = 0.0
-        self._seen: tuple[Any, ...] = ()  # what the last refresh read, to tell whether anything changed
-        self._changed: asyncio.Future[None] | None = None
-
-    def changes(self) -> asyncio.Future[None]:
-        """Done at the next change of anyone's access (a revoked grant or sign-in, a deactivation, a role's
-        permissions): long-lived responses wait on it to re-check their caller."""
-        if self._changed is None or self._changed.done():
-            self._changed = asyncio.get_running_loop().create_future()
-        return self._changed
-
-    def _notify(self) -> None:
-        if self._changed is not None and not self._changed.done():
-            self._changed.set_result(None)
-
-    def session_revoked(self, claims: Any) -> bool:
-        return claims.session_id is not None and claims.issuer == self.tokens.issuer and claims.session_id in self.revoked_sessions
-
-    def end_sessions(self, *session_ids: str | None) -> None:
-        """Sign-ins just revoked here (already committed): their access tokens stop working on this replica
-        at once, on the others at their next refresh (they read the revocation from the database)."""
-        now = time.time()
-        for sid in session_ids:
-            if sid:
-                self.revoked_sessions[sid] = now
-        self._notify()
-
-    def current_grants(self, claims: Any) -> list[tuple[str, str | None]]:
-        """A local user's grants as they are now: the token's, unless the grants changed after the token
-        read them (a revoked grant stops counting at once on this replica, within a second on the others).
-        An external issuer's token speaks for itself."""
-        if claims.issuer == self.tokens.issuer and self.changed_at.get(claims.subject, 0.0) > claims.grants_at:
-            return self.grants.get(claims.subject, [])
-        return claims.grants
-
-    def granted(self, user_id: str, role: str, site_id: str | None) -> None:
-        held = self.grants.get(user_id, [])
-        if (role, site_id) not in held:
-            self.grants[user_id] = [*held, (role, site_id)]
-        self.changed_at[user_id] = time.time()
-        self._notify()
-
-    def revoked(self, user_id: str, role: str, site_id: str | None) -> None:
-        self.grants[user_id] = [g for g in self.grants.get(user_id, []) if g != (role, site_id)]
-        self.changed_at[user_id] = time.time()
-        self._notify()
-
-    def access_for(self, subject: str, grants: list[tuple[str, str | None]]) -> Access:
-        return resolve_access(subject, [Grant(role, site) for role, site in grants], self.roles)
-
-    def stale(self, seconds: float) -> bool:
-        return time.monotonic() - self.refreshed_at > seconds
-
-    def is_active(self, subject: str) -> bool:
-        return subject not in self.inactive
-
-    async def refresh(self, pool: Any) -> None:
-        from projections.identity.projection import SCHEMA
-        from projections.identity.queries import role_permissions
-
-        self.roles = await role_permissions(pool)
-        rows = await pool.fetch(
-            f"SELECT u.user_id, u.is_active, extract(epoch FROM u.grants_changed_at) AS changed,"
-            f" g.role_key, NULLIF(g.site_id, '') AS site_id"
-            f" FROM {SCHEMA}.users u LEFT JOIN {SCHEMA}.user_grants g USING (user_id)"
+async def limit(authority: Any, connection: ASGIConnection, state: dict[str, Any], access: Access, bucket: str | None = None) -> None:
+    """Count the request against its caller's bucket (its user, else its address; probes apart): 429 when empty."""
+    limiter = authority.limiter
+    if limiter is None:
+        return
+    if bucket == "ops":
+        key, tier = f"ops:{client_address(connection)}", "ops"
+    elif access.user_id is not None:
+        key = f"user:{access.user_id}"
+        tier = "admin" if access.allows("*:*") else "user"
+    else:
+        key = f"ip:{client_address(connection)}"
+        tier = "anonymous"
+    decision = limiter.hit(key, tier)
+    state["rate_limit"] = decision
+    if not decision.allowed:
+        metrics.RATE_LIMITED.labels(tier).inc()
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            f"too many requests: {decision.limit} per {limiter.window}s; retry after {decision.retry_after}s",
+            limit=decision.limit,
+            retry_after=decision.retry_after,
         )
-        grants: dict[str, list[tuple[str, str | None]]] = {}
-        changed: dict[str, float] = {}
-        inactive = set()
-        for row in rows:
-            held = grants.setdefault(row["user_id"], [])
-            changed[row["user_id"]] = max(float(row["changed"] or 0), self.changed_at.get(row["user_id"], 0.0))
-            if row["role_key"] is not None:
-                held.append((row["role_key"], row["site_id"]))
-            if not row["is_active"]:
-                inactive.add(row["user_id"])
-        # Access tokens live `access_ttl` seconds: older revocations concern no live token (60 s for clock skew).
-        keep = self.tokens.access_ttl + 60
-        revoked = await revoked_families(pool, keep)
-        horizon = time.time() - keep
-        sessions = {sid: at for sid, at in self.revoked_sessions.items() if at > horizon}
-        sessions.update(revoked)  # a revocation is never undone, so the union is right whatever the order
-        seen = (self.roles, changed, inactive, set(revoked))  # a grant change moves its user's `changed`
-        self.grants, self.inactive, self.changed_at, self.revoked_sessions = grants, inactive, changed, sessions
-        self.refreshed_at = time.monotonic()
-        if seen != self._seen:
-            self._seen = seen
-            self._notify()
-
-    async def limit(self, connection: ASGIConnection, state: dict[str, Any], access: Access, bucket: str | None = None) -> None:
-        if self.limiter is None:
-            return
-        if bucket == "ops":
-            key, tier = f"ops:{client_address(connection)}", "ops"
-        elif access.user_id is not None:
-            key = f"user:{access.user_id}"
-            tier = "admin" if access.allows("*:*") else "user"
-        else:
-            key = f"ip:{client_address(connection)}"
-            tier = "anonymous"
-        decision = self.limiter.hit(key, tier)
-        state["rate_limit"] = decision
-        if not decision.allowed:
-            metrics.RATE_LIMITED.labels(tier).inc()
-            raise ApiError(
-                429,
-                "RATE_LIMITED",
-                f"too many requests: {decision.limit} per {self.limiter.window}s; retry after {decision.retry_after}s",
-                limit=decision.limit,
-                retry_after=decision.retry_after,
-            )

@@ -1,23 +1,26 @@
-"""Administration of users, roles and permissions: `/api/v1/admin`."""
+"""Administration of users, roles and permissions: `/api/v1/admin`. Writes decode a typed body and run
+one command (the access cache follows by the identity reactions, after the commit); reads ask the
+identity read model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody
 
 from application.identity import handlers as i
 from domain.limits import Email, Id, Ids, Name, Text
-from interfaces.http.common import body, command_context, page_params, provide_runtime, read_consistency, written
+from interfaces.http.bodies import JsonBody, json_body_size
+from interfaces.http.common import command_context, page_params, read_consistency, written
 from interfaces.http.errors import ApiError
+from interfaces.http.identity.auth import Password
+from interfaces.http.identity.dependencies import EXECUTE, READS, Execute, IdentityReads
 from interfaces.http.schemas import Page, Written
 from interfaces.http.security import rule, visible_sites
-from interfaces.runtime import Runtime
 from projections.identity import queries as q
 
 PROJECTION = "identity"
@@ -43,7 +46,7 @@ class UserOut(msgspec.Struct):
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     email: Email
-    password: str
+    password: Password
     full_name: Name = ""
     is_active: bool = True
 
@@ -117,9 +120,9 @@ def role_out(row: dict[str, Any]) -> RoleOut:
     )
 
 
-async def visible_user(request: Request, runtime: Runtime, user_id: str) -> tuple[dict[str, Any], set[str] | None]:
+async def visible_user(request: Request, reads: IdentityReads, user_id: str) -> tuple[dict[str, Any], set[str] | None]:
     sites = visible_sites(request, "users:read")
-    row = await q.get_user(runtime.pool, user_id)
+    row = await q.get_user(reads.pool, user_id)
     if row is None or (sites is not None and not any(g["site_id"] in sites for g in row["grants"])):
         raise ApiError(404, "USER_NOT_FOUND", f"user {user_id} is not known", user_id=user_id)
     return row, sites
@@ -128,13 +131,14 @@ async def visible_user(request: Request, runtime: Runtime, user_id: str) -> tupl
 class UserAdminController(Controller):
     path = "/api/v1/admin/users"
     tags = ["admin"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = {**EXECUTE, **READS}
+    guards = [json_body_size]
 
     @get("/", operation_id="listUsers", opt=rule("users:read", "any-site"), summary="Users (search, is_active)")
     async def list_users(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        reads: NamedDependency[IdentityReads],
         search: FromQuery[str | None] = None,
         is_active: FromQuery[bool | None] = None,
         skip: FromQuery[int] = 0,
@@ -144,40 +148,46 @@ class UserAdminController(Controller):
         consistent: FromQuery[bool] = False,
     ) -> Page[UserOut]:
         page_params(skip, limit, sort_by, sort_order, q.USER_SORTABLE)
-        await read_consistency(request, runtime, PROJECTION, consistent)
+        await read_consistency(request, reads, PROJECTION, consistent)
         sites = visible_sites(request, "users:read")
-        total, rows = await q.list_users(runtime.pool, search, is_active, sites, skip, limit, sort_by, sort_order == "desc")
+        total, rows = await q.list_users(reads.pool, search, is_active, sites, skip, limit, sort_by, sort_order == "desc")
         items = [user_out(r, sites) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
-    @post("/", operation_id="createUser", opt=rule("users:create"), status_code=201)
-    async def create_user(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
-        data = await body(request, UserCreate)
+    @post("/", operation_id="createUser", opt=rule("users:create"), status_code=201, dto=JsonBody[UserCreate], return_dto=None)
+    async def create_user(self, request: Request, data: JSONBody[UserCreate], execute: NamedDependency[Execute]) -> Response[Written]:
         cmd = i.RegisterUser(email=data.email, password=data.password, full_name=data.full_name, active=data.is_active)
-        result = await runtime.execute(cmd, command_context(request))
+        result = await execute(cmd, command_context(request))
         user_id = result.stream_id.split(":", 1)[1]
         return written(result, user_id, 201, location=f"/api/v1/admin/users/{user_id}")
 
     @get("/{user_id:str}", operation_id="getUser", opt=rule("users:read", "any-site"))
     async def get_user(
-        self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str], consistent: FromQuery[bool] = False
+        self, request: Request, reads: NamedDependency[IdentityReads], user_id: FromPath[str], consistent: FromQuery[bool] = False
     ) -> Response[UserOut]:
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        row, sites = await visible_user(request, runtime, user_id)
+        await read_consistency(request, reads, PROJECTION, consistent)
+        row, sites = await visible_user(request, reads, user_id)
         return Response(user_out(row, sites), headers={"ETag": f'"{row["stream_version"]}"'})
 
     @post("/{user_id:str}/activate", operation_id="activateUser", opt=rule("users:manage"), status_code=200)
-    async def activate(self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str]) -> Response[Written]:
-        result = await runtime.execute(i.ActivateUser(user_id=user_id), command_context(request))
-        runtime.authority.inactive.discard(user_id)
+    async def activate(self, request: Request, execute: NamedDependency[Execute], user_id: FromPath[str]) -> Response[Written]:
+        result = await execute(i.ActivateUser(user_id=user_id), command_context(request))
         return written(result, user_id)
 
-    @post("/{user_id:str}/deactivate", operation_id="deactivateUser", opt=rule("users:manage"), status_code=200)
-    async def deactivate(self, request: Request, runtime: NamedDependency[Runtime], user_id: FromPath[str]) -> Response[Written]:
-        data = await body(request, Deactivation, default=Deactivation())
-        result = await runtime.execute(i.DeactivateUser(user_id=user_id, reason=data.reason), command_context(request))
-        await runtime.refresh_tokens.revoke_user(user_id)
-        runtime.authority.inactive.add(user_id)
+    @post(
+        "/{user_id:str}/deactivate",
+        operation_id="deactivateUser",
+        opt=rule("users:manage"),
+        status_code=200,
+        dto=JsonBody[Deactivation],
+        return_dto=None,
+        summary="Deactivate a user (the body, with a reason, is optional): its sign-ins end at once",
+    )
+    async def deactivate(
+        self, request: Request, execute: NamedDependency[Execute], user_id: FromPath[str], data: JSONBody[Deactivation | None] = None
+    ) -> Response[Written]:
+        reason = data.reason if data is not None else None
+        result = await execute(i.DeactivateUser(user_id=user_id, reason=reason), command_context(request))
         return written(result, user_id)
 
     @post(
@@ -190,13 +200,13 @@ class UserAdminController(Controller):
     async def grant(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        execute: NamedDependency[Execute],
         user_id: FromPath[str],
         role: FromPath[str],
         site_id: FromQuery[str | None] = None,
     ) -> Response[Written]:
-        command = i.GrantRole(user_id=user_id, role=role, site_id=site_id)
-        return await _change_grant(request, runtime, command, runtime.authority.granted)
+        result = await execute(i.GrantRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
+        return written(result, user_id)
 
     @delete(
         "/{user_id:str}/roles/{role:str}",
@@ -208,35 +218,26 @@ class UserAdminController(Controller):
     async def revoke(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        execute: NamedDependency[Execute],
         user_id: FromPath[str],
         role: FromPath[str],
         site_id: FromQuery[str | None] = None,
     ) -> Response[Written]:
-        command = i.RevokeRole(user_id=user_id, role=role, site_id=site_id)
-        return await _change_grant(request, runtime, command, runtime.authority.revoked)
-
-
-async def _change_grant(
-    request: Request, runtime: Runtime, command: i.GrantRole | i.RevokeRole, apply: Callable[[str, str, str | None], None]
-) -> Response[Written]:
-    """Run a grant or revoke, then apply it to this replica's access cache at once (other replicas
-    refresh theirs within a second)."""
-    result = await runtime.execute(command, command_context(request))
-    apply(command.user_id, await runtime.application_role_key(command.role), command.site_id)
-    return written(result, command.user_id)
+        result = await execute(i.RevokeRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
+        return written(result, user_id)
 
 
 class RoleAdminController(Controller):
     path = "/api/v1/admin/roles"
     tags = ["admin"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = {**EXECUTE, **READS}
+    guards = [json_body_size]
 
     @get("/", operation_id="listRoles", opt=rule("roles:read", "any-site"), summary="Roles with permissions and user counts")
     async def list_roles(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        reads: NamedDependency[IdentityReads],
         skip: FromQuery[int] = 0,
         limit: FromQuery[int] = 20,
         sort_by: FromQuery[str] = "name",
@@ -244,52 +245,53 @@ class RoleAdminController(Controller):
         consistent: FromQuery[bool] = False,
     ) -> Page[RoleOut]:
         page_params(skip, limit, sort_by, sort_order, q.ROLE_SORTABLE)
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        total, rows = await q.list_roles(runtime.pool, skip, limit, sort_by, sort_order == "desc")
+        await read_consistency(request, reads, PROJECTION, consistent)
+        total, rows = await q.list_roles(reads.pool, skip, limit, sort_by, sort_order == "desc")
         items = [role_out(r) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
-    @post("/", operation_id="createRole", opt=rule("roles:manage"), status_code=201)
-    async def create_role(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
-        data = await body(request, RoleCreate)
+    @post("/", operation_id="createRole", opt=rule("roles:manage"), status_code=201, dto=JsonBody[RoleCreate], return_dto=None)
+    async def create_role(self, request: Request, data: JSONBody[RoleCreate], execute: NamedDependency[Execute]) -> Response[Written]:
         cmd = i.CreateRole(name=data.name, description=data.description, permissions=data.permissions)
-        result = await runtime.execute(cmd, command_context(request))
+        result = await execute(cmd, command_context(request))
         key = result.stream_id.split(":", 1)[1]
         return written(result, key, 201, location=f"/api/v1/admin/roles/{key}")
 
     @get("/{role_id:str}", operation_id="getRole", opt=rule("roles:read", "any-site"))
     async def get_role(
-        self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str], consistent: FromQuery[bool] = False
+        self, request: Request, reads: NamedDependency[IdentityReads], role_id: FromPath[str], consistent: FromQuery[bool] = False
     ) -> Response[RoleOut]:
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        row = await q.get_role(runtime.pool, role_id)
+        await read_consistency(request, reads, PROJECTION, consistent)
+        row = await q.get_role(reads.pool, role_id)
         if row is None:
             raise ApiError(404, "ROLE_NOT_FOUND", f"role {role_id} is not known", role=role_id)
         return Response(role_out(row), headers={"ETag": f'"{row["stream_version"]}"'})
 
-    @put("/{role_id:str}", operation_id="updateRole", opt=rule("roles:manage"))
-    async def update_role(self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str]) -> Response[Written]:
-        data = await body(request, RoleUpdate)
+    @put("/{role_id:str}", operation_id="updateRole", opt=rule("roles:manage"), dto=JsonBody[RoleUpdate], return_dto=None)
+    async def update_role(
+        self, request: Request, data: JSONBody[RoleUpdate], execute: NamedDependency[Execute], role_id: FromPath[str]
+    ) -> Response[Written]:
         cmd = i.UpdateRole(role_id=role_id, name=data.name, description=data.description, permissions=data.permissions)
-        result = await runtime.execute(cmd, command_context(request))
+        result = await execute(cmd, command_context(request))
         return written(result, result.stream_id.split(":", 1)[1])
 
     @delete("/{role_id:str}", operation_id="deleteRole", opt=rule("roles:manage"), status_code=200)
-    async def delete_role(self, request: Request, runtime: NamedDependency[Runtime], role_id: FromPath[str]) -> Response[Written]:
-        result = await runtime.execute(i.DeleteRole(role_id=role_id), command_context(request))
+    async def delete_role(self, request: Request, execute: NamedDependency[Execute], role_id: FromPath[str]) -> Response[Written]:
+        result = await execute(i.DeleteRole(role_id=role_id), command_context(request))
         return written(result, result.stream_id.split(":", 1)[1])
 
 
 class PermissionAdminController(Controller):
     path = "/api/v1/admin/permissions"
     tags = ["admin"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = {**EXECUTE, **READS}
+    guards = [json_body_size]
 
     @get("/", operation_id="listPermissions", opt=rule("roles:read", "any-site"))
     async def list_permissions(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        reads: NamedDependency[IdentityReads],
         resource: FromQuery[str | None] = None,
         skip: FromQuery[int] = 0,
         limit: FromQuery[int] = 50,
@@ -298,13 +300,14 @@ class PermissionAdminController(Controller):
         consistent: FromQuery[bool] = False,
     ) -> Page[PermissionOut]:
         page_params(skip, limit, sort_by, sort_order, q.PERMISSION_SORTABLE)
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        total, rows = await q.list_permissions(runtime.pool, resource, skip, limit, sort_by, sort_order == "desc")
+        await read_consistency(request, reads, PROJECTION, consistent)
+        total, rows = await q.list_permissions(reads.pool, resource, skip, limit, sort_by, sort_order == "desc")
         items = [msgspec.convert(r, PermissionOut) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
-    @post("/", operation_id="createPermission", opt=rule("roles:manage"), status_code=201)
-    async def create_permission(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
-        data = await body(request, PermissionCreate)
-        result = await runtime.execute(i.DefinePermission(name=data.name, description=data.description), command_context(request))
+    @post(
+        "/", operation_id="createPermission", opt=rule("roles:manage"), status_code=201, dto=JsonBody[PermissionCreate], return_dto=None
+    )
+    async def create_permission(self, request: Request, data: JSONBody[PermissionCreate], execute: NamedDependency[Execute]) -> Response[Written]:
+        result = await execute(i.DefinePermission(name=data.name, description=data.description), command_context(request))
         return written(result, data.name, 201)

@@ -26,7 +26,8 @@ def guard_cost(iterations: int = 5_000, repeats: int = 3) -> dict[str, float]:
     from infrastructure.identity.ratelimit import RateLimiter
     from infrastructure.settings import Settings
     from interfaces.app import create_app
-    from interfaces.http.security import Authority, authorize
+    from infrastructure.identity.access_cache import Authority
+    from interfaces.http.security import authorize
 
     app = create_app(Settings(database_url="postgresql://unused/unused", log_level="warning", log_json=False))
     handler = next(
