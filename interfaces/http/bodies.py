@@ -1,0 +1,92 @@
+"""Typed request bodies: a route declares `data: SomeStruct` and `dto=JsonBody`; the body is decoded by
+Charter's own decoder (`common.decode`: 1 MiB, depth 64, no NUL, 64-bit integers, strict types, the
+offending field named in a 400) and the Struct is the request body in the OpenAPI document.
+
+A route that also takes uploads (`multipart/form-data`) declares its form fields with `uploads(...)` in
+its `opt`; `openapi.document_bodies` lists them beside the JSON body, and `JsonBody` leaves a multipart
+body to the handler (`data` is then None) to read with its size caps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, ClassVar
+
+from litestar.dto import AbstractDTO
+from litestar.dto.data_structures import DTOFieldDefinition
+from litestar.openapi.spec import OpenAPIType, Reference, Schema
+from litestar.typing import FieldDefinition
+
+from interfaces.http.common import decode
+from interfaces.http.wellformed import MAX_JSON_BYTES
+
+MULTIPART = "multipart/form-data"
+
+
+class JsonBody(AbstractDTO[Any]):
+    """Decodes the `data` of a route with `common.decode` into the type the route declares."""
+
+    types: ClassVar[dict[str, Any]] = {}  # handler id -> the declared type of `data` (Optional removed)
+
+    @classmethod
+    def create_for_field_definition(
+        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
+    ) -> None:
+        if field_definition.name != "data":
+            return
+        if field_definition.is_optional:
+            field_definition = FieldDefinition.from_annotation(
+                next(arg for arg in field_definition.args if arg is not type(None))
+            )
+        cls.types[handler_id] = field_definition.annotation
+
+    @classmethod
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(FieldDefinition.from_annotation(cls.types[handler_id]))
+
+    @classmethod
+    def is_supported_model_type_field(cls, field_definition: FieldDefinition) -> bool:
+        return False  # never used for responses
+
+    @classmethod
+    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[DTOFieldDefinition, None, None]:
+        yield from ()
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        return False
+
+    def decode_bytes(self, value: bytes) -> Any:
+        handler = self.asgi_connection.route_handler
+        if self.asgi_connection.content_type[0] == MULTIPART and "uploads" in handler.opt:
+            return None  # the handler reads the form
+        return decode(value, self.types[handler.handler_id])
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        return None  # form data (urlencoded or multipart) is never a JSON body
+
+
+# Decorator arguments of a route whose body is JSON only: decoded by JsonBody, refused past 1 MiB before it is read.
+JSON_BODY: dict[str, Any] = {"dto": JsonBody, "request_max_body_size": MAX_JSON_BYTES}
+# Of a route that takes JSON or an upload: the app's body limit (the archive cap) applies.
+JSON_OR_UPLOAD: dict[str, Any] = {"dto": JsonBody}
+
+
+def uploads(description: str, required: list[str], **fields: Schema) -> dict[str, Any]:
+    """`opt` of a route that also takes multipart/form-data: its form fields, for the OpenAPI document."""
+    schema = Schema(type=OpenAPIType.OBJECT, properties=fields, required=required, description=description)
+    return {"uploads": schema}
+
+
+def file_field(description: str) -> Schema:
+    return Schema(type=OpenAPIType.STRING, format="binary", description=description)  # type: ignore[arg-type]
+
+
+def json_field(description: str) -> Schema:
+    return Schema(type=OpenAPIType.STRING, content_media_type="application/json", description=description)
+
+
+def boolean_field(description: str) -> Schema:
+    return Schema(type=OpenAPIType.BOOLEAN, description=description, default=False)
