@@ -26,6 +26,7 @@ from interfaces.http.schemas import (
     PluginDeclassify,
     PluginInstall,
     PluginSummary,
+    PluginUninstall,
     PluginUpdate,
     Reason,
     Rollback,
@@ -285,17 +286,30 @@ class PluginController(Controller):
     ) -> Response[Written]:
         return await self._lifecycle(request, commands, c.ReloadPlugin, plugin_id, data)
 
-    @delete("/{plugin_id:str}", operation_id="uninstallPlugin", opt=rule("plugins:uninstall"), status_code=200)
+    @delete(
+        "/{plugin_id:str}", operation_id="uninstallPlugin", opt=rule("plugins:uninstall"), status_code=200,
+        summary="Uninstall; options as a JSON body or as query parameters", **JSON_BODY,
+    )
     async def uninstall(
         self,
         request: Request,
         commands: NamedDependency[Commands],
         plugin_id: FromPath[str],
-        force: FromQuery[bool] = False,
-        cleanup_data: FromQuery[bool] = False,
+        force: FromQuery[bool | None] = None,
+        cleanup_data: FromQuery[bool | None] = None,
         reason: FromQuery[str | None] = None,
+        data: JSONBody[PluginUninstall | None] = None,
     ) -> Response[Written]:
-        cmd = c.UninstallPlugin(plugin_id=plugin_id, reason=reason, force=force, cleanup_data=cleanup_data)
+        queried = {"force": force, "cleanup_data": cleanup_data, "reason": reason}
+        if data is not None and any(value is not None for value in queried.values()):
+            named = next(name for name, value in queried.items() if value is not None)
+            raise ApiError(
+                400, "VALIDATION_FAILED", "give the uninstall options either as query parameters or as a JSON body, not both",
+                field=named,
+            )
+        if data is None:
+            data = PluginUninstall(reason=reason, force=bool(force), cleanup_data=bool(cleanup_data))
+        cmd = c.UninstallPlugin(plugin_id=plugin_id, reason=data.reason, force=data.force, cleanup_data=data.cleanup_data)
         return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
     @get("/{plugin_id:str}/config", operation_id="getPluginConfig", opt=rule("plugins:read", "any-site"), summary="Configuration, secrets masked")
