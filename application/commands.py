@@ -12,18 +12,30 @@ class Command(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class InstallPlugin(Command):
-    manifest: dict[str, Any]
-    source: dict[str, Any]
+    """Install the plugin found in exactly one place: an uploaded `archive` (zip bytes, with its
+    `filename`), an installed distribution's `entrypoint` (at `version` when given), or a `manifest`
+    at hand (recorded with `source`, e.g. by benchmarks)."""
+
+    manifest: dict[str, Any] | None = None
+    source: dict[str, Any] = {}
     config: dict[str, Any] = {}
     auto_enable: bool = False
     archive: bytes | None = None
+    filename: str | None = None
+    entrypoint: str | None = None
+    version: str | None = None
 
 
 class UpdatePlugin(Command):
+    """Move a plugin to the version found in exactly one place (see `InstallPlugin`)."""
+
     plugin_id: str
-    manifest: dict[str, Any]
-    source: dict[str, Any]
+    manifest: dict[str, Any] | None = None
+    source: dict[str, Any] = {}
     archive: bytes | None = None
+    filename: str | None = None
+    entrypoint: str | None = None
+    version: str | None = None
 
 
 class RollBackPlugin(Command):

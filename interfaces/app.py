@@ -20,7 +20,7 @@ from infrastructure.telemetry.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
 from interfaces.http.middleware import DOCS_PATH, request_context
-from interfaces.http.openapi import document_errors
+from interfaces.http.openapi import document_bodies, document_errors
 from interfaces.http.identity.admin import PermissionAdminController, RoleAdminController, UserAdminController
 from interfaces.http.identity.auth import AuthController
 from interfaces.http.common import bounded_parameters
@@ -162,4 +162,5 @@ def create_app(settings: Settings, *, authorization: bool = True, tracing: telem
     )
     check_every_route_has_a_rule(app)
     document_errors(app, app.openapi_schema)
+    document_bodies(app, app.openapi_schema)
     return app

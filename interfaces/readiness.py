@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from infrastructure.stream import unpublishable
+from infrastructure.telemetry import metrics
 from infrastructure.eventlog.availability import DATABASE
 from infrastructure.eventlog.projector import checkpoint
 from infrastructure.stream.relay import RELAY
@@ -160,6 +161,14 @@ class Readiness:
             event_stream_connected=bool(hub and hub.connected),
             sse_clients=len(hub.subscribers) if hub else 0,
         )
+
+    async def update_gauges(self) -> None:
+        """Bring the lag and client gauges up to date (before a Prometheus scrape)."""
+        runtime = self.runtime
+        await runtime.projection_lag()
+        if runtime.settings.nats_url:
+            await runtime.relay_lag()
+            metrics.SSE_CLIENTS.set(len(runtime.hub.subscribers) if runtime.hub else 0)
 
     def health(self) -> dict[str, Any]:
         now = time.time()

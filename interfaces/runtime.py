@@ -31,7 +31,8 @@ from infrastructure.identity.keys import CONFIGURATION_HASH, EMAIL_RESERVATION, 
 from infrastructure.sites.reauthentication import SignerReauthentication
 from infrastructure.identity.access_cache import Authority
 from infrastructure.eventlog.migrate import migrate
-from infrastructure.plugins.sources import PostgresArchiveStore
+from infrastructure.plugins.archives import ArchiveLimits
+from infrastructure.plugins.sources import LocalPluginSources, PostgresArchiveStore
 from infrastructure.stream.hub import EventHub
 from infrastructure.stream.relay import RELAY, Relay, StreamSettings
 from infrastructure.eventlog.repository import AggregateRepository
@@ -202,6 +203,7 @@ async def start_runtime(settings: Settings) -> Runtime:
         archives=runtime.archives,
         host_version=settings.host_version,
         sandbox=runtime.sandbox,
+        sources=LocalPluginSources(ArchiveLimits.of(settings)),
     )
     runtime.passwords = Argon2Passwords()
     runtime.dummy_hash = await runtime.passwords.hash("not a password of anyone")

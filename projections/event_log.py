@@ -71,3 +71,13 @@ async def list_events(
         skip=skip,
         limit=limit,
     )
+
+
+class EventLogQueries:
+    """The event log's questions as one object over the pool (what the HTTP controllers are given)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def list(self, q: EventQuery, skip: int, limit: int, descending: bool = False) -> tuple[int, list[dict[str, Any]]]:
+        return await list_events(self.pool, q, skip, limit, descending)

@@ -19,7 +19,8 @@ from application.commands import (
     UpdatePlugin,
 )
 from application.context import CommandContext, CommandResult
-from application.errors import ConcurrencyError, PreconditionFailed
+from application.errors import ConcurrencyError, PreconditionFailed, SourceUnavailable
+from application.plugins.ports import FoundPlugin, PluginSources
 from application.ports import ArchiveStore, Sandbox, SecretCipher
 from application.sites.registry import closing_activations
 from application.unit import Loaded, Repository
@@ -48,6 +49,7 @@ class PluginServices:
     archives: ArchiveStore
     host_version: str
     sandbox: Sandbox
+    sources: PluginSources | None = None  # None: only manifests given in the command can be installed
 
 
 async def load(services: PluginServices, plugin_id: str, ctx: CommandContext, must_exist: bool = True) -> Loaded[Plugin]:
@@ -157,14 +159,39 @@ async def reseal(services: PluginServices, plugin: Plugin, manifest: Manifest) -
     return (await prepare(services, manifest.config_schema, clear, clear, plugin.classified, manifest_over_limit))[1]
 
 
+async def find_plugin(services: PluginServices, cmd: InstallPlugin | UpdatePlugin) -> FoundPlugin:
+    """The manifest and source the command names: read from its archive, looked up by its entry point,
+    or given with it. Exactly one of the three."""
+    named = [name for name in ("archive", "entrypoint", "manifest") if getattr(cmd, name) is not None]
+    if len(named) != 1:
+        raise SourceUnavailable(
+            f"a plugin comes from exactly one of an archive, an entry point or a manifest, not {named or 'none'}",
+            field="source",
+        )
+    if cmd.manifest is not None:
+        return FoundPlugin(cmd.manifest, cmd.source)
+    if services.sources is None:
+        raise SourceUnavailable("this process reads no plugin archives or entry points", field=named[0])
+    if cmd.archive is not None:
+        return await services.sources.from_archive(cmd.archive, cmd.filename)
+    found = await services.sources.from_entry_point(cmd.entrypoint)
+    if cmd.version is not None and found.manifest.get("version") != cmd.version:
+        raise SourceUnavailable(
+            f"entry point {cmd.entrypoint!r} provides version {found.manifest.get('version')}, not {cmd.version}",
+            field="version",
+        )
+    return found
+
+
 async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
-    manifest = await checked_manifest(services, cmd.manifest)
+    found = await find_plugin(services, cmd)
+    manifest = await checked_manifest(services, found.manifest)
     check_host_compatibility(manifest, services.host_version)
     dependencies = await follow_dependencies(services, manifest.id, None, manifest)
 
     async def args(classified: set[Location]) -> dict[str, Any]:
         _, config = await prepare(services, manifest.config_schema, cmd.config, {}, classified)
-        return dict(manifest=manifest.to_dict(), source=cmd.source, config=config)
+        return dict(manifest=manifest.to_dict(), source=found.source, config=config)
 
     first = await args(set())
     if cmd.archive is not None:
@@ -191,7 +218,8 @@ async def install_plugin(cmd: InstallPlugin, ctx: CommandContext, services: Plug
 
 
 async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: PluginServices) -> CommandResult:
-    manifest = await checked_manifest(services, cmd.manifest)
+    found = await find_plugin(services, cmd)
+    manifest = await checked_manifest(services, found.manifest)
     if manifest.id != cmd.plugin_id:
         raise ManifestInvalid(f"manifest.id {manifest.id!r} does not match plugin {cmd.plugin_id!r}", field="manifest.id")
     loaded = await load(services, cmd.plugin_id, ctx)
@@ -202,7 +230,7 @@ async def update_plugin(cmd: UpdatePlugin, ctx: CommandContext, services: Plugin
     config = await reseal(services, plugin, manifest)
     if cmd.archive is not None:
         await services.archives.put(cmd.archive)
-    plugin.update(manifest.to_dict(), cmd.source, config)
+    plugin.update(manifest.to_dict(), found.source, config)
     return await save(services, loaded, ctx, "UpdatePlugin", dependencies)
 
 

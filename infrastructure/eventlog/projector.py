@@ -9,6 +9,7 @@ swaps the freshly built schema in.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from typing import Protocol
 

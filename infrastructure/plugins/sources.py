@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from importlib.metadata import entry_points
 from typing import Any
@@ -10,6 +11,7 @@ import asyncpg
 import msgspec
 
 from application.errors import SourceUnavailable
+from application.plugins.ports import FoundPlugin
 from domain.plugins.errors import ManifestInvalid
 from infrastructure.plugins.archives import ArchiveLimits, open_archive, read_entry, verify_entries
 
@@ -74,6 +76,22 @@ def manifest_from_entry_point(name: str) -> tuple[dict[str, Any], dict[str, Any]
     if ep.dist is not None:
         source.update(distribution=ep.dist.name, distribution_version=ep.dist.version)
     return manifest, source
+
+
+class LocalPluginSources:
+    """`application.plugins.ports.PluginSources` on this host: archives read within `limits` (off the event
+    loop: inflating is CPU-bound), entry points of the distributions installed in this environment."""
+
+    def __init__(self, limits: ArchiveLimits) -> None:
+        self.limits = limits
+
+    async def from_archive(self, content: bytes, filename: str | None = None) -> FoundPlugin:
+        manifest = await asyncio.to_thread(manifest_from_archive, content, self.limits)
+        return FoundPlugin(manifest, {"kind": "file", "sha256": sha256_of(content), "size": len(content), "filename": filename})
+
+    async def from_entry_point(self, name: str) -> FoundPlugin:
+        manifest, source = manifest_from_entry_point(name)
+        return FoundPlugin(manifest, source)
 
 
 class PostgresArchiveStore:

@@ -1,22 +1,27 @@
-"""Typed request bodies: a route declares `data: SomeStruct` with `dto=JsonBody[SomeStruct]`, so OpenAPI
-shows the body (and Swagger UI can send it), while decoding keeps Charter's own refusals: 413 past
-MAX_JSON_BYTES, 400 MALFORMED_JSON, 400 VALIDATION_FAILED naming the field, and the nesting / NUL /
-64-bit checks of `wellformed.check_document`. An absent body is a 400 naming `body` (see errors.py).
+"""Typed request bodies: a route declares `data: SomeStruct` and `dto=JsonBody`; the body is decoded by
+Charter's own decoder (`common.decode`: 1 MiB, depth 64, no NUL, 64-bit integers, strict types, the
+offending field named in a 400) and the Struct is the request body in the OpenAPI document.
+
+A route that also takes uploads (`multipart/form-data`) declares its form fields with `uploads(...)` in
+its `opt`; `openapi.document_bodies` lists them beside the JSON body, and `JsonBody` leaves a multipart
+body to the handler (`data` is then None) to read with its size caps.
 
 `FormOrJsonBody` also takes the fields as a form (urlencoded or multipart), as OAuth2 password clients
-such as Swagger UI's "Authorize" send them."""
+such as Swagger UI's "Authorize" send them. An absent required body is a 400 naming `body` (errors.py).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.dto import MsgspecDTO
-from litestar.dto.base_dto import DTOBackend
+from litestar.dto import AbstractDTO
+from litestar.dto.data_structures import DTOFieldDefinition
 from litestar.handlers import BaseRouteHandler
-from litestar.openapi.spec import Reference, Schema
+from litestar.openapi.spec import OpenAPIType, Reference, Schema
 from litestar.typing import FieldDefinition
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
@@ -24,26 +29,78 @@ from interfaces.http.common import decode
 from interfaces.http.errors import ApiError
 from interfaces.http.wellformed import MAX_JSON_BYTES
 
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+MULTIPART = "multipart/form-data"
+FORM_TYPES = ("application/x-www-form-urlencoded", MULTIPART)
 FORM_PARTS = 16  # fields in one form body
 
 
-class JsonBody(MsgspecDTO[Any]):
-    """The request body decoded as JSON into the route's Struct, with Charter's refusals. Only the
-    decoding is the DTO's: no transfer model is built, and OpenAPI shows the Struct itself."""
+class JsonBody(AbstractDTO[Any]):
+    """Decodes the `data` of a route with `common.decode` into the type the route declares."""
 
-    def decode_bytes(self, value: bytes) -> Any:
-        return decode(value, self.model_type)
+    types: ClassVar[dict[str, Any]] = {}  # handler id -> the declared type of `data` (Optional removed)
 
     @classmethod
     def create_for_field_definition(
-        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: type[DTOBackend] | None = None
+        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
     ) -> None:
-        return None  # decode_bytes needs no backend
+        if field_definition.name != "data":
+            return
+        if field_definition.is_optional:
+            field_definition = FieldDefinition.from_annotation(
+                next(arg for arg in field_definition.args if arg is not type(None))
+            )
+        cls.types[handler_id] = field_definition.annotation
 
     @classmethod
-    def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any) -> Reference | Schema:
-        return schema_creator.for_field_definition(FieldDefinition.from_annotation(cls.model_type))
+    def create_openapi_schema(
+        cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any
+    ) -> Reference | Schema:
+        return schema_creator.for_field_definition(FieldDefinition.from_annotation(cls.types[handler_id]))
+
+    @classmethod
+    def is_supported_model_type_field(cls, field_definition: FieldDefinition) -> bool:
+        return False  # never used for responses
+
+    @classmethod
+    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[DTOFieldDefinition, None, None]:
+        yield from ()
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        return False
+
+    def decode_bytes(self, value: bytes) -> Any:
+        handler = self.asgi_connection.route_handler
+        if self.asgi_connection.content_type[0] == MULTIPART and "uploads" in handler.opt:
+            return None  # the handler reads the form
+        return decode(value, self.types[handler.handler_id])
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        return None  # form data (urlencoded or multipart) is never a JSON body
+
+
+# Decorator arguments of a route whose body is JSON only: decoded by JsonBody, refused past 1 MiB before it is read.
+JSON_BODY: dict[str, Any] = {"dto": JsonBody, "request_max_body_size": MAX_JSON_BYTES}
+# Of a route that takes JSON or an upload: the app's body limit (the archive cap) applies.
+JSON_OR_UPLOAD: dict[str, Any] = {"dto": JsonBody}
+
+
+def uploads(description: str, required: list[str], **fields: Schema) -> dict[str, Any]:
+    """`opt` of a route that also takes multipart/form-data: its form fields, for the OpenAPI document."""
+    schema = Schema(type=OpenAPIType.OBJECT, properties=fields, required=required, description=description)
+    return {"uploads": schema}
+
+
+def file_field(description: str) -> Schema:
+    return Schema(type=OpenAPIType.STRING, format="binary", description=description)  # type: ignore[arg-type]
+
+
+def json_field(description: str) -> Schema:
+    return Schema(type=OpenAPIType.STRING, content_media_type="application/json", description=description)
+
+
+def boolean_field(description: str) -> Schema:
+    return Schema(type=OpenAPIType.BOOLEAN, description=description, default=False)
 
 
 class FormOrJsonBody(JsonBody):
@@ -61,8 +118,9 @@ class FormOrJsonBody(JsonBody):
             fields = multipart_fields(value, options.get("boundary", "").encode("latin-1"))
         # Fields the route does not name are ignored (OAuth2 clients add grant_type, scope, client_id);
         # the rest is refused as the same fields in JSON would be.
-        named = {k: v for k, v in fields.items() if k in self.model_type.__struct_fields__}
-        return decode(msgspec.json.encode(named), self.model_type)
+        model = self.types[self.asgi_connection.route_handler.handler_id]
+        named = {k: v for k, v in fields.items() if k in model.__struct_fields__}
+        return decode(msgspec.json.encode(named), model)
 
 
 def form_fields(text: str) -> dict[str, str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -143,8 +143,13 @@ def page_params(skip: int, limit: int, sort_by: str, sort_order: str, sortable: 
         raise ApiError(400, "VALIDATION_FAILED", "sort_order must be asc or desc", field="sort_order")
 
 
-async def read_consistency(request: Request, runtime: Runtime, projection: str, consistent: bool) -> None:
-    """Read-your-writes: `?consistent=true` waits for everything committed; `Charter-Min-Position` for one write."""
+class WaitsForProjections(Protocol):
+    async def wait_for(self, projection: str, position: int | None) -> None: ...
+
+
+async def read_consistency(request: Request, runtime: WaitsForProjections, projection: str, consistent: bool) -> None:
+    """Read-your-writes: `?consistent=true` waits for everything committed; `Charter-Min-Position` for one write.
+    `runtime`: anything that waits for a projection (`dependencies.ReadModels`, the runtime itself)."""
     raw = request.headers.get("charter-min-position")
     if raw is not None:
         if not re.fullmatch(r"[0-9]{1,19}", raw.strip()):

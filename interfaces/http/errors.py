@@ -99,8 +99,8 @@ def on_api_error(request: Request, exc: ApiError) -> Response:
 
 def on_validation_error(request: Request, exc: ValidationException) -> Response:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    if any(isinstance(e, dict) and (e.get("key"), e.get("source"), e.get("message")) == ("data", "body", "'data'") for e in extra):
-        # a typed body (`data:`) that was not sent at all
+    if any(isinstance(e, dict) and e.get("key") == "data" and e.get("source") == "body" for e in extra):
+        # a route with a typed body (`data: X`) was sent none
         return envelope(request, 400, "VALIDATION_FAILED", "a JSON request body is required", {"field": "body"})
     fields = [e.get("key") for e in extra if isinstance(e, dict) and e.get("key")]
     details: dict[str, Any] = {"errors": extra}
@@ -115,10 +115,11 @@ def on_validation_error(request: Request, exc: ValidationException) -> Response:
 def on_http_error(request: Request, exc: HTTPException) -> Response:
     codes = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}
     code = codes.get(exc.status_code, "HTTP_ERROR" if exc.status_code < 500 else "INTERNAL_ERROR")
+    details = exc.extra if isinstance(exc.extra, dict) else None
+    if exc.status_code == 413 and not details:
+        details = {"field": "body"}  # the route's body limit (1 MiB for JSON, the archive cap for uploads)
     # keeps the exception's headers: `Allow` on a 405, `WWW-Authenticate`, `Retry-After`
-    return envelope(
-        request, exc.status_code, code, exc.detail, exc.extra if isinstance(exc.extra, dict) else None, exc.headers
-    )
+    return envelope(request, exc.status_code, code, exc.detail, details, exc.headers)
 
 
 def on_undecodable(request: Request, exc: UnicodeDecodeError) -> Response:

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.params import FromQuery
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
@@ -19,11 +19,13 @@ from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
 from infrastructure.stream.hub import Delivered, EventHub, Filter
-from interfaces.http.common import page_params, provide_runtime
+from interfaces.http import dependencies as services
+from interfaces.http.common import page_params
+from interfaces.http.dependencies import LiveFeed
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Page
 from interfaces.http.security import rule, still_allowed, visible_sites
-from interfaces.runtime import Runtime
+from interfaces.runtime import Authority
 from projections import event_log
 
 
@@ -91,13 +93,13 @@ def resume_point(request: Request, query: int | None) -> int | None:
 class EventController(Controller):
     path = "/api/v1/events"
     tags = ["events"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = services.EVENTS
 
     @get("/", operation_id="listEvents", opt=rule("events:read", "any-site"), summary="The event log, filtered and paginated, for auditors")
     async def list_events(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        events: NamedDependency[event_log.EventLogQueries],
         site_id: FromQuery[str | None] = None,
         stream: FromQuery[str | None] = None,
         stream_type: FromQuery[str | None] = None,
@@ -118,7 +120,7 @@ class EventController(Controller):
             site_id, stream, stream_type, event_type, actor, since, until, after_position,
             visible_sites=visible_sites(request, "events:read"),
         )
-        total, rows = await event_log.list_events(runtime.pool, query, skip, limit, sort_order == "desc")
+        total, rows = await events.list(query, skip, limit, sort_order == "desc")
         items = [msgspec.convert(r, LoggedEvent, strict=False) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
@@ -132,19 +134,20 @@ class EventController(Controller):
     async def stream(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        live: NamedDependency[LiveFeed],
+        authority: NamedDependency[Authority],
         site_id: FromQuery[str | None] = None,
         stream_type: FromQuery[str | None] = None,
         event_type: FromQuery[str | None] = None,
         last_event_id: FromQuery[int | None] = None,
     ) -> LiveEvents:
-        hub = runtime.hub
+        hub = live.hub
         if hub is None or not hub.ready.is_set():
             raise ApiError(503, "FANOUT_UNAVAILABLE", "the live event stream is not available (NATS not configured or not reachable yet)")
         after = resume_point(request, last_event_id)
         visibility = Visibility(visible_sites(request, "events:read"))
         matches = event_filter(site_id, stream_type, event_type, visibility)
-        session = LiveSession(hub, request, matches, visibility, after, runtime.settings.sse_heartbeat)
+        session = LiveSession(hub, authority, request, matches, visibility, after, live.heartbeat)
         return LiveEvents(session, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
@@ -153,10 +156,11 @@ class LiveSession:
     writes to the connection itself; heartbeats and access checks every `heartbeat` seconds."""
 
     def __init__(
-        self, hub: EventHub, request: Request, matches: Filter | None, visibility: Visibility, after: int | None, heartbeat: float
+        self, hub: EventHub, authority: Authority, request: Request, matches: Filter | None, visibility: Visibility,
+        after: int | None, heartbeat: float,
     ) -> None:
         self.hub, self.request, self.matches, self.visibility, self.heartbeat = hub, request, matches, visibility, heartbeat
-        self.after = after
+        self.authority, self.after = authority, after
 
     async def run(self, send: Send, receive: Receive) -> None:
         hub = self.hub
@@ -177,7 +181,7 @@ class LiveSession:
                 await write(b"".join(d.frame for d in held))
             del held
             ended = sub.attach(write)
-            authority = self.request.app.state.runtime.authority
+            authority = self.authority
             loop = asyncio.get_running_loop()
             beat = loop.time() + self.heartbeat
             while True:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, Schema
+from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Reference, RequestBody, Schema
 
 from interfaces.http.security import rule_of
 
@@ -88,3 +88,28 @@ def document_errors(app: Litestar, schema: OpenAPI) -> None:
             for status in sorted(error_statuses(handler, path, method, parameters)):
                 responses[str(status)] = OpenAPIResponse(description=MEANING[status], content=envelope)
             operation.responses = responses
+
+
+def document_bodies(app: Litestar, schema: OpenAPI) -> None:
+    """Request bodies as the routes take them: an optional JSON body (`data: X | None`) is not required,
+    and a route that also takes uploads lists its multipart/form-data fields (`bodies.uploads`)."""
+    handlers = {
+        h.operation_id: h
+        for route in app.routes
+        for h in getattr(route, "route_handlers", [])
+        if isinstance(getattr(h, "operation_id", None), str)
+    }
+    for item in (schema.paths or {}).values():
+        for method in METHODS:
+            operation = getattr(item, method, None)
+            handler = handlers.get(getattr(operation, "operation_id", None))
+            if operation is None or handler is None:
+                continue
+            data = handler.parsed_data_field
+            if operation.request_body is not None and data is not None and data.is_optional:
+                operation.request_body.required = False
+            upload = handler.opt.get("uploads")
+            if upload is not None:
+                body = operation.request_body or RequestBody(content={}, required=True)
+                body.content["multipart/form-data"] = OpenAPIMediaType(schema=upload)
+                operation.request_body = body

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Response, get
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from infrastructure.telemetry import metrics
-from interfaces.http.common import provide_runtime
+from interfaces.http import dependencies as services
 from interfaces.http.security import OPERATIONS
-from interfaces.runtime import Runtime
+from interfaces.readiness import Readiness
 
 # litestar appends the charset itself to text/* types; prometheus_client's constant already has one.
 METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=" + CONTENT_TYPE_LATEST.split("version=")[1].split(";")[0]
@@ -20,11 +19,11 @@ METRICS_MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=" + CONTENT_
 class OpsController(Controller):
     path = "/"
     tags = ["operations"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = services.OPERATIONS
 
     @get("/health", operation_id="health", opt=OPERATIONS, summary="Liveness: version, uptime, each component's last state")
-    async def health(self, runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-        return runtime.readiness.health()
+    async def health(self, readiness: NamedDependency[Readiness]) -> dict[str, Any]:
+        return readiness.health()
 
     @get(
         "/ready",
@@ -32,14 +31,11 @@ class OpsController(Controller):
         opt=OPERATIONS,
         summary="Readiness: database, NATS, relay and projections, each with its reason and age",
     )
-    async def ready(self, runtime: NamedDependency[Runtime]) -> Response[dict[str, Any]]:
-        ok = await runtime.readiness.probe()
-        return Response(runtime.readiness.ready(), status_code=200 if ok else 503)
+    async def ready(self, readiness: NamedDependency[Readiness]) -> Response[dict[str, Any]]:
+        ok = await readiness.probe()
+        return Response(readiness.ready(), status_code=200 if ok else 503)
 
     @get("/metrics", operation_id="metrics", opt=OPERATIONS, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
-    async def metrics(self, runtime: NamedDependency[Runtime]) -> Response[bytes]:
-        await runtime.projection_lag()
-        if runtime.settings.nats_url:
-            await runtime.relay_lag()
-            metrics.SSE_CLIENTS.set(len(runtime.hub.subscribers) if runtime.hub else 0)
+    async def metrics(self, readiness: NamedDependency[Readiness]) -> Response[bytes]:
+        await readiness.update_gauges()
         return Response(generate_latest(), media_type=METRICS_MEDIA_TYPE)

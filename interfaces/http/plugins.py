@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
-from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, FromQuery, PathParameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from application import commands as c
-from domain.plugins.configuration import MASK, map_sealed, path_of, sealed_locations, secret_paths
+from application.plugins.disclosure import ConfigDisclosure
 from domain.plugins.errors import PluginNotFound
 from domain.limits import MAX_NAME
-from infrastructure.plugins.archives import ArchiveLimits
-from infrastructure.plugins.sources import manifest_from_archive, manifest_from_entry_point, sha256_of
-from interfaces.http.common import body, command_context, decode, page_params, provide_runtime, read_consistency, written
+from interfaces.http import dependencies as services
+from interfaces.http.bodies import JSON_BODY, JSON_OR_UPLOAD, MULTIPART, boolean_field, file_field, json_field, uploads
+from interfaces.http.common import command_context, decode, page_params, read_consistency, written
+from interfaces.http.dependencies import Archives, Commands, ReadModels
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import (
     Page,
@@ -26,17 +26,28 @@ from interfaces.http.schemas import (
     PluginDeclassify,
     PluginInstall,
     PluginSummary,
+    PluginUninstall,
     PluginUpdate,
     Reason,
     Rollback,
     Written,
 )
 from interfaces.http.security import access_of, rule
-from interfaces.runtime import Runtime
+from interfaces.runtime import Authority
 from projections.plugins import queries as catalog
+from projections.plugins.queries import PluginQueries
 
 PROJECTION = "plugins"
 BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+ARCHIVE = file_field("the plugin: a zip holding charter-plugin.json at its root (or in its single top folder)")
+INSTALL_UPLOAD = uploads(
+    "Install from an uploaded archive",
+    ["archive"],
+    archive=ARCHIVE,
+    config=json_field("the initial configuration, a JSON object (validated against the manifest's config_schema)"),
+    auto_enable=boolean_field("enable the plugin once installed (true/false)"),
+)
+UPDATE_UPLOAD = uploads("Update from an uploaded archive", ["archive"], archive=ARCHIVE)
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -59,7 +70,7 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def detail(row: dict[str, Any]) -> Plugin:
+def detail(row: dict[str, Any], disclosure: ConfigDisclosure) -> Plugin:
     manifest = row["manifest"]
     return msgspec.convert(
         {
@@ -68,7 +79,7 @@ def detail(row: dict[str, Any]) -> Plugin:
             "dependencies": row["dependencies"],
             "versions": row["versions"],
             "events": manifest.get("events", {}),
-            "configuration": masked(row["config"]),
+            "configuration": disclosure.masked(row["config"]),
             "source": row["source"],
             "restarts": row["restarts"],
             "reloads": row["reloads"],
@@ -78,20 +89,14 @@ def detail(row: dict[str, Any]) -> Plugin:
     )
 
 
-def masked(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored configuration as readers see it: every sealed value masked, whatever the schema says now
-    (a field once secret stays sealed until declassified)."""
-    return map_sealed(stored, lambda _path, _value: MASK)
-
-
-async def plugin_row(runtime: Runtime, plugin_id: str) -> dict[str, Any]:
-    row = await catalog.get_plugin(runtime.pool, plugin_id)
+async def plugin_row(plugins: PluginQueries, plugin_id: str) -> dict[str, Any]:
+    row = await plugins.get(plugin_id)
     if row is None:
         raise PluginNotFound(f"plugin {plugin_id} is not known", plugin_id=plugin_id)
     return row
 
 
-async def uploaded_archive(form: Any, limits: ArchiveLimits) -> tuple[bytes, str | None]:
+async def uploaded_archive(form: Any, max_bytes: int) -> tuple[bytes, str | None]:
     """The bytes of the `archive` form field (read no further than one byte past the cap), and its file name."""
     upload = form.get("archive")
     if upload is None or isinstance(upload, str):
@@ -100,27 +105,16 @@ async def uploaded_archive(form: Any, limits: ArchiveLimits) -> tuple[bytes, str
         raise ApiError(
             400, "VALIDATION_FAILED", f"the archive's file name is longer than {MAX_NAME} characters", field="archive.filename"
         )
-    content = await upload.read(limits.max_bytes + 1)
-    if len(content) > limits.max_bytes:
-        raise ApiError(
-            413, "PAYLOAD_TOO_LARGE", f"the archive is larger than {limits.max_bytes} bytes", field="archive", limit=limits.max_bytes
-        )
+    content = await upload.read(max_bytes + 1)
+    if len(content) > max_bytes:
+        raise ApiError(413, "PAYLOAD_TOO_LARGE", f"the archive is larger than {max_bytes} bytes", field="archive", limit=max_bytes)
     return content, upload.filename
 
 
-async def source_from_request(request: Request, runtime: Runtime, model: type) -> tuple[dict, dict, bytes | None, Any]:
-    """Read where the plugin comes from: a multipart archive upload or a JSON body naming an entry point.
-
-    Returns (manifest, source, archive bytes or None, decoded JSON body or form fields).
-    """
-    if request.content_type[0] == "multipart/form-data":
-        form = await request.form()
-        limits = ArchiveLimits.of(runtime.settings)
-        content, filename = await uploaded_archive(form, limits)
-        manifest = await asyncio.to_thread(manifest_from_archive, content, limits)
-        source = {"kind": "file", "sha256": sha256_of(content), "size": len(content), "filename": filename}
-        return manifest, source, content, form
-    data = await body(request, model)
+def entry_point_of(data: PluginInstall | PluginUpdate | None) -> str:
+    """The entry point a JSON body names (the only source a JSON body can name on this server)."""
+    if data is None:
+        raise ApiError(400, "VALIDATION_FAILED", "a JSON request body is required", field="body")
     if data.source == "file":
         raise ApiError(
             400, "VALIDATION_FAILED", "source 'file' needs the archive uploaded as multipart/form-data field 'archive'",
@@ -133,14 +127,11 @@ async def source_from_request(request: Request, runtime: Runtime, model: type) -
         )
     if not data.entrypoint:
         raise ApiError(400, "VALIDATION_FAILED", "entrypoint is required when source is 'entrypoint'", field="entrypoint")
-    manifest, source = manifest_from_entry_point(data.entrypoint)
-    if data.version and manifest.get("version") != data.version:
-        raise ApiError(
-            400, "PLUGIN_SOURCE_INVALID",
-            f"entry point {data.entrypoint!r} provides version {manifest.get('version')}, not {data.version}",
-            field="version",
-        )
-    return manifest, source, None, data
+    return data.entrypoint
+
+
+def is_upload(request: Request) -> bool:
+    return request.content_type[0] == MULTIPART
 
 
 def form_json(form: Any, name: str) -> dict[str, Any]:
@@ -163,13 +154,14 @@ def form_bool(form: Any, name: str) -> bool:
 class PluginController(Controller):
     path = "/api/v1/plugins"
     tags = ["plugins"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = services.PLUGINS
 
     @get("/", operation_id="listPlugins", opt=rule("plugins:read", "any-site"), summary="List plugins with filters, sorting and pagination")
     async def list_plugins(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        plugins: NamedDependency[PluginQueries],
+        read_models: NamedDependency[ReadModels],
         status: FromQuery[str | None] = None,
         category: FromQuery[str | None] = None,
         search: FromQuery[str | None] = None,
@@ -183,9 +175,8 @@ class PluginController(Controller):
         consistent: FromQuery[bool] = False,
     ) -> Page[PluginSummary]:
         page_params(skip, limit, sort_by, sort_order, catalog.SORTABLE)
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        total, rows = await catalog.list_plugins(
-            runtime.pool,
+        await read_consistency(request, read_models, PROJECTION, consistent)
+        total, rows = await plugins.list(
             catalog.PluginFilter(status, category, search, tag, active_only, include_uninstalled),
             catalog.Page(skip, limit, sort_by, sort_order),
         )
@@ -193,98 +184,167 @@ class PluginController(Controller):
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
     @get("/{plugin_id:str}", operation_id="getPlugin", opt=rule("plugins:read", "any-site"), summary="A plugin's manifest, versions, dependencies and dependents")
-    async def get_plugin(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str], consistent: FromQuery[bool] = False) -> Response[Plugin]:
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        row = await plugin_row(runtime, plugin_id)
-        return Response(detail(row), headers={"ETag": f'"{row["stream_version"]}"'})
+    async def get_plugin(
+        self,
+        request: Request,
+        plugins: NamedDependency[PluginQueries],
+        read_models: NamedDependency[ReadModels],
+        disclosure: NamedDependency[ConfigDisclosure],
+        plugin_id: FromPath[str],
+        consistent: FromQuery[bool] = False,
+    ) -> Response[Plugin]:
+        await read_consistency(request, read_models, PROJECTION, consistent)
+        row = await plugin_row(plugins, plugin_id)
+        return Response(detail(row, disclosure), headers={"ETag": f'"{row["stream_version"]}"'})
 
-    @post("/install", operation_id="installPlugin", opt=rule("plugins:install"), summary="Install from an uploaded archive or an installed distribution")
-    async def install(self, request: Request, runtime: NamedDependency[Runtime]) -> Response[Written]:
-        manifest, source, archive, data = await source_from_request(request, runtime, PluginInstall)
-        if isinstance(data, PluginInstall):
-            config, auto_enable = data.config, data.auto_enable
+    @post(
+        "/install",
+        operation_id="installPlugin",
+        opt={**rule("plugins:install"), **INSTALL_UPLOAD},
+        summary="Install from an uploaded archive (multipart) or an installed distribution (JSON)",
+        **JSON_OR_UPLOAD,
+    )
+    async def install(
+        self,
+        request: Request,
+        commands: NamedDependency[Commands],
+        archive_max_bytes: NamedDependency[int],
+        data: JSONBody[PluginInstall | None] = None,
+    ) -> Response[Written]:
+        if is_upload(request):
+            form = await request.form()
+            content, filename = await uploaded_archive(form, archive_max_bytes)
+            cmd = c.InstallPlugin(
+                archive=content, filename=filename, config=form_json(form, "config"), auto_enable=form_bool(form, "auto_enable")
+            )
         else:
-            config, auto_enable = form_json(data, "config"), form_bool(data, "auto_enable")
-        cmd = c.InstallPlugin(manifest=manifest, source=source, config=config, auto_enable=auto_enable, archive=archive)
-        result = await runtime.execute(cmd, command_context(request))
+            entrypoint = entry_point_of(data)
+            cmd = c.InstallPlugin(entrypoint=entrypoint, version=data.version, config=data.config, auto_enable=data.auto_enable)
+        result = await commands.execute(cmd, command_context(request))
         plugin_id = result.stream_id.split(":", 1)[1]
         return written(result, plugin_id, 201, location=f"/api/v1/plugins/{plugin_id}")
 
-    @put("/{plugin_id:str}", operation_id="updatePlugin", opt=rule("plugins:update"), summary="Update to another version (the old one is kept)")
-    async def update(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        manifest, source, archive, _ = await source_from_request(request, runtime, PluginUpdate)
-        cmd = c.UpdatePlugin(plugin_id=plugin_id, manifest=manifest, source=source, archive=archive)
-        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+    @put(
+        "/{plugin_id:str}",
+        operation_id="updatePlugin",
+        opt={**rule("plugins:update"), **UPDATE_UPLOAD},
+        summary="Update to another version (the old one is kept)",
+        **JSON_OR_UPLOAD,
+    )
+    async def update(
+        self,
+        request: Request,
+        commands: NamedDependency[Commands],
+        archive_max_bytes: NamedDependency[int],
+        plugin_id: FromPath[str],
+        data: JSONBody[PluginUpdate | None] = None,
+    ) -> Response[Written]:
+        if is_upload(request):
+            content, filename = await uploaded_archive(await request.form(), archive_max_bytes)
+            cmd = c.UpdatePlugin(plugin_id=plugin_id, archive=content, filename=filename)
+        else:
+            cmd = c.UpdatePlugin(plugin_id=plugin_id, entrypoint=entry_point_of(data), version=data.version)
+        return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
-    @post("/{plugin_id:str}/rollback", operation_id="rollBackPlugin", opt=rule("plugins:update"), status_code=200)
-    async def rollback(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        data = await body(request, Rollback, default=Rollback())
-        cmd = c.RollBackPlugin(plugin_id=plugin_id, to_version=data.to_version)
-        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+    @post("/{plugin_id:str}/rollback", operation_id="rollBackPlugin", opt=rule("plugins:update"), status_code=200, **JSON_BODY)
+    async def rollback(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[Rollback | None] = None
+    ) -> Response[Written]:
+        cmd = c.RollBackPlugin(plugin_id=plugin_id, to_version=(data or Rollback()).to_version)
+        return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
-    async def _lifecycle(self, request: Request, runtime: Runtime, command: type, plugin_id: str) -> Response[Written]:
-        data = await body(request, Reason, default=Reason())
-        cmd = command(plugin_id=plugin_id, reason=data.reason)
-        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+    @staticmethod
+    async def _lifecycle(
+        request: Request, commands: Commands, command: type, plugin_id: str, data: Reason | None
+    ) -> Response[Written]:
+        cmd = command(plugin_id=plugin_id, reason=(data or Reason()).reason)
+        return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
-    @post("/{plugin_id:str}/enable", operation_id="enablePlugin", opt=rule("plugins:operate"), status_code=200)
-    async def enable(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        return await self._lifecycle(request, runtime, c.EnablePlugin, plugin_id)
+    @post("/{plugin_id:str}/enable", operation_id="enablePlugin", opt=rule("plugins:operate"), status_code=200, **JSON_BODY)
+    async def enable(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[Reason | None] = None
+    ) -> Response[Written]:
+        return await self._lifecycle(request, commands, c.EnablePlugin, plugin_id, data)
 
-    @post("/{plugin_id:str}/disable", operation_id="disablePlugin", opt=rule("plugins:operate"), status_code=200, summary="Global kill switch")
-    async def disable(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        return await self._lifecycle(request, runtime, c.DisablePlugin, plugin_id)
+    @post(
+        "/{plugin_id:str}/disable", operation_id="disablePlugin", opt=rule("plugins:operate"), status_code=200,
+        summary="Global kill switch", **JSON_BODY,
+    )
+    async def disable(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[Reason | None] = None
+    ) -> Response[Written]:
+        return await self._lifecycle(request, commands, c.DisablePlugin, plugin_id, data)
 
-    @post("/{plugin_id:str}/restart", operation_id="restartPlugin", opt=rule("plugins:operate"), status_code=200)
-    async def restart(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        return await self._lifecycle(request, runtime, c.RestartPlugin, plugin_id)
+    @post("/{plugin_id:str}/restart", operation_id="restartPlugin", opt=rule("plugins:operate"), status_code=200, **JSON_BODY)
+    async def restart(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[Reason | None] = None
+    ) -> Response[Written]:
+        return await self._lifecycle(request, commands, c.RestartPlugin, plugin_id, data)
 
-    @post("/{plugin_id:str}/reload", operation_id="reloadPlugin", opt=rule("plugins:operate"), status_code=200)
-    async def reload(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        return await self._lifecycle(request, runtime, c.ReloadPlugin, plugin_id)
+    @post("/{plugin_id:str}/reload", operation_id="reloadPlugin", opt=rule("plugins:operate"), status_code=200, **JSON_BODY)
+    async def reload(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[Reason | None] = None
+    ) -> Response[Written]:
+        return await self._lifecycle(request, commands, c.ReloadPlugin, plugin_id, data)
 
-    @delete("/{plugin_id:str}", operation_id="uninstallPlugin", opt=rule("plugins:uninstall"), status_code=200)
+    @delete(
+        "/{plugin_id:str}", operation_id="uninstallPlugin", opt=rule("plugins:uninstall"), status_code=200,
+        summary="Uninstall; options as a JSON body or as query parameters", **JSON_BODY,
+    )
     async def uninstall(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        commands: NamedDependency[Commands],
         plugin_id: FromPath[str],
-        force: FromQuery[bool] = False,
-        cleanup_data: FromQuery[bool] = False,
+        force: FromQuery[bool | None] = None,
+        cleanup_data: FromQuery[bool | None] = None,
         reason: FromQuery[str | None] = None,
+        data: JSONBody[PluginUninstall | None] = None,
     ) -> Response[Written]:
-        cmd = c.UninstallPlugin(plugin_id=plugin_id, reason=reason, force=force, cleanup_data=cleanup_data)
-        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+        queried = {"force": force, "cleanup_data": cleanup_data, "reason": reason}
+        if data is not None and any(value is not None for value in queried.values()):
+            named = next(name for name, value in queried.items() if value is not None)
+            raise ApiError(
+                400, "VALIDATION_FAILED", "give the uninstall options either as query parameters or as a JSON body, not both",
+                field=named,
+            )
+        if data is None:
+            data = PluginUninstall(reason=reason, force=bool(force), cleanup_data=bool(cleanup_data))
+        cmd = c.UninstallPlugin(plugin_id=plugin_id, reason=data.reason, force=data.force, cleanup_data=data.cleanup_data)
+        return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
     @get("/{plugin_id:str}/config", operation_id="getPluginConfig", opt=rule("plugins:read", "any-site"), summary="Configuration, secrets masked")
     async def get_config(
         self,
         request: Request,
-        runtime: NamedDependency[Runtime],
+        plugins: NamedDependency[PluginQueries],
+        read_models: NamedDependency[ReadModels],
+        disclosure: NamedDependency[ConfigDisclosure],
+        authority: NamedDependency[Authority],
         plugin_id: FromPath[str],
         include_secrets: FromQuery[bool] = False,
         consistent: FromQuery[bool] = False,
     ) -> Response[PluginConfig]:
-        if include_secrets and runtime.authority.enabled and not access_of(request).allows("plugins:read_secrets"):
+        if include_secrets and authority.enabled and not access_of(request).allows("plugins:read_secrets"):
             raise ApiError(
                 403, "FORBIDDEN", "include_secrets needs permission plugins:read_secrets", required_permission="plugins:read_secrets"
             )
-        await read_consistency(request, runtime, PROJECTION, consistent)
-        row = await plugin_row(runtime, plugin_id)
-        stored, schema = row["config"], row["manifest"].get("config_schema", {})
-        if include_secrets:
-            config = map_sealed(stored, lambda _path, value: runtime.cipher.unseal(value))
-        else:
-            config = masked(stored)
-        sealed = [path_of(loc) for loc in sealed_locations(stored)]
-        payload = PluginConfig(plugin_id, config, schema, secret_paths(schema), row["stream_version"], sealed)
+        await read_consistency(request, read_models, PROJECTION, consistent)
+        row = await plugin_row(plugins, plugin_id)
+        schema = row["manifest"].get("config_schema", {})
+        shown = disclosure.show(row["config"], schema, include_secrets)
+        payload = PluginConfig(plugin_id, shown.config, schema, shown.secrets, row["stream_version"], shown.sealed)
         return Response(payload, headers={"ETag": f'"{row["stream_version"]}"', "Cache-Control": "no-store"})
 
-    @put("/{plugin_id:str}/config", operation_id="setPluginConfig", opt=rule("plugins:configure"), summary="Replace the configuration (validated)")
-    async def put_config(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        data = await body(request, PluginConfigUpdate)
+    @put(
+        "/{plugin_id:str}/config", operation_id="setPluginConfig", opt=rule("plugins:configure"),
+        summary="Replace the configuration (validated)", **JSON_BODY,
+    )
+    async def put_config(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[PluginConfigUpdate]
+    ) -> Response[Written]:
         cmd = c.ConfigurePlugin(plugin_id=plugin_id, config=data.config)
-        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+        return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
     @post(
         "/{plugin_id:str}/config/declassify",
@@ -292,23 +352,27 @@ class PluginController(Controller):
         opt=rule("plugins:declassify"),
         status_code=200,
         summary="Store sealed fields in clear from now on (audited; administrators only)",
+        **JSON_BODY,
     )
-    async def declassify(self, request: Request, runtime: NamedDependency[Runtime], plugin_id: FromPath[str]) -> Response[Written]:
-        data = await body(request, PluginDeclassify)
+    async def declassify(
+        self, request: Request, commands: NamedDependency[Commands], plugin_id: FromPath[str], data: JSONBody[PluginDeclassify]
+    ) -> Response[Written]:
         if not data.reason.strip():
             raise ApiError(400, "VALIDATION_FAILED", "reason must say why the fields are no longer secret", field="reason")
         cmd = c.DeclassifyConfig(plugin_id=plugin_id, fields=data.fields, reason=data.reason.strip())
-        return written(await runtime.execute(cmd, command_context(request)), plugin_id)
+        return written(await commands.execute(cmd, command_context(request)), plugin_id)
 
 
 class ArchiveController(Controller):
     path = "/api/v1/archives"
     tags = ["plugins"]
-    dependencies = {"runtime": Provide(provide_runtime, sync_to_thread=False)}
+    dependencies = services.ARCHIVES
 
     @get("/{sha256:str}", operation_id="getPluginArchive", opt=rule("plugins:read", "any-site"), summary="A stored plugin archive, by its sha256")
-    async def get_archive(self, runtime: NamedDependency[Runtime], sha256: Annotated[str, PathParameter(pattern="^[0-9a-f]{64}$")]) -> Response[bytes]:
-        content = await runtime.archives.get(sha256)
+    async def get_archive(
+        self, archives: NamedDependency[Archives], sha256: Annotated[str, PathParameter(pattern="^[0-9a-f]{64}$")]
+    ) -> Response[bytes]:
+        content = await archives.get(sha256)
         if content is None:
             raise ApiError(404, "ARCHIVE_NOT_FOUND", f"no archive with sha256 {sha256}", sha256=sha256)
         return Response(content, media_type="application/zip", headers={"ETag": f'"{sha256}"'})

@@ -100,6 +100,14 @@ class Rollback(msgspec.Struct, forbid_unknown_fields=True):
     reason: Text | None = None
 
 
+class PluginUninstall(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of `DELETE /plugins/{id}` (the same options are also taken as query parameters, not both)."""
+
+    reason: Text | None = None
+    force: bool = False
+    cleanup_data: bool = False
+
+
 class PluginConfigUpdate(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, Any]
 

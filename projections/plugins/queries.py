@@ -105,6 +105,19 @@ async def get_plugin(pool: asyncpg.Pool, plugin_id: str) -> dict[str, Any] | Non
     return plugin
 
 
+class PluginQueries:
+    """The plugin catalog's questions as one object over the pool (what the HTTP controllers are given)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def list(self, f: PluginFilter, page: Page) -> tuple[int, list[dict[str, Any]]]:
+        return await list_plugins(self.pool, f, page)
+
+    async def get(self, plugin_id: str) -> dict[str, Any] | None:
+        return await get_plugin(self.pool, plugin_id)
+
+
 async def _dependents(conn: asyncpg.Connection | asyncpg.Pool, plugin_id: str) -> list[str]:
     rows = await conn.fetch(
         f"SELECT d.plugin_id FROM {SCHEMA}.plugin_dependencies d JOIN {SCHEMA}.plugins p USING (plugin_id)"

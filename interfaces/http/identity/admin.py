@@ -154,7 +154,7 @@ class UserAdminController(Controller):
         items = [user_out(r, sites) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
-    @post("/", operation_id="createUser", opt=rule("users:create"), status_code=201, dto=JsonBody[UserCreate], return_dto=None)
+    @post("/", operation_id="createUser", opt=rule("users:create"), status_code=201, dto=JsonBody, return_dto=None)
     async def create_user(self, request: Request, data: JSONBody[UserCreate], execute: NamedDependency[Execute]) -> Response[Written]:
         cmd = i.RegisterUser(email=data.email, password=data.password, full_name=data.full_name, active=data.is_active)
         result = await execute(cmd, command_context(request))
@@ -179,7 +179,7 @@ class UserAdminController(Controller):
         operation_id="deactivateUser",
         opt=rule("users:manage"),
         status_code=200,
-        dto=JsonBody[Deactivation],
+        dto=JsonBody,
         return_dto=None,
         summary="Deactivate a user (the body, with a reason, is optional): its sign-ins end at once",
     )
@@ -250,7 +250,7 @@ class RoleAdminController(Controller):
         items = [role_out(r) for r in rows]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
-    @post("/", operation_id="createRole", opt=rule("roles:manage"), status_code=201, dto=JsonBody[RoleCreate], return_dto=None)
+    @post("/", operation_id="createRole", opt=rule("roles:manage"), status_code=201, dto=JsonBody, return_dto=None)
     async def create_role(self, request: Request, data: JSONBody[RoleCreate], execute: NamedDependency[Execute]) -> Response[Written]:
         cmd = i.CreateRole(name=data.name, description=data.description, permissions=data.permissions)
         result = await execute(cmd, command_context(request))
@@ -267,7 +267,7 @@ class RoleAdminController(Controller):
             raise ApiError(404, "ROLE_NOT_FOUND", f"role {role_id} is not known", role=role_id)
         return Response(role_out(row), headers={"ETag": f'"{row["stream_version"]}"'})
 
-    @put("/{role_id:str}", operation_id="updateRole", opt=rule("roles:manage"), dto=JsonBody[RoleUpdate], return_dto=None)
+    @put("/{role_id:str}", operation_id="updateRole", opt=rule("roles:manage"), dto=JsonBody, return_dto=None)
     async def update_role(
         self, request: Request, data: JSONBody[RoleUpdate], execute: NamedDependency[Execute], role_id: FromPath[str]
     ) -> Response[Written]:
@@ -306,7 +306,7 @@ class PermissionAdminController(Controller):
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
     @post(
-        "/", operation_id="createPermission", opt=rule("roles:manage"), status_code=201, dto=JsonBody[PermissionCreate], return_dto=None
+        "/", operation_id="createPermission", opt=rule("roles:manage"), status_code=201, dto=JsonBody, return_dto=None
     )
     async def create_permission(self, request: Request, data: JSONBody[PermissionCreate], execute: NamedDependency[Execute]) -> Response[Written]:
         result = await execute(i.DefinePermission(name=data.name, description=data.description), command_context(request))

@@ -99,7 +99,7 @@ class AuthController(Controller):
         opt=PUBLIC,
         cache_control=NO_STORE,
         status_code=202,
-        dto=JsonBody[Registration],
+        dto=JsonBody,
         return_dto=None,
         summary="Create an account (no roles); the same answer whether or not the address already has one",
     )
@@ -113,7 +113,7 @@ class AuthController(Controller):
         opt=PUBLIC,
         cache_control=NO_STORE,
         status_code=200,
-        dto=FormOrJsonBody[Login],
+        dto=FormOrJsonBody,
         return_dto=None,
         summary="Sign in (JSON or form)",
     )
@@ -131,7 +131,7 @@ class AuthController(Controller):
         opt=PUBLIC,
         cache_control=NO_STORE,
         status_code=200,
-        dto=JsonBody[RefreshRequest],
+        dto=JsonBody,
         return_dto=None,
         summary="Rotate the refresh token",
     )
@@ -146,7 +146,7 @@ class AuthController(Controller):
         operation_id="logout",
         opt=AUTHENTICATED,
         status_code=200,
-        dto=JsonBody[RefreshRequest],
+        dto=JsonBody,
         return_dto=None,
         summary="End this sign-in: its refresh tokens and access tokens stop working at once",
     )
