@@ -27,8 +27,7 @@ in the log, its read models and audit trails unaffected; only its copy in JetStr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +38,6 @@ import structlog
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
-from application.ports import StoredEvent
 from infrastructure.telemetry import metrics
 from infrastructure.stream import unpublishable
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
@@ -82,12 +80,8 @@ def token(text: str | None, default: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def subject_of(event: StoredEvent, prefix: str) -> str:
-    """`<prefix>.<site|global>.<stream_type>.<event name>`, e.g. charter.events.global.plugin.Installed."""
-    return _subject(prefix, event.site_id, event.stream_type, event.event_type)
-
-
 def _subject(prefix: str, site_id: str | None, stream_type: str, event_type: str) -> str:
+    """`<prefix>.<site|global>.<stream_type>.<event name>`, e.g. charter.events.global.plugin.Installed."""
     name = event_type.split(".", 1)[-1]
     return f"{prefix}.{token(site_id, 'global')}.{token(stream_type, 'stream')}.{token(name, 'event')}"
 
@@ -233,7 +227,6 @@ class RelayState:
     cursor: tuple[int, int] = (0, 0)
     holding: dict[str, Any] | None = None  # the event the relay waits at, and why
     skipped: int = 0
-    listeners: list[Callable[[int], Awaitable[None] | None]] = field(default_factory=list)
 
 
 class Relay:
