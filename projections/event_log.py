@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from infrastructure.eventlog.eventstore import PUBLIC_PAYLOAD
-from projections.sql import fetch_page
+from projections.sql import Where, fetch_page, order_by
 
 
 @dataclass(frozen=True)
@@ -25,49 +25,41 @@ class EventQuery:
     visible_sites: set[str] | None = None  # None: every site and the global events
 
 
-def _where(q: EventQuery) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-
-    def add(sql: str, value: Any) -> None:
-        args.append(value)
-        clauses.append(sql.replace("?", f"${len(args)}"))
-
+def _where(q: EventQuery) -> Where:
+    where = Where()
     if q.site_id == "global":
-        clauses.append("site_id IS NULL")
+        where.add("site_id IS NULL")
     elif q.site_id:
-        add("site_id = ?", q.site_id)
+        where.add("site_id = {}", q.site_id)
     if q.stream_id:
-        add("stream_id = ?", q.stream_id)
+        where.add("stream_id = {}", q.stream_id)
     if q.stream_type:
-        add("stream_type = ?", q.stream_type)
+        where.add("stream_type = {}", q.stream_type)
     if q.event_type:
-        add("event_type = ANY(?::text[])", [t.strip() for t in q.event_type.split(",") if t.strip()])
+        where.add("event_type = ANY({}::text[])", [t.strip() for t in q.event_type.split(",") if t.strip()])
     if q.actor:
-        add("metadata->>'actor' = ?", q.actor)
+        where.add("metadata->>'actor' = {}", q.actor)
     if q.since:
-        add("recorded_at >= ?", q.since)
+        where.add("recorded_at >= {}", q.since)
     if q.until:
-        add("recorded_at < ?", q.until)
+        where.add("recorded_at < {}", q.until)
     if q.after_position is not None:
-        add("position > ?", q.after_position)
+        where.add("position > {}", q.after_position)
     if q.visible_sites is not None:
-        add("site_id = ANY(?::text[])", sorted(q.visible_sites))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+        where.add("site_id = ANY({}::text[])", sorted(q.visible_sites))
+    return where
 
 
 async def list_events(
     pool: asyncpg.Pool, q: EventQuery, skip: int, limit: int, descending: bool = False
 ) -> tuple[int, list[dict[str, Any]]]:
-    where, args = _where(q)
     return await fetch_page(
         pool,
         columns="position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
         f" schema_version, site_id, metadata->>'actor' AS actor, recorded_at, {PUBLIC_PAYLOAD} AS payload, metadata",
         source="events",
-        where=where,
-        args=args,
-        order=f"position {'DESC' if descending else 'ASC'}",
+        where=_where(q),
+        order=order_by("position", descending),
         skip=skip,
         limit=limit,
     )
