@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from application.envelope import EventEnvelope, passed_through
 from infrastructure.eventlog.eventstore import PUBLIC_PAYLOAD
 from projections.sql import Where, fetch_page, order_by
 
@@ -50,16 +51,25 @@ def _where(q: EventQuery) -> Where:
     return where
 
 
+# The envelope's fields in its order, payload (credentials withheld) and metadata as stored JSON text.
+_COLUMNS = (
+    "event_id::text AS event_id, position, transaction_id::text::bigint AS transaction_id, stream_id, stream_type,"
+    " stream_version, event_type, schema_version, site_id, metadata->>'actor' AS actor, recorded_at,"
+    f" {PUBLIC_PAYLOAD}::text AS payload, metadata::text AS metadata"
+)
+
+
 async def list_events(
     pool: asyncpg.Pool, q: EventQuery, skip: int, limit: int, descending: bool = False
-) -> tuple[int, list[dict[str, Any]]]:
-    return await fetch_page(
-        pool,
-        columns="position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
-        f" schema_version, site_id, metadata->>'actor' AS actor, recorded_at, {PUBLIC_PAYLOAD} AS payload, metadata",
-        source="events",
-        where=_where(q),
-        order=order_by("position", descending),
-        skip=skip,
-        limit=limit,
+) -> tuple[int, list[EventEnvelope]]:
+    """The total of events matching `q` and one page of them, as the envelopes JetStream carries."""
+    total, rows = await fetch_page(
+        pool, columns=_COLUMNS, source="events", where=_where(q), order=order_by("position", descending),
+        skip=skip, limit=limit,
     )
+    return total, [envelope(row) for row in rows]
+
+
+def envelope(row: dict[str, Any]) -> EventEnvelope:
+    """One row of `_COLUMNS` as the envelope (its payload and metadata passed through as stored)."""
+    return passed_through(**row)

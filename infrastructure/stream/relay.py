@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -38,6 +37,7 @@ import structlog
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
+from application.envelope import passed_through
 from infrastructure.telemetry import metrics
 from infrastructure.stream import unpublishable
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
@@ -86,29 +86,13 @@ def _subject(prefix: str, site_id: str | None, stream_type: str, event_type: str
     return f"{prefix}.{token(site_id, 'global')}.{token(stream_type, 'stream')}.{token(name, 'event')}"
 
 
-class Envelope(msgspec.Struct):
-    """The message body published for every event (what SSE clients and extensions receive)."""
-
-    event_id: str
-    position: int
-    transaction_id: int
-    stream_id: str
-    stream_type: str
-    stream_version: int
-    event_type: str
-    schema_version: int
-    site_id: str | None
-    recorded_at: datetime
-    payload: msgspec.Raw  # the stored JSON, passed through as PostgreSQL returns it
-    metadata: msgspec.Raw
-
-
 # The outbox read: the never-skip global order, with payload (credentials withheld) and metadata as
-# stored JSON text (passed through, never decoded) and the two metadata fields that become headers.
+# stored JSON text (passed through, never decoded), the two metadata fields that become headers and the
+# actor (a field of the envelope).
 READ_OUTBOX = f"""
 SELECT position, transaction_id::text::bigint, event_id::text, stream_id, stream_type, stream_version,
        event_type, schema_version, site_id, recorded_at, {PUBLIC_PAYLOAD}::text, metadata::text,
-       metadata->>'traceparent', metadata->>'correlation_id'
+       metadata->>'traceparent', metadata->>'correlation_id', metadata->>'actor'
 FROM events {NEVER_SKIP}"""
 
 
@@ -150,7 +134,7 @@ class Outbox:
         out = []
         subjects, encode, skipped = self._subjects, self._encode, self.skipped
         for (position, tx, event_id, stream_id, stream_type, version, event_type, schema, site_id, recorded_at,
-             payload, metadata, traceparent, correlation_id) in rows:
+             payload, metadata, traceparent, correlation_id, actor) in rows:
             if skipped and event_id in skipped:
                 continue
             key = (site_id, stream_type, event_type)
@@ -160,8 +144,8 @@ class Outbox:
                     subjects.clear()
                 subject = subjects[key] = _subject(self.prefix, site_id, stream_type, event_type)
             data = encode(
-                Envelope(event_id, position, tx, stream_id, stream_type, version, event_type, schema, site_id,
-                         recorded_at, msgspec.Raw(payload), msgspec.Raw(metadata))
+                passed_through(event_id, position, tx, stream_id, stream_type, version, event_type, schema, site_id,
+                               actor, recorded_at, payload, metadata)
             )
             headers = {
                 "Nats-Msg-Id": event_id,
