@@ -47,7 +47,6 @@ class Recorded:
 
     stream_id: str
     version: int
-    aggregate: type[Aggregate]
     name: str  # the event class name, e.g. "Installed"
     payload: bytes  # JSON, as the store would keep it
     timestamp: datetime
@@ -106,14 +105,14 @@ class MemoryRepository:
             self.idempotency.append(idempotency)
         results = []
         for (loaded, site_id, events), payloads in zip(pending, encoded):
-            stream = self.streams.setdefault(loaded.stream_id, [])
             for event, payload in zip(events, payloads):
                 self.position += 1
-                stream.append(
-                    Recorded(loaded.stream_id, event.originator_version, type(loaded.aggregate), type(event).__name__,
-                             payload, event.timestamp, dict(metadata), site_id, self.position)
+                self.streams.setdefault(loaded.stream_id, []).append(
+                    Recorded(loaded.stream_id, event.originator_version, type(event).__name__, payload, event.timestamp,
+                             dict(metadata), site_id, self.position)
                 )
-            results.append(AppendResult(loaded.stream_id, len(stream), self.position if events else None))
+            # as the store answers: the stream's new version, the position of its last event (None: nothing written)
+            results.append(AppendResult(loaded.stream_id, loaded.version + len(events), self.position if events else None))
         return results
 
     # -- for the tests ----------------------------------------------------------------------------
