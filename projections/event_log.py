@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from application.envelope import EventEnvelope, passed_through
 from infrastructure.eventlog.eventstore import PUBLIC_PAYLOAD
-from projections.sql import fetch_page
+from projections.sql import Where, fetch_page, order_by
 
 
 @dataclass(frozen=True)
@@ -25,52 +26,53 @@ class EventQuery:
     visible_sites: set[str] | None = None  # None: every site and the global events
 
 
-def _where(q: EventQuery) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-
-    def add(sql: str, value: Any) -> None:
-        args.append(value)
-        clauses.append(sql.replace("?", f"${len(args)}"))
-
+def _where(q: EventQuery) -> Where:
+    where = Where()
     if q.site_id == "global":
-        clauses.append("site_id IS NULL")
+        where.add("site_id IS NULL")
     elif q.site_id:
-        add("site_id = ?", q.site_id)
+        where.add("site_id = {}", q.site_id)
     if q.stream_id:
-        add("stream_id = ?", q.stream_id)
+        where.add("stream_id = {}", q.stream_id)
     if q.stream_type:
-        add("stream_type = ?", q.stream_type)
+        where.add("stream_type = {}", q.stream_type)
     if q.event_type:
-        add("event_type = ANY(?::text[])", [t.strip() for t in q.event_type.split(",") if t.strip()])
+        where.add("event_type = ANY({}::text[])", [t.strip() for t in q.event_type.split(",") if t.strip()])
     if q.actor:
-        add("metadata->>'actor' = ?", q.actor)
+        where.add("metadata->>'actor' = {}", q.actor)
     if q.since:
-        add("recorded_at >= ?", q.since)
+        where.add("recorded_at >= {}", q.since)
     if q.until:
-        add("recorded_at < ?", q.until)
+        where.add("recorded_at < {}", q.until)
     if q.after_position is not None:
-        add("position > ?", q.after_position)
+        where.add("position > {}", q.after_position)
     if q.visible_sites is not None:
-        add("site_id = ANY(?::text[])", sorted(q.visible_sites))
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+        where.add("site_id = ANY({}::text[])", sorted(q.visible_sites))
+    return where
+
+
+# The envelope's fields in its order, payload (credentials withheld) and metadata as stored JSON text.
+_COLUMNS = (
+    "event_id::text AS event_id, position, transaction_id::text::bigint AS transaction_id, stream_id, stream_type,"
+    " stream_version, event_type, schema_version, site_id, metadata->>'actor' AS actor, recorded_at,"
+    f" {PUBLIC_PAYLOAD}::text AS payload, metadata::text AS metadata"
+)
 
 
 async def list_events(
     pool: asyncpg.Pool, q: EventQuery, skip: int, limit: int, descending: bool = False
-) -> tuple[int, list[dict[str, Any]]]:
-    where, args = _where(q)
-    return await fetch_page(
-        pool,
-        columns="position, event_id::text AS event_id, stream_id, stream_type, stream_version, event_type,"
-        f" schema_version, site_id, metadata->>'actor' AS actor, recorded_at, {PUBLIC_PAYLOAD} AS payload, metadata",
-        source="events",
-        where=where,
-        args=args,
-        order=f"position {'DESC' if descending else 'ASC'}",
-        skip=skip,
-        limit=limit,
+) -> tuple[int, list[EventEnvelope]]:
+    """The total of events matching `q` and one page of them, as the envelopes JetStream carries."""
+    total, rows = await fetch_page(
+        pool, columns=_COLUMNS, source="events", where=_where(q), order=order_by("position", descending),
+        skip=skip, limit=limit,
     )
+    return total, [envelope(row) for row in rows]
+
+
+def envelope(row: dict[str, Any]) -> EventEnvelope:
+    """One row of `_COLUMNS` as the envelope (its payload and metadata passed through as stored)."""
+    return passed_through(**row)
 
 
 class EventLogQueries:
@@ -79,5 +81,5 @@ class EventLogQueries:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def list(self, q: EventQuery, skip: int, limit: int, descending: bool = False) -> tuple[int, list[dict[str, Any]]]:
+    async def list(self, q: EventQuery, skip: int, limit: int, descending: bool = False) -> tuple[int, list[EventEnvelope]]:
         return await list_events(self.pool, q, skip, limit, descending)

@@ -41,10 +41,6 @@ class InvalidEmail(DomainError):
     code = "VALIDATION_FAILED"
 
 
-class UserInactive(DomainError):
-    code = "USER_INACTIVE"
-
-
 class GrantNotHeld(DomainError):
     code = "GRANT_NOT_FOUND"
 

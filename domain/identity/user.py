@@ -11,7 +11,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.identity.access import ADMIN_ROLE, Grant, check_role_name, check_site_id
-from domain.identity.errors import InvalidEmail, UserInactive, GrantNotHeld
+from domain.identity.errors import InvalidEmail, GrantNotHeld
 
 STREAM_TYPE = "user"
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,255}$")
@@ -71,10 +71,6 @@ class User(Aggregate):
     def is_admin(self) -> bool:
         """An active holder of `admin` granted everywhere (who the admin registry counts)."""
         return self.active and Grant(ADMIN_ROLE, None) in self.grants
-
-    def check_active(self) -> None:
-        if not self.active:
-            raise UserInactive(f"user {self.email} is deactivated", user_id=str(self.id))
 
     def activate(self) -> bool:
         if self.active:

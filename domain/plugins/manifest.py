@@ -49,9 +49,6 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True):
     homepage: Url | None = None
     license: Name | None = None
 
-    def parsed_version(self) -> Version:
-        return Version(self.version)
-
     def to_dict(self) -> dict[str, Any]:
         return msgspec.to_builtins(self)
 

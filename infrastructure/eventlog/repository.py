@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -123,6 +123,3 @@ class AggregateRepository:
             )
         return await self.store.append_all(requests)
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -27,6 +27,7 @@ import structlog
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from application.envelope import envelope_view
 from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.projector import cancel_requested
 from infrastructure.stream.relay import StreamSettings, ensure_stream
@@ -47,30 +48,19 @@ class Delivered:
     stream_type: str
     stream_id: str
     event_type: str
-    position: int
-    recorded_at: str
     frame: bytes
     traceparent: str | None = None  # the command's span, from the message's header (read while tracing)
 
 
-class _Header(msgspec.Struct):
-    stream_id: str
-    stream_type: str
-    event_type: str
-    position: int
-    site_id: str | None = None
-    recorded_at: str = ""
-
-
-_decode_header = msgspec.json.Decoder(_Header).decode
+# The routing fields of the event envelope (the message body), read without decoding the rest.
+_decode_routing = msgspec.json.Decoder(envelope_view("Routing", "site_id", "stream_type", "stream_id", "event_type")).decode
 
 
 def delivered_from(seq: int, data: bytes, traceparent: str | None = None) -> Delivered:
-    head = _decode_header(data)
+    """The message body is the envelope: the SSE frame's `data:` is that body as it came."""
+    head: Any = _decode_routing(data)
     frame = b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, head.event_type.encode(), data)
-    return Delivered(
-        seq, head.site_id, head.stream_type, head.stream_id, head.event_type, head.position, head.recorded_at, frame, traceparent
-    )
+    return Delivered(seq, head.site_id, head.stream_type, head.stream_id, head.event_type, frame, traceparent)
 
 
 Filter = Callable[[Delivered], bool]

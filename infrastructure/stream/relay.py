@@ -27,9 +27,7 @@ in the log, its read models and audit trails unaffected; only its copy in JetStr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -39,6 +37,7 @@ import structlog
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
+from application.envelope import passed_through
 from application.ports import StoredEvent
 from infrastructure.telemetry import metrics, tracing
 from infrastructure.stream import unpublishable
@@ -82,39 +81,19 @@ def token(text: str | None, default: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def subject_of(event: StoredEvent, prefix: str) -> str:
-    """`<prefix>.<site|global>.<stream_type>.<event name>`, e.g. charter.events.global.plugin.Installed."""
-    return _subject(prefix, event.site_id, event.stream_type, event.event_type)
-
-
 def _subject(prefix: str, site_id: str | None, stream_type: str, event_type: str) -> str:
+    """`<prefix>.<site|global>.<stream_type>.<event name>`, e.g. charter.events.global.plugin.Installed."""
     name = event_type.split(".", 1)[-1]
     return f"{prefix}.{token(site_id, 'global')}.{token(stream_type, 'stream')}.{token(name, 'event')}"
 
 
-class Envelope(msgspec.Struct):
-    """The message body published for every event (what SSE clients and extensions receive)."""
-
-    event_id: str
-    position: int
-    transaction_id: int
-    stream_id: str
-    stream_type: str
-    stream_version: int
-    event_type: str
-    schema_version: int
-    site_id: str | None
-    recorded_at: datetime
-    payload: msgspec.Raw  # the stored JSON, passed through as PostgreSQL returns it
-    metadata: msgspec.Raw
-
-
 # The outbox read: the never-skip global order, with payload (credentials withheld) and metadata as
-# stored JSON text (passed through, never decoded) and the two metadata fields that become headers.
+# stored JSON text (passed through, never decoded), the two metadata fields that become headers and the
+# actor (a field of the envelope).
 READ_OUTBOX = f"""
 SELECT position, transaction_id::text::bigint, event_id::text, stream_id, stream_type, stream_version,
        event_type, schema_version, site_id, recorded_at, {PUBLIC_PAYLOAD}::text, metadata::text,
-       metadata->>'traceparent', metadata->>'correlation_id'
+       metadata->>'traceparent', metadata->>'correlation_id', metadata->>'actor'
 FROM events {NEVER_SKIP}"""
 
 
@@ -156,7 +135,7 @@ class Outbox:
         out = []
         subjects, encode, skipped = self._subjects, self._encode, self.skipped
         for (position, tx, event_id, stream_id, stream_type, version, event_type, schema, site_id, recorded_at,
-             payload, metadata, traceparent, correlation_id) in rows:
+             payload, metadata, traceparent, correlation_id, actor) in rows:
             if skipped and event_id in skipped:
                 continue
             key = (site_id, stream_type, event_type)
@@ -166,8 +145,8 @@ class Outbox:
                     subjects.clear()
                 subject = subjects[key] = _subject(self.prefix, site_id, stream_type, event_type)
             data = encode(
-                Envelope(event_id, position, tx, stream_id, stream_type, version, event_type, schema, site_id,
-                         recorded_at, msgspec.Raw(payload), msgspec.Raw(metadata))
+                passed_through(event_id, position, tx, stream_id, stream_type, version, event_type, schema, site_id,
+                               actor, recorded_at, payload, metadata)
             )
             headers = {
                 "Nats-Msg-Id": event_id,
@@ -233,7 +212,6 @@ class RelayState:
     cursor: tuple[int, int] = (0, 0)
     holding: dict[str, Any] | None = None  # the event the relay waits at, and why
     skipped: int = 0
-    listeners: list[Callable[[int], Awaitable[None] | None]] = field(default_factory=list)
 
 
 class Relay:

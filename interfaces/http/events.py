@@ -9,7 +9,6 @@ from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
-import msgspec
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.params import FromQuery
@@ -18,6 +17,7 @@ from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
+from application.envelope import EventEnvelope
 from infrastructure.stream.hub import Delivered, EventHub, Filter
 from interfaces.http import dependencies as services
 from interfaces.http.common import page_params
@@ -27,21 +27,6 @@ from interfaces.http.schemas import Page
 from interfaces.http.security import rule, still_allowed, visible_sites
 from interfaces.runtime import Authority
 from projections import event_log
-
-
-class LoggedEvent(msgspec.Struct):
-    position: int
-    event_id: str
-    stream_id: str
-    stream_type: str
-    stream_version: int
-    event_type: str
-    schema_version: int
-    site_id: str | None
-    actor: str | None
-    recorded_at: datetime
-    payload: dict[str, Any]
-    metadata: dict[str, Any]
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -111,7 +96,7 @@ class EventController(Controller):
         skip: FromQuery[int] = 0,
         limit: FromQuery[int] = 50,
         sort_order: FromQuery[str] = "asc",
-    ) -> Page[LoggedEvent]:
+    ) -> Page[EventEnvelope]:
         page_params(skip, limit, "position", sort_order, {"position": "position"})
         since, until = as_utc(since), as_utc(until)
         if since and until and since > until:
@@ -120,8 +105,7 @@ class EventController(Controller):
             site_id, stream, stream_type, event_type, actor, since, until, after_position,
             visible_sites=visible_sites(request, "events:read"),
         )
-        total, rows = await events.list(query, skip, limit, sort_order == "desc")
-        items = [msgspec.convert(r, LoggedEvent, strict=False) for r in rows]
+        total, items = await events.list(query, skip, limit, sort_order == "desc")
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
     @get(

@@ -97,7 +97,6 @@ class Reason(msgspec.Struct, forbid_unknown_fields=True):
 
 class Rollback(msgspec.Struct, forbid_unknown_fields=True):
     to_version: VersionText | None = None
-    reason: Text | None = None
 
 
 class PluginUninstall(msgspec.Struct, forbid_unknown_fields=True):

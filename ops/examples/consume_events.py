@@ -5,7 +5,8 @@ Charter publishes every event of its log, once and in the global order, to the J
 `CHARTER_EVENTS` on the subject `charter.events.<site|global>.<stream_type>.<EventName>`
 (for example `charter.events.global.plugin.Installed`). The message body is the event envelope (JSON):
 `event_id, position, transaction_id, stream_id, stream_type, stream_version, event_type,
-schema_version, site_id, recorded_at, payload, metadata`.
+schema_version, site_id, actor, recorded_at, payload, metadata` (the same JSON as an item of
+`GET /api/v1/events` and the `data:` of an SSE event).
 
 This program creates (or binds to) a DURABLE pull consumer named `--durable` with explicit acks, fetches
 events in batches, hands each one to a handler (here: print one line) and acknowledges it only after

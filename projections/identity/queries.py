@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from projections.identity.projection import SCHEMA
-from projections.sql import fetch_page
+from projections.sql import Where, contains, fetch_page, order_by
 
 USER_SORTABLE = {"email": "email", "full_name": "full_name", "created_at": "created_at", "updated_at": "updated_at"}
 ROLE_SORTABLE = {"name": "name", "created_at": "created_at"}
@@ -18,10 +18,6 @@ _GRANTS = (
     f" 'granted_at', g.granted_at, 'granted_by', g.granted_by) ORDER BY g.role_key, g.site_id)"
     f" FROM {SCHEMA}.user_grants g WHERE g.user_id = u.user_id), '[]'::json) AS grants"
 )
-
-
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 async def list_users(
@@ -35,23 +31,19 @@ async def list_users(
     descending: bool,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Users, optionally only those holding a grant at one of `sites` (what a site-scoped reader may see)."""
-    clauses, args = [], []
+    where = Where()
     if search:
-        args.append(_like(search))
-        clauses.append(f"(u.email ILIKE ${len(args)} OR u.full_name ILIKE ${len(args)})")
+        where.add("(u.email ILIKE {0} OR u.full_name ILIKE {0})", contains(search))
     if is_active is not None:
-        args.append(is_active)
-        clauses.append(f"u.is_active = ${len(args)}")
+        where.add("u.is_active = {}", is_active)
     if sites is not None:
-        args.append(sorted(sites))
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM {SCHEMA}.user_grants s WHERE s.user_id = u.user_id AND s.site_id = ANY(${len(args)}))"
+        where.add(
+            f"EXISTS (SELECT 1 FROM {SCHEMA}.user_grants s WHERE s.user_id = u.user_id AND s.site_id = ANY({{}}))",
+            sorted(sites),
         )
-    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    order = f"{USER_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, user_id"
     return await fetch_page(
-        pool, columns=f"u.*, {_GRANTS}", source=f"{SCHEMA}.users u", where=where, args=args, order=order,
-        skip=skip, limit=limit,
+        pool, columns=f"u.*, {_GRANTS}", source=f"{SCHEMA}.users u", where=where,
+        order=order_by(USER_SORTABLE[sort_by], descending, "user_id"), skip=skip, limit=limit,
     )
 
 
@@ -66,10 +58,9 @@ _USER_COUNT = (
 
 
 async def list_roles(pool: asyncpg.Pool, skip: int, limit: int, sort_by: str, descending: bool) -> tuple[int, list[dict[str, Any]]]:
-    order = f"{ROLE_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, role_key"
     return await fetch_page(
-        pool, columns=f"r.*, {_USER_COUNT}", source=f"{SCHEMA}.roles r", where=" WHERE NOT deleted", args=[],
-        order=order, skip=skip, limit=limit,
+        pool, columns=f"r.*, {_USER_COUNT}", source=f"{SCHEMA}.roles r", where=Where().add("NOT deleted"),
+        order=order_by(ROLE_SORTABLE[sort_by], descending, "role_key"), skip=skip, limit=limit,
     )
 
 
@@ -90,8 +81,8 @@ async def role_permissions(pool: asyncpg.Pool) -> dict[str, list[str]]:
 async def list_permissions(
     pool: asyncpg.Pool, resource: str | None, skip: int, limit: int, sort_by: str, descending: bool
 ) -> tuple[int, list[dict[str, Any]]]:
-    where, args = ("", []) if not resource else (" WHERE resource = $1", [resource])
-    order = f"{PERMISSION_SORTABLE[sort_by]} {'DESC' if descending else 'ASC'}, name"
+    where = Where().add("resource = {}", resource) if resource else Where()
     return await fetch_page(
-        pool, columns="*", source=f"{SCHEMA}.permissions", where=where, args=args, order=order, skip=skip, limit=limit
+        pool, columns="*", source=f"{SCHEMA}.permissions", where=where,
+        order=order_by(PERMISSION_SORTABLE[sort_by], descending, "name"), skip=skip, limit=limit,
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from projections.sql import fetch_page
+from projections.sql import Where, contains, fetch_page, order_by
 from projections.plugins.projection import SCHEMA
 
 SORTABLE = {
@@ -40,44 +40,33 @@ class Page:
     sort_order: str = "asc"
 
 
-def _where(f: PluginFilter) -> tuple[str, list[Any]]:
-    clauses, args = [], []
-
-    def add(sql: str, value: Any) -> None:
-        args.append(value)
-        clauses.append(sql.format(f"${len(args)}"))
-
+def _where(f: PluginFilter) -> Where:
+    where = Where()
     if f.status:
-        add("status = {}", f.status)
+        where.add("status = {}", f.status)
     elif not f.include_uninstalled:
-        clauses.append("status <> 'uninstalled'")
+        where.add("status <> 'uninstalled'")
     if f.category:
-        add("category = {}", f.category)
+        where.add("category = {}", f.category)
     if f.tag:
-        add("{} = ANY(tags)", f.tag)
+        where.add("{} = ANY(tags)", f.tag)
     if f.active_only:
-        clauses.append("enabled")
+        where.add("enabled")
     if f.search:
-        add("(plugin_id || ' ' || name || ' ' || description) ILIKE {}", f"%{_escape_like(f.search)}%")
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.add("(plugin_id || ' ' || name || ' ' || description) ILIKE {}", contains(f.search))
+    return where
 
 
 async def list_plugins(pool: asyncpg.Pool, f: PluginFilter, page: Page) -> tuple[int, list[dict[str, Any]]]:
     """The total of plugins matching `f` and one page of them, from one snapshot."""
-    where, args = _where(f)
-    order = f"{SORTABLE[page.sort_by]} {'DESC' if page.sort_order == 'desc' else 'ASC'}, plugin_id"
+    order = order_by(SORTABLE[page.sort_by], page.sort_order == "desc", "plugin_id")
     return await fetch_page(
         pool,
         columns=f"p.*, ARRAY(SELECT d.plugin_id FROM {SCHEMA}.plugin_dependencies d"
         f"   JOIN {SCHEMA}.plugins o ON o.plugin_id = d.plugin_id AND o.status <> 'uninstalled'"
         f"   WHERE d.depends_on = p.plugin_id ORDER BY d.plugin_id) AS dependents",
         source=f"{SCHEMA}.plugins p",
-        where=where,
-        args=args,
+        where=_where(f),
         order=order,
         skip=page.skip,
         limit=page.limit,

@@ -19,8 +19,8 @@ from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from tests.e2e.plugin_kit import PLUGINS, assert_error, installed, manifest, unique_id
 
 EVENTS = "/api/v1/events"
-FIELDS = {
-    "position", "event_id", "stream_id", "stream_type", "stream_version", "event_type", "schema_version",
+FIELDS = {  # the one event envelope (application/envelope.py), as JetStream and SSE carry it too
+    "position", "transaction_id", "event_id", "stream_id", "stream_type", "stream_version", "event_type", "schema_version",
     "site_id", "actor", "recorded_at", "payload", "metadata",
 }
 T0 = datetime(2001, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
@@ -125,7 +125,7 @@ class TestPaging:
         assert set(event) == FIELDS
         assert event["stream_id"] == f"plugin:{pid}" and event["stream_type"] == "plugin"
         assert uuid.UUID(event["event_id"])
-        assert event["schema_version"] >= 1
+        assert event["schema_version"] >= 1 and event["transaction_id"] >= 1
         assert event["site_id"] is None
         assert event["payload"]["manifest"]["id"] == pid
         assert event["actor"] and event["actor"] == event["metadata"]["actor"]

@@ -15,7 +15,7 @@ from tests.unit.test_fanout_subscriber import Connection, ids
 
 
 def message(seq: int) -> SimpleNamespace:
-    data = b'{"stream_id":"plugin:p%d","stream_type":"plugin","event_type":"Plugin.Restarted","position":%d}' % (seq, seq)
+    data = b'{"stream_id":"plugin:p%d","stream_type":"plugin","event_type":"Plugin.Restarted","site_id":null,"position":%d}' % (seq, seq)
     return SimpleNamespace(metadata=SimpleNamespace(sequence=SimpleNamespace(stream=seq)), data=data, subject="charter.events.x")
 
 

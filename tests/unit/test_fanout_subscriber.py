@@ -30,7 +30,7 @@ class Connection:
 
 
 def event(seq: int) -> Delivered:
-    return delivered_from(seq, b'{"stream_id":"s","stream_type":"plugin","event_type":"Plugin.Restarted","position":%d}' % seq)
+    return delivered_from(seq, b'{"stream_id":"s","stream_type":"plugin","event_type":"Plugin.Restarted","site_id":null,"position":%d}' % seq)
 
 
 def batch(*seqs: int) -> tuple[list[Delivered], bytes]:

@@ -17,7 +17,7 @@ from domain.plugins.dependents import Dependents
 from domain.plugins.errors import DependencyError, HasDependents
 from domain.plugins.plugin import Plugin
 from tests.unit.test_command_retry import InlineSandbox
-from tests.unit.test_identity_handlers import MemoryRepository
+from tests.unit.interleaving import MemoryRepository
 
 
 async def no_wait(_seconds: float) -> None:

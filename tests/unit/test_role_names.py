@@ -21,7 +21,7 @@ from application.identity.role_names import role_key_of
 from domain.identity.access import BUILTIN_ROLES, Grant
 from domain.identity.errors import RoleExists, RoleNotFound, RoleProtected
 from domain.identity.role import Role, RoleName
-from tests.unit.test_identity_handlers import MemoryRepository, Passwords, run, user
+from tests.unit.interleaving import MemoryRepository, Passwords, run, user
 
 
 @pytest.fixture
