@@ -28,12 +28,12 @@ from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import EventStore, create_pool
 from infrastructure.identity.keys import CONFIGURATION_HASH, EMAIL_RESERVATION, server_key
-from infrastructure.sites.reauthentication import SignerReauthentication
+from infrastructure.identity.reauthentication import SignerReauthentication
 from infrastructure.identity.access_cache import Authority
 from infrastructure.eventlog.migrate import migrate
 from infrastructure.plugins.archives import ArchiveLimits
 from infrastructure.plugins.sources import LocalPluginSources, PostgresArchiveStore
-from infrastructure.stream.hub import EventHub
+from infrastructure.stream.hub import Delivered, EventHub, Filter  # noqa: F401 (named by the SSE controller)
 from infrastructure.stream.relay import RELAY, Relay, StreamSettings
 from infrastructure.eventlog.repository import AggregateRepository
 from infrastructure.eventlog.projector import (
@@ -46,6 +46,11 @@ from infrastructure.identity.signin import LoginThrottle, Policy
 from interfaces.http.clients import TrustedProxies
 from interfaces.readiness import Readiness
 from projections import PROJECTIONS
+
+# The composition root is where controllers get the concrete types they name (`Authority`, `EventHub`,
+# `Delivered`, `Filter`) and the outage classification (`is_unavailable`, `DATABASE`): interfaces/http
+# imports no infrastructure module itself (tests/unit/test_layering.py).
+CONTROLLER_TYPES = (Authority, EventHub, Delivered, Filter, DATABASE, is_unavailable)
 
 log = structlog.get_logger(__name__)
 

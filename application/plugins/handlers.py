@@ -22,8 +22,9 @@ from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed, SourceUnavailable
 from application.plugins.ports import FoundPlugin, PluginSources
 from application.ports import ArchiveStore, Sandbox, SecretCipher
-from application.sites.registry import closing_activations
 from application.unit import Loaded, Repository
+from domain.sites.activations import STREAM_TYPE as ACTIVATIONS_STREAM
+from domain.sites.activations import PluginActivations, activations_uuid
 from domain.plugins.configuration import (
     Location,
     changed_keys,
@@ -68,6 +69,17 @@ async def save(
     items = [(loaded, None), *((other, None) for other in also)]
     result = (await services.repository.save_all(items, ctx.metadata(command), ctx.idempotency))[0]
     return CommandResult(result.stream_id, result.version, result.position, result.duplicate)
+
+
+async def closing_activations(services: PluginServices, plugin_id: str, reason: str | None) -> Loaded[PluginActivations]:
+    """The plugin's site-activation registry (domain/sites) with Closed recorded, appended with the
+    uninstall: refused (PluginActiveAtSites) while a site has it active, and an activation racing the
+    uninstall clashes on this stream, so the loser decides again."""
+    loaded = await services.repository.load(PluginActivations, ACTIVATIONS_STREAM, plugin_id, activations_uuid(plugin_id))
+    if loaded.aggregate is None:
+        loaded.aggregate = PluginActivations(plugin_id=plugin_id)
+    loaded.aggregate.close(reason)
+    return loaded
 
 
 async def load_dependents(services: PluginServices, plugin_id: str) -> Loaded[Dependents]:
@@ -307,7 +319,7 @@ async def uninstall_plugin(cmd: UninstallPlugin, ctx: CommandContext, services: 
     plugin = loaded.aggregate
     plugin.check_installed()
     dependencies = await follow_dependencies(services, cmd.plugin_id, plugin.manifest, None, cmd.force)
-    activations = await closing_activations(services.repository, cmd.plugin_id, cmd.reason)  # refused while active at a site
+    activations = await closing_activations(services, cmd.plugin_id, cmd.reason)
     plugin.uninstall(cmd.reason, cmd.force, cmd.cleanup_data)
     return await save(services, loaded, ctx, "UninstallPlugin", [*dependencies, activations])
 

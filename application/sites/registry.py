@@ -13,11 +13,3 @@ async def load_activations(repository: Repository, plugin_id: str) -> Loaded[Plu
         loaded.aggregate = PluginActivations(plugin_id=plugin_id)
     return loaded
 
-
-async def closing_activations(repository: Repository, plugin_id: str, reason: str | None) -> Loaded[PluginActivations]:
-    """The registry with Closed recorded, to append with the plugin's uninstall (PluginActiveAtSites
-    while any site has it active). Written even when the plugin was never activated: an activation
-    racing the uninstall then clashes on this stream, and the loser decides again."""
-    loaded = await load_activations(repository, plugin_id)
-    loaded.aggregate.close(reason)
-    return loaded

@@ -38,7 +38,6 @@ from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
 from application.envelope import passed_through
-from application.ports import StoredEvent
 from infrastructure.telemetry import metrics, tracing
 from infrastructure.stream import unpublishable
 from infrastructure.eventlog.availability import DATABASE, is_unavailable

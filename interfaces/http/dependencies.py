@@ -15,7 +15,7 @@ from litestar.di import Provide
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.plugins.disclosure import ConfigDisclosure
-from infrastructure.stream.hub import EventHub
+from interfaces.runtime import EventHub
 from interfaces.runtime import Authority
 from interfaces.readiness import Readiness
 from interfaces.runtime import Runtime

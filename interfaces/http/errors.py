@@ -10,8 +10,8 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from application.errors import ConcurrencyError, PreconditionFailed
 from domain.errors import DomainError
-from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from interfaces.http.middleware import security_headers
+from interfaces.runtime import DATABASE, is_unavailable
 
 log = structlog.get_logger(__name__)
 

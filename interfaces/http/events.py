@@ -18,7 +18,7 @@ from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import Receive, Send
 
 from application.envelope import EventEnvelope
-from infrastructure.stream.hub import Delivered, EventHub, Filter
+from interfaces.runtime import Delivered, EventHub, Filter
 from interfaces.http import dependencies as services
 from interfaces.http.common import page_params
 from interfaces.http.dependencies import LiveFeed

@@ -94,6 +94,60 @@ def test_application_imports_no_infrastructure_interfaces_projections_or_io_libr
     assert violations("application") == []
 
 
+LAYERS = ("domain", "application", "infrastructure", "interfaces", "projections")
+
+
+def features() -> set[str]:
+    """A feature is a folder of domain/ (plugins, identity, ...): the name every layer uses for it."""
+    return {p.name for p in (ROOT / "domain").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+
+
+def imports_under(folder: str) -> Iterator[tuple[str, int, str, ast.AST]]:
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        source = path.read_text()
+        for line, module in imported_modules(source, package_of(path)):
+            yield str(path.relative_to(ROOT)), line, module, path
+
+
+def test_http_imports_no_infrastructure_but_telemetry_and_the_composition_root() -> None:
+    """Controllers translate: what they need arrives as a dependency built by the composition root."""
+    found = [
+        f"{where}:{line} imports {module}"
+        for where, line, module, _ in imports_under("interfaces/http")
+        if matches(module, {"infrastructure"}) and not matches(module, {"infrastructure.telemetry"})
+    ]
+    assert found == []
+
+
+def test_the_stream_imports_no_read_model() -> None:
+    found = [f"{where}:{line} imports {module}" for where, line, module, _ in imports_under("infrastructure/stream")
+             if matches(module, {"projections"})]
+    assert found == []
+
+
+def crossings(feature_names: set[str]) -> list[str]:
+    """Imports from one feature's folder into another feature's folder that is not its domain's public face."""
+    found = []
+    for layer in LAYERS:
+        for feature in feature_names:
+            folder = Path(layer) / feature if layer != "interfaces" else Path("interfaces/http") / feature
+            if not (ROOT / folder).exists():
+                continue
+            for where, line, module, _ in imports_under(str(folder)):
+                parts = module.split(".")
+                other = next((p for p in parts[1:] if p in feature_names), None)
+                if parts[0] not in LAYERS or other is None or other == feature:
+                    continue
+                if parts[0] != "domain" or any(p.startswith("_") for p in parts):
+                    found.append(f"{where}:{line} imports {module} (features meet through domain/{other}/ only)")
+    return found
+
+
+def test_features_meet_only_through_their_domain() -> None:
+    assert features() >= {"plugins", "identity"}
+    assert crossings(features()) == []
+
+
 class TestTheCheckItself:
     """The check must see every form of import, or the tests above pass vacuously."""
 

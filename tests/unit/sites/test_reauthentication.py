@@ -9,7 +9,7 @@ import pytest
 from domain.identity.user import User
 from domain.sites.errors import ReauthenticationFailed
 from infrastructure.identity.tokens import Argon2Passwords, TokenService
-from infrastructure.sites.reauthentication import SignerReauthentication
+from infrastructure.identity.reauthentication import SignerReauthentication
 from tests.unit.sites.fakes import MemoryRepository
 
 SIGNING_KEY = "a signing key for these tests only"
