@@ -118,12 +118,19 @@ class Runtime:
 
     async def _traced(self, command: Command, ctx: CommandContext) -> CommandResult:
         name = type(command).__name__
-        with tracing.tracer().start_as_current_span(f"command {name}", attributes={"charter.command": name}) as span:
+        # Exceptions are recorded by type only (tracing.failed): their messages may quote client input.
+        with tracing.tracer().start_as_current_span(
+            f"command {name}", attributes={"charter.command": name}, record_exception=False, set_status_on_exception=False
+        ) as span:
             ctx = replace(ctx, traceparent=tracing.traceparent_of(span))
             try:
                 result = await self._run(command, ctx)
             except DomainError as exc:
                 span.set_attribute("charter.outcome", exc.code)
+                raise
+            except Exception as exc:
+                span.set_attribute("charter.outcome", "error")
+                tracing.failed(span, exc)
                 raise
             span.set_attributes({
                 "charter.outcome": "duplicate" if result.duplicate else "ok",
