@@ -16,6 +16,7 @@ import msgspec
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
+from application.identity.accounts import HANDLERS as ACCOUNT_HANDLERS
 from application.identity.handlers import HANDLERS as IDENTITY_HANDLERS
 from application.identity.handlers import IdentityServices
 from application.plugins.handlers import HANDLERS as PLUGIN_HANDLERS
@@ -82,7 +83,7 @@ class Application:
             cls: (handler, plugins) for cls, handler in PLUGIN_HANDLERS.items()
         }
         if identity is not None:
-            self.handlers.update({cls: (handler, identity) for cls, handler in IDENTITY_HANDLERS.items()})
+            self.handlers.update({cls: (handler, identity) for cls, handler in {**IDENTITY_HANDLERS, **ACCOUNT_HANDLERS}.items()})
         if sites is not None:
             self.register(SITE_HANDLERS, sites)
         # Retries of one stream take turns in this process, so they do not keep colliding with each other.

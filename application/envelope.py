@@ -8,7 +8,9 @@ depend on the application and not on each other.
 
 `payload` (credentials withheld) and `metadata` are JSON objects. Where an event is read from
 PostgreSQL to be served, they are passed through as the JSON text the database returns, in a
-`msgspec.Raw` that msgspec writes out verbatim: never decoded and encoded again.
+`msgspec.Raw` that msgspec writes out verbatim: never decoded and encoded again (but for the payload
+of an event older than its type's current schema version, upcast first by the caller:
+infrastructure/eventlog/upcasting.py `current_json`).
 """
 
 from __future__ import annotations

@@ -74,7 +74,9 @@ class AppendRequest:
 class EventStore(Protocol):
     async def append(self, request: AppendRequest) -> AppendResult: ...
 
-    async def read_stream(self, stream_id: str) -> list[StoredEvent]: ...
+    async def read_stream(self, stream_id: str) -> list[StoredEvent]:
+        """The stream's events, each at the current schema version of its type (domain/upcasting.py)."""
+        ...
 
     async def idempotent_result(self, idempotency: Idempotency) -> AppendResult | None: ...
 
@@ -121,6 +123,11 @@ class TokenIssuer(Protocol):
         """A signed access token and its lifetime in seconds; `session` (the `sid` claim) ties it to a sign-in."""
         ...
 
+    def issue_password_change(self, subject: str) -> tuple[str, int]:
+        """A short-lived token good for one thing only: changing the password `subject` must change
+        (its `purpose` claim; the guard refuses it on every other route)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RefreshGrant:
@@ -134,7 +141,10 @@ class RefreshTokenStore(Protocol):
     """Opaque, rotating refresh tokens: one family per sign-in; a rotated token presented again revokes its
     family (raises `RefreshTokenReused`); an unknown, expired or revoked one raises `AuthenticationFailed`."""
 
-    async def issue(self, user_id: str, family_id: str | None = None) -> str: ...
+    async def issue(self, user_id: str, family_id: str | None = None, client: Any = None) -> str:
+        """A new refresh token of the sign-in `family_id` (new when None); `client` (domain.identity.user.Client)
+        is where it was asked from, shown in the list of sessions."""
+        ...
 
     async def rotate(self, token: str) -> tuple[RefreshGrant, str]: ...
 
@@ -144,7 +154,39 @@ class RefreshTokenStore(Protocol):
 
     async def revoke_family(self, family_id: str) -> None: ...
 
-    async def revoke_user(self, user_id: str) -> None: ...
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        """Revoke every sign-in of the user but `keep`; the ids of those it ended."""
+        ...
+
+
+@dataclass(frozen=True)
+class Session:
+    """One live sign-in (a refresh-token family) as its owner or an administrator sees it."""
+
+    session_id: str
+    user_id: str
+    started_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    client_address: str
+    user_agent: str
+
+
+class SessionStore(Protocol):
+    """The live sign-ins, read from the refresh tokens (they are not events: a refresh is too frequent)."""
+
+    async def owner(self, session_id: str) -> str | None:
+        """The user a live sign-in belongs to (None: unknown, ended or expired)."""
+        ...
+
+    async def sessions(self, user_id: str) -> list[Session]: ...
+
+
+class SignInFailures(Protocol):
+    """Failed sign-ins: counted, and kept in a bounded security log (never as events: an anonymous caller
+    must not be able to grow the event log)."""
+
+    async def failed(self, account: str, user_id: str | None, client: Any, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)

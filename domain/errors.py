@@ -19,8 +19,9 @@ class DomainError(Exception):
 
 def field_of(message: str) -> str | None:
     """The dotted field a msgspec validation message is about (`$.a.b`, a missing or an unknown field)."""
-    at = re.search(r"(?:at|in) `\$((?:\.[^`.\[]+|\[\d+\])*)`", message)
-    path = [p for p in re.split(r"\.|\[|\]", at.group(1)) if p] if at else []
+    at = re.search(r"(?:at|in) `\$((?:\.[^`.\[]+|\[\d+\]|\[\.\.\.\])*)`", message)
+    # `[...]`: a value of a mapping, whose key msgspec does not say: the mapping is named
+    path = [p for p in re.split(r"\.|\[|\]", at.group(1)) if p and p != "..."] if at else []
     named = re.search(r"(?:missing required|unknown) field `([^`]*)`", message)
     if named:
         path.append(named.group(1))

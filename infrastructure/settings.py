@@ -38,6 +38,10 @@ class Settings(msgspec.Struct, kw_only=True):
     # many times, each after a random wait of up to command_retry_backoff * 2**n seconds; then 409.
     command_retries: int = 5
     command_retry_backoff: float = 0.002
+    aggregate_cache_size: int = 256  # aggregates of long streams kept between commands (0: none)
+    # An as-of report keeps the site's folded state every this many versions of its stream (table
+    # site_snapshots) and later replays only the events after the latest one its point includes (0: none).
+    report_snapshot_every: int = 500
     pool_size: int = 20
     database_connect_timeout: float = 5.0  # seconds to open a connection before answering 503
     database_command_timeout: float = 30.0  # seconds one statement may take (a hung server answers 503)
@@ -49,6 +53,10 @@ class Settings(msgspec.Struct, kw_only=True):
     ready_max_relay_lag: int = 10_000  # events not yet in JetStream before /ready says not ready
     ready_relay_stall_seconds: float = 30.0  # events waiting and nothing published this long: relay stuck
     poll_interval: float = 0.5
+    # Read-model answers kept per process (infrastructure/eventlog/read_cache.py), per read model: at most
+    # this many (0: none kept) and this many MiB; dropped as soon as their read model moves.
+    read_cache_entries: int = 4096
+    read_cache_mib: int = 64
     # A rebuild commits its build schema and cursor every this many events (`charter projections rebuild`
     # and a projector whose version changed): an interrupted rebuild resumes from its last chunk.
     rebuild_chunk: int = 20_000
@@ -104,9 +112,45 @@ class Settings(msgspec.Struct, kw_only=True):
     login_backoff_base: float = 1.0
     login_backoff_max: float = 900.0
     login_failure_memory: float = 3600.0
+    # The password policy (registration, creation by an administrator, changes and resets): at least this
+    # many characters, not the account's e-mail address (nor its local part), and, when reject_common is on,
+    # not one of the 1,000 most common passwords shipped with Charter (infrastructure/identity/common_passwords.txt).
+    password_min_length: int = 8
+    password_reject_common: bool = True
+    # Failed sign-ins are kept in the security log (table signin_failures, never events) this many days,
+    # and at most this many rows (the oldest go first).
+    security_log_days: float = 30.0
+    security_log_max_rows: int = 100_000
     # Reverse proxies whose X-Forwarded-For is believed (comma-separated IPs or CIDRs); none by default, so
     # the client is the TCP peer. Behind proxies, the client is the right-most address no trusted proxy holds.
     trusted_proxies: str = ""
+    # Browsers on other origins (CORS, through Litestar's CORSConfig): none allowed by default. Origins are
+    # comma-separated (`https://console.example`; `*` inside one matches anything there).
+    cors_origins: str = ""
+    cors_methods: str = "GET,POST,PUT,PATCH,DELETE"
+    cors_headers: str = "Authorization,Content-Type,If-Match,Idempotency-Key,Last-Event-ID,X-Request-Id,X-Correlation-Id,X-Causation-Id,Charter-Min-Position"
+    cors_credentials: bool = False  # Charter signs in with bearer tokens, not cookies
+    cors_max_age: int = 600  # seconds a browser may cache a preflight answer
+    # EventSource cannot send headers: browsers open the stream with a ticket (POST /api/v1/events/stream-tickets).
+    # True also accepts `?access_token=` on the stream (a token in a URL: proxies, histories and consoles see it).
+    sse_query_tokens: bool = False
+    stream_ticket_ttl: float = 30.0  # seconds a stream ticket may wait to be used (once)
+    # Tasks: every replica runs the scheduler (one run per tick across replicas whatever their number).
+    run_scheduler: bool = True
+    task_tick: float = 0.05  # longest sleep of the scheduler between two looks at its due ticks
+    task_refresh: float = 1.0  # seconds between reads of the task catalog and sweeps for overdue runs
+    task_reload: float = 30.0  # seconds between full reads of the task catalog (changes a changes read missed)
+    task_misfire_grace: float = 1.0  # a tick later than this counts as missed (the task's catch-up policy)
+    task_url_allowlist: str = ""  # hosts (`host` or `host:port`) the http.request action may call
+    # Tamper evidence (infrastructure/audit/): a signed checkpoint every this many seconds (0: this process
+    # seals nothing), at most this many events per checkpoint, signed with the Ed25519 key in this file
+    # (made on first start; unset: `<data_dir>/audit-ed25519.pem`; every sealing replica needs the same).
+    audit_seal_interval: float = 10.0
+    audit_checkpoint_events: int = 10_000
+    audit_key_path: Path | None = None
+
+    def audit_key_file(self) -> Path:
+        return self.audit_key_path or self.data_dir / "audit-ed25519.pem"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":

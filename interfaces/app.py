@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, Response
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
@@ -19,15 +22,24 @@ from infrastructure.telemetry import tracing as telemetry
 from infrastructure.telemetry.logging import configure_logging
 from infrastructure.settings import Settings
 from interfaces.http.errors import EXCEPTION_HANDLERS, envelope
-from interfaces.http.middleware import DOCS_PATH, request_context
-from interfaces.http.openapi import document_bodies, document_errors
+from interfaces.http.cors import cors_config, refused_preflights_as_envelopes
+from interfaces.http.kept_reads import KeptReads, kept_reads
+from interfaces.http.middleware import DOCS_PATH, redact_span_url, request_context, request_ids
+from interfaces.http.openapi import document_bodies, document_errors, document_security
 from interfaces.http.identity.admin import PermissionAdminController, RoleAdminController, UserAdminController
 from interfaces.http.identity.auth import AuthController
+from interfaces.http.audit import AuditController
+from interfaces.http.identity.accounts import AccountController, UserAccountAdminController
 from interfaces.http.common import bounded_parameters
 from interfaces.http.events import EventController
 from interfaces.http.ops import OpsController
 from interfaces.http.plugins import ArchiveController, PluginController
+from interfaces.http.tasks import TaskController
+from interfaces.http.sites.reports import ReportController
 from interfaces.http.security import Rule, authorize, documented, rule_of
+from interfaces.http.sites.extensions import ExtensionController
+from interfaces.http.sites.site import SiteController
+from interfaces.http.sites.sites import SitesController
 from interfaces.http.wellformed import well_formed
 from interfaces.runtime import ProjectionBehind, bootstrap, start_runtime, stop_runtime
 
@@ -54,6 +66,14 @@ def on_projection_behind(request: Request, exc: ProjectionBehind) -> Response:
     response = envelope(request, 503, "PROJECTION_BEHIND", str(exc), {"projection": exc.name, "position": exc.position})
     response.headers["Retry-After"] = "1"
     return response
+
+
+async def admitted(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """The one guard of every route: well-formed input, bounded parameters, then the access rule. One async
+    guard, because Litestar runs a synchronous guard in a worker thread (and copies the handler per guard)."""
+    well_formed(connection, handler)
+    bounded_parameters(connection, handler)
+    await authorize(connection, handler)
 
 
 def route_permissions(app: Litestar) -> dict[str, str]:
@@ -103,6 +123,7 @@ def http_tracing(tracing: telemetry.Tracing) -> list[OpenTelemetryPlugin]:
         tracer_provider=tracing.provider,
         scope_span_details_extractor=lambda scope: (str(scope.get("method", "HTTP")), {}),
         exclude_spans=["receive", "send"],  # no span per body chunk (an SSE stream sends for hours)
+        server_request_hook_handler=redact_span_url,  # no access token or stream ticket in a span's URL
     )
     return [OpenTelemetryPlugin(config)]
 
@@ -124,6 +145,10 @@ def create_app(settings: Settings, *, authorization: bool = True, tracing: telem
         app.state.runtime = runtime
         try:
             await bootstrap(runtime, route_permissions(app))
+            # Everything made so far lives as long as the process: out of the collector's sight, a full
+            # collection under load walks only what requests allocate (tens of ms less at the p99).
+            gc.collect()
+            gc.freeze()
             yield
         finally:
             await stop_runtime(runtime)
@@ -134,21 +159,33 @@ def create_app(settings: Settings, *, authorization: bool = True, tracing: telem
         route_handlers=[
             PluginController,
             ArchiveController,
+            TaskController,
+            ReportController,
             EventController,
             AuthController,
+            AccountController,
             UserAdminController,
+            UserAccountAdminController,
             RoleAdminController,
             PermissionAdminController,
+            SitesController,
+            SiteController,
+            ExtensionController,
             OpsController,
+            AuditController,
             create_static_files_router(
                 path=SWAGGER_ASSETS, directories=[SWAGGER_FILES], include_in_schema=False, name="swagger-assets"
             ),
         ],
-        guards=[well_formed, bounded_parameters, authorize],
+        guards=[admitted],
         lifespan=[lifespan],
-        middleware=[request_context],
+        middleware=[request_context, kept_reads],
         plugins=http_tracing(tracing),
         exception_handlers={**EXCEPTION_HANDLERS, ProjectionBehind: on_projection_behind},
+        cors_config=cors_config(
+            settings.cors_origins, settings.cors_methods, settings.cors_headers, settings.cors_credentials,
+            settings.cors_max_age,
+        ),
         request_max_body_size=settings.archive_max_bytes + MULTIPART_ALLOWANCE,
         multipart_form_part_limit=MULTIPART_PARTS,
         openapi_config=OpenAPIConfig(
@@ -160,7 +197,20 @@ def create_app(settings: Settings, *, authorization: bool = True, tracing: telem
         ),
         debug=False,
     )
+    app.state.kept_reads = KeptReads(settings.read_cache_entries)
+    # Outside routing, CORS and the server span: unknown routes and refused preflights get a request id too.
+    app.asgi_handler = request_ids(refused_preflights_as_envelopes(app.asgi_handler))
     check_every_route_has_a_rule(app)
     document_errors(app, app.openapi_schema)
     document_bodies(app, app.openapi_schema)
+    document_security(app, app.openapi_schema)
     return app
+
+
+def app_from_env() -> Litestar:
+    """The app of one worker of `charter serve --workers N`, from the CHARTER_* variables the parent set; the
+    worker ends with its supervisor (no orphan keeps the port or the leader locks)."""
+    from interfaces.serving import end_with_parent
+
+    end_with_parent()
+    return create_app(Settings.from_env())

@@ -1,4 +1,6 @@
-"""The `charter` command: serve, migrate, projections, relay, users, bench."""
+"""The `charter` command: serve, migrate, projections, relay, users, tasks, audit, report, bench.
+
+Imports nothing that needs a server at the top: `charter audit check` runs where there is none."""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
 from domain.errors import DomainError
 from infrastructure.settings import Settings
+from interfaces.cli_audit import add_audit
+from interfaces.cli_bench import add_bench
+from interfaces.cli_reports import add_report_command
 
 EMBEDDED_DATABASE = "charter"
 PREFERRED_PG_PORT = 54329  # the embedded servers' ports when none is pinned or remembered (and they are free)
@@ -103,6 +106,8 @@ def embedded_servers(settings: Settings) -> Iterator[Any]:
 
 
 async def _ensure_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
     conn = await asyncpg.connect(admin_dsn)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
@@ -158,7 +163,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from interfaces.app import create_app
-    from interfaces.serving import server_config
+    from interfaces.serving import default_workers, server_config, serve_workers
 
     settings = Settings.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None))
     if args.no_projectors:
@@ -166,8 +171,9 @@ def _serve(args: argparse.Namespace) -> int:
     credentials = None
     if not settings.database_url and not settings.bootstrap_admin_email:
         credentials = embedded_admin(settings)
+    workers = args.workers or default_workers()
     with embedded_servers(settings) as watchdog:
-        app = create_app(settings)
+        app = None if workers > 1 else create_app(settings)
         base = f"http://{settings.host}:{settings.port}"
         print(f"Charter listening on {base}  (OpenAPI: {base}/schema)", file=sys.stderr)
         if credentials:
@@ -177,10 +183,16 @@ def _serve(args: argparse.Namespace) -> int:
                 f"-d '{{\"username\": \"{settings.bootstrap_admin_email}\", \"password\": \"'$(sed -n 2p {credentials})'\"}}'",
                 file=sys.stderr,
             )
-        server = uvicorn.Server(server_config(app, settings.host, settings.port))
-        if watchdog is not None:
-            watchdog.on_failure = lambda: setattr(server, "should_exit", True)
-        server.run()
+        if workers > 1:
+            print(f"{workers} worker processes; projectors and the relay led by one at a time", file=sys.stderr)
+            if watchdog is not None:  # the supervisor stops its workers on SIGTERM
+                watchdog.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)
+            serve_workers(settings, workers)
+        else:
+            server = uvicorn.Server(server_config(app, settings.host, settings.port))
+            if watchdog is not None:
+                watchdog.on_failure = lambda: setattr(server, "should_exit", True)
+            server.run()
     if watchdog is not None and watchdog.failure:
         print(f"charter serve: {watchdog.failure}; stopped", file=sys.stderr)
         return 1
@@ -188,6 +200,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    import asyncpg
+
     from infrastructure.eventlog.migrate import migrate
 
     async def run(url: str) -> None:
@@ -204,6 +218,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_projections(args: argparse.Namespace) -> int:
+    import asyncpg
+
     from infrastructure.eventlog.projector import checkpoint, lag
     from infrastructure.eventlog.rebuild import BUILD, RebuildBusy, rebuild
     from projections import PROJECTIONS
@@ -270,6 +286,8 @@ def cmd_relay(args: argparse.Namespace) -> int:
     let a relay held at an event it cannot publish go on without it (the event stays in the log)."""
     import getpass
     import uuid
+
+    import asyncpg
 
     if args.action == "skip":
         try:
@@ -350,12 +368,6 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from ops.bench import run_bench
-
-    return run_bench(args)
-
-
 def cmd_settings(args: argparse.Namespace) -> int:
     from infrastructure.settings_doc import settings_help, settings_markdown
 
@@ -390,6 +402,10 @@ def parser() -> argparse.ArgumentParser:
         "--port", type=int, default=argparse.SUPPRESS, help=f"listen port (default: CHARTER_PORT, else {Settings().port})"
     )
     serve.add_argument("--no-projectors", action="store_true", help="run no projectors in this process")
+    serve.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="worker processes on the one port (default 0: one per core); projectors and the relay run in one at a time",
+    )
     serve.set_defaults(func=cmd_serve)
 
     settings = command("settings", "list every setting, its environment variable, default and meaning")
@@ -424,47 +440,13 @@ def parser() -> argparse.ArgumentParser:
     )
     users.set_defaults(func=cmd_users)
 
-    bench = command("bench", "benchmarks that print ratios against a baseline measured in the same run")
-    bench.add_argument("suite", choices=["append", "fanout", "auth", "rebuild"])
-    bench.add_argument("--events", type=int, default=200_000, help="rebuild: events in the log that is replayed")
-    bench.add_argument("--rounds", type=int, default=2, help="rebuild: rounds of each replay phase (the best counts)")
-    bench.add_argument("--clients", type=int, default=64)
-    bench.add_argument(
-        "--seconds", type=float, default=None, help="duration of each measured phase (default: append 10, fanout 20, rebuild's lag phase 10)"
-    )
-    bench.add_argument("--report", default="bench-reports", help="folder for the JSON/Markdown report")
-    bench.add_argument(
-        "--processes",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="Charter phase: spread the clients over this many replica processes (default: one per CPU)",
-    )
-    bench.add_argument(
-        "--telemetry",
-        action="store_true",
-        help="append: run the Charter phase again with tracing (always-on sampler, OTLP to a local sink) and metrics on; print on/off",
-    )
-    bench.add_argument("--sse-clients", type=int, default=1000, help="fanout: SSE clients connected to the server")
-    bench.add_argument("--rate", type=float, default=500.0, help="fanout: commands (events) per second during the load")
-    bench.add_argument(
-        "--client-processes", type=int, default=0, help="fanout: processes the SSE clients are spread over (0: auto)"
-    )
-    bench.add_argument("--relay-events", type=int, default=20_000, help="fanout: events the relay phase publishes")
-    bench.add_argument("--relay-rounds", type=int, default=2, help="fanout: rounds of relay and raw publishing (best counts)")
-    bench.add_argument("--idle-seconds", type=float, default=None, help="fanout: idle time before server memory is read")
-    bench.add_argument(
-        "--server-projectors", action="store_true", help="fanout: run the projectors in the server process too"
-    )
-    bench.add_argument(
-        "--profile-server", default=None, metavar="FILE", help="fanout: cProfile the server during the window into FILE"
-    )
-    bench.add_argument(
-        "--relay-in",
-        choices=["server", "writer"],
-        default="server",
-        help="fanout: run the relay in the server process (as `charter serve`) or in the writer/worker process",
-    )
-    bench.set_defaults(func=cmd_bench)
+    from interfaces.cli_tasks import add_parser as add_tasks
+
+    add_tasks(command)
+    add_audit(command)
+    add_report_command(command)
+
+    add_bench(command)
     return root
 
 

@@ -6,6 +6,7 @@ import asyncio
 import time
 from datetime import timedelta
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -13,7 +14,7 @@ import structlog
 
 from application.commands import Command
 from application.context import CommandContext, CommandResult
-from application.sites.handlers import HANDLERS as SITE_HANDLERS
+from application.tasks.handlers import TaskServices
 from application.sites.proposals import SiteServices
 from application.identity.handlers import EnsureAdmin, EnsureBuiltins, IdentityServices
 from application.identity.reactions import REACTIONS as IDENTITY_REACTIONS
@@ -24,33 +25,45 @@ from application.bus import Application, ReactingRepository, Reactions, RetryPol
 from domain.errors import DomainError
 from infrastructure.identity.tokens import Argon2Passwords, ExternalIssuer, RefreshTokens, TokenService
 from infrastructure.identity.ratelimit import RateLimiter
+from infrastructure.audit.service import AuditService, RangeNotFound, VerificationBusy
+from infrastructure.identity.common_passwords import common_passwords
+from infrastructure.identity.security_log import SecurityLog
+from domain.identity.passwords import PasswordPolicy
 from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import EventStore, create_pool
-from infrastructure.identity.keys import CONFIGURATION_HASH, EMAIL_RESERVATION, server_key
-from infrastructure.identity.reauthentication import SignerReauthentication
+from infrastructure.identity.keys import EMAIL_RESERVATION, server_key
 from infrastructure.identity.access_cache import Authority
+from infrastructure.identity.stream_tickets import StreamTickets
 from infrastructure.eventlog.migrate import migrate
 from infrastructure.plugins.archives import ArchiveLimits
 from infrastructure.plugins.sources import LocalPluginSources, PostgresArchiveStore
 from infrastructure.stream.hub import Delivered, EventHub, Filter  # noqa: F401 (named by the SSE controller)
 from infrastructure.stream.relay import RELAY, Relay, StreamSettings
+from infrastructure.eventlog.aggregate_cache import AggregateCache, CachingRepository
 from infrastructure.eventlog.repository import AggregateRepository
+from infrastructure.eventlog.as_of import StoreHistory
 from infrastructure.eventlog.projector import (
-    Notifier, Projection, ProjectionRunner, has_processed, lag, lag_seconds, last_committed,
+    PROJECTED_CHANNEL, Notifier, Projection, ProjectionRunner, has_processed, lag, lag_seconds, last_committed,
 )
+from infrastructure.eventlog.read_cache import Answer, ReadCache
 from infrastructure.plugins.sandbox import ProcessSandbox
 from infrastructure.plugins.secrets import IDEMPOTENCY_FINGERPRINT, FernetCipher, derive_key, load_or_create_key
 from infrastructure.settings import Settings
 from infrastructure.identity.signin import LoginThrottle, Policy
 from interfaces.http.clients import TrustedProxies
+from interfaces.features import start_audit, start_sites, start_tasks
 from interfaces.readiness import Readiness
+from infrastructure.tasks.scheduler import Scheduler, SchedulerSettings
 from projections import PROJECTIONS
 
 # The composition root is where controllers get the concrete types they name (`Authority`, `EventHub`,
 # `Delivered`, `Filter`) and the outage classification (`is_unavailable`, `DATABASE`): interfaces/http
 # imports no infrastructure module itself (tests/unit/test_layering.py).
-CONTROLLER_TYPES = (Authority, EventHub, Delivered, Filter, DATABASE, is_unavailable)
+CONTROLLER_TYPES = (
+    Authority, EventHub, Delivered, Filter, StreamTickets, Answer, DATABASE, is_unavailable, AuditService, RangeNotFound,
+    VerificationBusy,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -74,19 +87,28 @@ class Runtime:
     archives: PostgresArchiveStore
     sandbox: ProcessSandbox | None = None
     notifier: Notifier | None = None
+    read_cache: ReadCache | None = None
+    projected: Notifier | None = None  # the projectors' notifications, for the read cache
     runners: list[ProjectionRunner] = field(default_factory=list)
     relay: Relay | None = None
     hub: EventHub | None = None
     repository: ReactingRepository | None = None
     reactions: Reactions = field(default_factory=Reactions)
     authority: Authority | None = None
+    stream_tickets: StreamTickets | None = None
     passwords: Argon2Passwords | None = None
     refresh_tokens: RefreshTokens | None = None
+    security_log: SecurityLog | None = None
     identity: IdentityServices | None = None
     sites: SiteServices | None = None
+    task_services: TaskServices | None = None
+    scheduler: Scheduler | None = None
+    task_nats: Any = None
+    history: StoreHistory | None = None  # the log read as of a point (reports, `as_of=`)
     limiter: RateLimiter | None = None
     login_throttle: LoginThrottle | None = None
     sign_in: SignIn | None = None
+    audit: AuditService | None = None
     dummy_hash: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
@@ -155,6 +177,14 @@ class Runtime:
                 raise ProjectionBehind(projection, position, timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+        if self.read_cache is not None:  # no cached answer older than what was waited for
+            await self.read_cache.caught_up(projection)
+
+    async def answer(self, projection: str, key: Any, build: Any) -> Answer:
+        """A read model's answer for `key`: kept by the read cache until the read model moves."""
+        if self.read_cache is None:
+            return await build()
+        return await self.read_cache.answer(projection, key, build)
 
     async def relay_lag(self) -> int:
         """Events committed but not yet acknowledged by JetStream."""
@@ -204,7 +234,9 @@ async def start_runtime(settings: Settings) -> Runtime:
         projections=projections,
         archives=PostgresArchiveStore(pool),
     )
-    runtime.repository = ReactingRepository(AggregateRepository(store), runtime.reactions)
+    cache = AggregateCache(settings.aggregate_cache_size)
+    runtime.repository = ReactingRepository(CachingRepository(store, cache), runtime.reactions)
+    runtime.history = StoreHistory(pool, settings.report_snapshot_every)
     runtime.sandbox = ProcessSandbox(
         settings.schema_workers, settings.schema_validation_timeout, settings.schema_worker_memory_mb
     )
@@ -223,6 +255,9 @@ async def start_runtime(settings: Settings) -> Runtime:
         repository=runtime.repository,
         passwords=runtime.passwords,
         email_key=await server_key(pool, EMAIL_RESERVATION),
+        policy=PasswordPolicy(
+            settings.password_min_length, common_passwords() if settings.password_reject_common else frozenset()
+        ),
         registration_open=settings.allow_registration,
     )
     runtime.identity = identity
@@ -236,7 +271,9 @@ async def start_runtime(settings: Settings) -> Runtime:
         reactions=runtime.reactions,
     )
     await _start_access(runtime, settings)
-    await _start_sites(runtime)
+    await _start_read_cache(runtime, settings)
+    await start_sites(runtime)
+    start_tasks(runtime)
     if settings.run_projectors:
         runtime.notifier = Notifier(dsn)
         await runtime.notifier.start()
@@ -267,6 +304,7 @@ async def start_runtime(settings: Settings) -> Runtime:
             settings.nats_url, stream, replay_buffer=settings.sse_replay_buffer, backlog=settings.sse_client_backlog
         )
         await runtime.hub.start()
+    start_audit(runtime, settings)
     log.info(
         "charter runtime started",
         projections=list(projections),
@@ -277,6 +315,19 @@ async def start_runtime(settings: Settings) -> Runtime:
     return runtime
 
 
+async def _start_read_cache(runtime: Runtime, settings: Settings) -> None:
+    """The read cache, told by the projectors' notifications (and a poll behind them) when a read model moves."""
+    cache = ReadCache(
+        runtime.pool, max_entries=settings.read_cache_entries, max_bytes=settings.read_cache_mib * 1024 * 1024,
+        resync_every=max(settings.poll_interval, 0.05) * 2,
+    )
+    runtime.projected = Notifier(settings.database_url, channel=PROJECTED_CHANNEL)
+    runtime.projected.on_message(cache.on_notification)
+    await runtime.projected.start()
+    runtime.read_cache = cache
+    runtime.tasks.append(asyncio.create_task(cache.run(), name="read-cache-resync"))
+
+
 def external_issuers(raw: str) -> list[ExternalIssuer]:
     if not raw.strip():
         return []
@@ -284,23 +335,6 @@ def external_issuers(raw: str) -> list[ExternalIssuer]:
         return msgspec.json.decode(raw, type=list[ExternalIssuer])
     except msgspec.MsgspecError as exc:
         raise SystemExit(f"CHARTER_EXTERNAL_ISSUERS is not a JSON list of issuers: {exc}") from None
-
-
-async def _start_sites(runtime: Runtime) -> None:
-    """The sites feature's services (signers re-authenticate with the access tokens' service)."""
-    authority = runtime.authority
-    reauthentication = SignerReauthentication(
-        runtime.repository, runtime.passwords, authority.tokens, dummy_hash=runtime.dummy_hash,
-        revoked=authority.session_revoked,
-    )
-    runtime.sites = SiteServices(
-        repository=runtime.repository,
-        cipher=runtime.cipher,
-        sandbox=runtime.sandbox,
-        reauthentication=reauthentication,
-        hash_key=await server_key(runtime.pool, CONFIGURATION_HASH),
-    )
-    runtime.application.register(SITE_HANDLERS, runtime.sites)
 
 
 async def _start_access(runtime: Runtime, settings: Settings) -> None:
@@ -313,6 +347,10 @@ async def _start_access(runtime: Runtime, settings: Settings) -> None:
         external=external_issuers(settings.external_issuers),
     )
     runtime.refresh_tokens = RefreshTokens(runtime.pool, timedelta(days=settings.refresh_token_days))
+    runtime.identity.sessions = runtime.refresh_tokens
+    runtime.security_log = SecurityLog(
+        runtime.pool, timedelta(days=settings.security_log_days), settings.security_log_max_rows
+    )
     runtime.limiter = RateLimiter(
         runtime.pool,
         {
@@ -337,6 +375,7 @@ async def _start_access(runtime: Runtime, settings: Settings) -> None:
     runtime.authority = Authority(
         tokens, runtime.limiter, proxies=TrustedProxies.parse(settings.trusted_proxies), pool=runtime.pool
     )
+    runtime.stream_tickets = StreamTickets(runtime.pool, settings.stream_ticket_ttl)
     runtime.reactions.register(IDENTITY_REACTIONS, AccessServices(runtime.refresh_tokens, runtime.authority))
     runtime.sign_in = SignIn(
         identity=runtime.identity,
@@ -346,6 +385,8 @@ async def _start_access(runtime: Runtime, settings: Settings) -> None:
         throttle=runtime.login_throttle,
         sessions=runtime.authority,
         dummy_hash=runtime.dummy_hash,
+        execute=runtime.execute,
+        failures=runtime.security_log,
     )
     runtime.tasks.append(asyncio.create_task(_refresh_authority(runtime), name="authority-refresh"))
 
@@ -386,6 +427,8 @@ async def ensure_admin(runtime: Runtime, email: str, password: str | None, repai
 
 
 async def stop_runtime(runtime: Runtime) -> None:
+    if runtime.scheduler is not None:
+        await runtime.scheduler.stop()
     for task in runtime.tasks:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
@@ -397,8 +440,12 @@ async def stop_runtime(runtime: Runtime) -> None:
         await runtime.hub.stop()
     if runtime.notifier:
         await runtime.notifier.stop()
+    if runtime.projected:
+        await runtime.projected.stop()
     if runtime.sandbox:
         await runtime.sandbox.stop()
+    if runtime.task_nats is not None:
+        await runtime.task_nats.close()
     await runtime.store.stop()
     await runtime.pool.close()
     log.info("charter runtime stopped")

@@ -2,5 +2,8 @@
 
 from projections.identity.projection import AccessProjection
 from projections.plugins.projection import PluginsProjection
+from projections.sites.projection import SitesProjection
+from projections.tasks.runs import RunsProjection
+from projections.tasks.tasks import TasksProjection
 
-PROJECTIONS = [PluginsProjection(), AccessProjection()]
+PROJECTIONS = [PluginsProjection(), AccessProjection(), SitesProjection(), TasksProjection(), RunsProjection()]

@@ -10,6 +10,7 @@ import asyncpg
 
 from application.envelope import EventEnvelope, passed_through
 from infrastructure.eventlog.eventstore import PUBLIC_PAYLOAD
+from infrastructure.eventlog.upcasting import current_json
 from projections.sql import Where, fetch_page, order_by
 
 
@@ -24,6 +25,7 @@ class EventQuery:
     until: datetime | None = None
     after_position: int | None = None
     visible_sites: set[str] | None = None  # None: every site and the global events
+    with_global: bool = False  # with visible_sites: the global events as well (a user's own stream)
 
 
 def _where(q: EventQuery) -> Where:
@@ -47,7 +49,8 @@ def _where(q: EventQuery) -> Where:
     if q.after_position is not None:
         where.add("position > {}", q.after_position)
     if q.visible_sites is not None:
-        where.add("site_id = ANY({}::text[])", sorted(q.visible_sites))
+        either = "site_id IS NULL OR " if q.with_global else ""
+        where.add(f"({either}site_id = ANY({{}}::text[]))", sorted(q.visible_sites))
     return where
 
 
@@ -71,7 +74,11 @@ async def list_events(
 
 
 def envelope(row: dict[str, Any]) -> EventEnvelope:
-    """One row of `_COLUMNS` as the envelope (its payload and metadata passed through as stored)."""
+    """One row of `_COLUMNS` as the envelope (its payload and metadata passed through as stored; the
+    payload of an event older than its current schema version upcast first)."""
+    row["schema_version"], row["payload"] = current_json(
+        row["event_type"], row["schema_version"], row["payload"], row["stream_id"], row["stream_version"], row["position"]
+    )
     return passed_through(**row)
 
 

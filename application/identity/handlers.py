@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -11,16 +11,17 @@ from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.errors import ConcurrencyError, PreconditionFailed
 from application.identity.role_names import claim_name, load_role_name, release_name, role_key_of
-from application.ports import Passwords
+from application.ports import Passwords, SessionStore
 from application.unit import Loaded, Repository
 from domain.identity import admins
 from domain.identity.access import ADMIN_ROLE, BUILTIN_ROLES, check_may_change_user, check_may_grant, check_permission
 from domain.identity.admins import AdminRegistry
+from domain.identity.passwords import PasswordPolicy
 from domain.identity.role import STREAM_TYPE as ROLE_STREAM
-from domain.identity.role import NAME_STREAM, PERMISSION_STREAM, Permission, Role, RoleName, role_uuid
+from domain.identity.role import NAME_STREAM, PERMISSION_STREAM, Permission, Role, RoleName, permission_uuid, role_uuid
 from domain.identity.user import RESERVATION_STREAM, EmailReservation, User, email_digest, normalise_email
 from domain.identity.user import STREAM_TYPE as USER_STREAM
-from domain.identity.errors import UserNotFound, UserExists, RoleNotFound, RoleExists, PermissionExists, WeakPassword, PasswordRequired
+from domain.identity.errors import UserNotFound, UserExists, RoleNotFound, RoleExists, PermissionExists, PasswordRequired
 from domain.identity.errors import RegistrationClosed
 
 ADMINS_STREAM_ID = f"{admins.STREAM_TYPE}:{admins.KEY}"
@@ -48,6 +49,7 @@ class SignUp(Command):
 
 class ActivateUser(Command):
     user_id: str
+    reason: str | None = None
 
 
 class DeactivateUser(Command):
@@ -55,21 +57,18 @@ class DeactivateUser(Command):
     reason: str | None = None
 
 
-class ChangePassword(Command):
-    user_id: str
-    password: str
-
-
 class GrantRole(Command):
     user_id: str
     role: str
     site_id: str | None = None
+    reason: str | None = None
 
 
 class RevokeRole(Command):
     user_id: str
     role: str
     site_id: str | None = None
+    reason: str | None = None
 
 
 class CreateRole(Command):
@@ -87,6 +86,7 @@ class UpdateRole(Command):
 
 class DeleteRole(Command):
     role_id: str
+    reason: str | None = None
 
 
 class EnsureAdmin(Command):
@@ -116,15 +116,14 @@ class IdentityServices:
     repository: Repository
     passwords: Passwords
     email_key: bytes  # the server key of the e-mail reservation hashes
-    min_password_length: int = 8
+    policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     registration_open: bool = True  # whether anybody may sign up (SignUp) or only administrators add users
+    sessions: SessionStore | None = None  # the sign-ins (refresh-token families): who owns which
 
 
-def check_password(services: IdentityServices, password: str) -> None:
-    if len(password) < services.min_password_length:
-        raise WeakPassword(
-            f"password must have at least {services.min_password_length} characters", field="password"
-        )
+def check_password(services: IdentityServices, password: str, email: str | None = None, field_name: str = "password") -> None:
+    """The password policy (minimum length, not the e-mail address, not a common password): 400 naming the rule."""
+    services.policy.check(password, email, field_name)
 
 
 async def load_user(services: IdentityServices, user_id: str, ctx: CommandContext) -> Loaded[User]:
@@ -178,7 +177,7 @@ async def _register(
 ) -> CommandResult:
     """A new user (random id) and its e-mail reservation in one append: a taken address refuses both."""
     email = normalise_email(email)
-    check_password(services, password)
+    check_password(services, password, email)
     password_hash = await services.passwords.hash(password)
     digest = email_digest(services.email_key, email)
     for attempt in range(1, REGISTRY_ATTEMPTS + 1):
@@ -219,7 +218,7 @@ async def _admins_following(services: IdentityServices, user: User, was_admin: b
     return [(loaded, None)]
 
 
-async def _change_user(
+async def change_user(
     services: IdentityServices,
     ctx: CommandContext,
     command: str,
@@ -245,7 +244,7 @@ async def _change_user(
     raise AssertionError("unreachable")
 
 
-def _may_change(ctx: CommandContext, permission: str, user: User) -> None:
+def may_change(ctx: CommandContext, permission: str, user: User) -> None:
     if ctx.access is not None:
         check_may_change_user(ctx.access, permission, user.holds_global_role)
 
@@ -262,29 +261,18 @@ async def sign_up(cmd: SignUp, ctx: CommandContext, services: IdentityServices) 
 
 async def activate_user(cmd: ActivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     def change(user: User) -> None:
-        _may_change(ctx, "users:manage", user)
-        user.activate()
+        may_change(ctx, "users:manage", user)
+        user.activate(cmd.reason)
 
-    return await _change_user(services, ctx, "ActivateUser", cmd.user_id, change)
+    return await change_user(services, ctx, "ActivateUser", cmd.user_id, change)
 
 
 async def deactivate_user(cmd: DeactivateUser, ctx: CommandContext, services: IdentityServices) -> CommandResult:
     def change(user: User) -> None:
-        _may_change(ctx, "users:manage", user)
+        may_change(ctx, "users:manage", user)
         user.deactivate(cmd.reason)
 
-    return await _change_user(services, ctx, "DeactivateUser", cmd.user_id, change)
-
-
-async def change_password(cmd: ChangePassword, ctx: CommandContext, services: IdentityServices) -> CommandResult:
-    check_password(services, cmd.password)
-    password_hash = await services.passwords.hash(cmd.password)
-
-    def change(user: User) -> None:
-        _may_change(ctx, "users:manage", user)
-        user.change_password(password_hash)
-
-    return await _change_user(services, ctx, "ChangePassword", cmd.user_id, change)
+    return await change_user(services, ctx, "DeactivateUser", cmd.user_id, change)
 
 
 async def _role_permissions(services: IdentityServices, key: str) -> list[str]:
@@ -304,9 +292,9 @@ async def grant_role(cmd: GrantRole, ctx: CommandContext, services: IdentityServ
 
     def change(user: User) -> None:
         _may_grant(ctx, user, role.key, role.permissions, cmd.site_id)
-        user.grant_role(role.key, cmd.site_id)
+        user.grant_role(role.key, cmd.site_id, cmd.reason)
 
-    return await _change_user(services, ctx, "GrantRole", cmd.user_id, change, site_id=cmd.site_id)
+    return await change_user(services, ctx, "GrantRole", cmd.user_id, change, site_id=cmd.site_id)
 
 
 async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: IdentityServices) -> CommandResult:
@@ -315,9 +303,9 @@ async def revoke_role(cmd: RevokeRole, ctx: CommandContext, services: IdentitySe
 
     def change(user: User) -> None:
         _may_grant(ctx, user, key, permissions, cmd.site_id)
-        user.revoke_role(key, cmd.site_id)
+        user.revoke_role(key, cmd.site_id, cmd.reason)
 
-    return await _change_user(services, ctx, "RevokeRole", cmd.user_id, change, site_id=cmd.site_id)
+    return await change_user(services, ctx, "RevokeRole", cmd.user_id, change, site_id=cmd.site_id)
 
 
 async def ensure_admin(cmd: EnsureAdmin, ctx: CommandContext, services: IdentityServices) -> CommandResult:
@@ -337,7 +325,7 @@ async def ensure_admin(cmd: EnsureAdmin, ctx: CommandContext, services: Identity
         return CommandResult(f"{USER_STREAM}:{user_id}", 0, None)
     password_hash = None
     if cmd.password:
-        check_password(services, cmd.password)
+        check_password(services, cmd.password, cmd.email)
         password_hash = await services.passwords.hash(cmd.password)
 
     def repair(user: User) -> None:
@@ -345,7 +333,7 @@ async def ensure_admin(cmd: EnsureAdmin, ctx: CommandContext, services: Identity
         if password_hash is not None:
             user.change_password(password_hash)
 
-    return await _change_user(services, ctx, "EnsureAdmin", user_id, repair)
+    return await change_user(services, ctx, "EnsureAdmin", user_id, repair)
 
 
 async def _change_role(
@@ -412,7 +400,7 @@ async def delete_role(cmd: DeleteRole, ctx: CommandContext, services: IdentitySe
 
     async def decide() -> list[tuple[Loaded[Any], None]]:
         loaded = await load_role(services, cmd.role_id, ctx)
-        loaded.aggregate.delete()
+        loaded.aggregate.delete(cmd.reason)
         return [(loaded, None), *await release_name(services.repository, loaded.aggregate.name, loaded.aggregate.key)]
 
     return await _change_role(services, ctx, "DeleteRole", decide)
@@ -448,12 +436,16 @@ async def ensure_builtins(cmd: EnsureBuiltins, ctx: CommandContext, services: Id
             except ConcurrencyError:
                 continue
     for name, description in sorted(cmd.permissions.items()):
-        fresh = services.repository.new(PERMISSION_STREAM, name)
-        fresh.aggregate = Permission.define(name, description)
+        # Looked for first: an append refused as a duplicate still takes (and loses) global positions, so
+        # appending blindly would leave a gap in `position` at every start for every known permission.
+        known = await services.repository.load(Permission, PERMISSION_STREAM, name, permission_uuid(name))
+        if known.version:
+            continue
+        known.aggregate = Permission.define(name, description)
         try:
-            last = await save(services, fresh, ctx, "EnsureBuiltins")
+            last = await save(services, known, ctx, "EnsureBuiltins")
         except ConcurrencyError:
-            continue  # exists already
+            continue  # defined meanwhile (another replica starting)
     return last
 
 
@@ -462,7 +454,6 @@ HANDLERS = {
     SignUp: sign_up,
     ActivateUser: activate_user,
     DeactivateUser: deactivate_user,
-    ChangePassword: change_password,
     GrantRole: grant_role,
     RevokeRole: revoke_role,
     CreateRole: create_role,

@@ -1,6 +1,7 @@
 """What follows a committed identity event, whichever interface ran the command: a deactivated user's
 sign-ins end, and this process's access cache learns grants, revocations and role changes at once
-(other replicas read them from the read model at their next refresh, within a second).
+(other replicas read them from the read model at their next refresh, within a second). A new or reset
+password and an ended session end sign-ins the same way.
 
 Registered with the bus as `Reactions.register(REACTIONS, AccessServices(...))`."""
 
@@ -26,6 +27,17 @@ async def end_sign_ins(event: Any, user: User, services: AccessServices) -> None
     services.cache.deactivated(str(user.id))
 
 
+async def end_other_sign_ins(event: Any, user: User, services: AccessServices) -> None:
+    """A new password (kept: the sign-in that changed it, if any) or a reset: the other sign-ins end."""
+    ended = await services.refresh_tokens.revoke_user(str(user.id), keep=getattr(event, "kept_session", "") or None)
+    services.cache.end_sessions(*ended)
+
+
+async def end_sign_in(event: Any, user: User, services: AccessServices) -> None:
+    await services.refresh_tokens.revoke_family(event.session_id)
+    services.cache.end_sessions(event.session_id)
+
+
 async def allow_again(event: Any, user: User, services: AccessServices) -> None:
     services.cache.activated(str(user.id))
 
@@ -46,6 +58,10 @@ async def role_permissions(event: Any, role: Role, services: AccessServices) -> 
 REACTIONS = {
     User.Deactivated: [end_sign_ins],
     User.Activated: [allow_again],
+    User.PasswordChanged: [end_other_sign_ins],
+    User.PasswordReset: [end_other_sign_ins],
+    User.SessionsRevoked: [end_other_sign_ins],
+    User.SessionRevoked: [end_sign_in],
     User.RoleGranted: [add_grant],
     User.RoleRevoked: [remove_grant],
     Role.Created: [role_permissions],

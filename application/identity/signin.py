@@ -7,14 +7,21 @@ A sign-in is a refresh-token family; every access token it yields names it (`sid
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
+from application.commands import Command
+from application.context import CommandContext, CommandResult
+from application.identity import accounts
 from application.identity.handlers import IdentityServices, find_user_id
-from application.ports import AccessCache, LoginThrottle, Passwords, RefreshTokenStore, TokenIssuer
+from application.ports import AccessCache, LoginThrottle, Passwords, RefreshTokenStore, SignInFailures, TokenIssuer
 from domain.errors import DomainError
+from domain.identity.errors import CurrentPasswordWrong
 from domain.identity.user import STREAM_TYPE as USER_STREAM
-from domain.identity.user import User
+from domain.identity.user import Client, User, client
+
+Execute = Callable[[Command, CommandContext], Awaitable[CommandResult]]
 
 INVALID_CREDENTIALS = "unknown user or wrong password"
 
@@ -49,6 +56,24 @@ class SignInThrottled(Exception):
         self.retry_after = retry_after
 
 
+class PasswordChangeRequired(Exception):
+    """The password was right but is a temporary one (an administrator reset it): it must be changed first,
+    with `token`, good only for `POST /auth/change-password` and for `expires_in` seconds (403)."""
+
+    def __init__(self, token: str, expires_in: int) -> None:
+        super().__init__("this password was reset by an administrator: change it before signing in")
+        self.message = str(self)
+        self.token = token
+        self.expires_in = expires_in
+
+
+class NoFailures:
+    """The security log when none is configured (unit tests)."""
+
+    async def failed(self, account: str, user_id: str | None, client: Client, reason: str) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class IssuedTokens:
     access_token: str
@@ -73,13 +98,18 @@ class SignIn:
     throttle: LoginThrottle
     sessions: AccessCache
     dummy_hash: str
+    execute: Execute | None = None  # the command bus; None: the account handlers are run directly
+    failures: SignInFailures = NoFailures()
 
-    async def login(self, who: str | None, password: str, address: str) -> IssuedTokens:
-        """Tokens of a new sign-in for the account `who` (an e-mail address) and its password."""
+    async def login(self, who: str | None, password: str, address: str, user_agent: str = "") -> IssuedTokens:
+        """Tokens of a new sign-in for the account `who` (an e-mail address) and its password, recorded in
+        the user's stream (User.SignedIn). A failure is recorded in the security log, never as an event."""
         if not who or not password:
             raise CredentialsMissing("username (or email) and password are required", field="username")
+        where = client(address, user_agent)
         attempt = await self.throttle.attempt(who, address)
         if attempt.retry_after:
+            await self.failures.failed(who, None, where, "throttled")
             raise SignInThrottled(attempt.retry_after)
         try:
             user_id = await find_user_id(self.identity, who)
@@ -89,11 +119,50 @@ class SignIn:
         # An unknown account costs the same argon2 check as a known one: the time tells nothing.
         password_hash = user.password_hash if user is not None else self.dummy_hash
         if not await self.passwords.verify(password_hash, password) or user is None:
+            await self.failures.failed(who, str(user.id) if user else None, where, "invalid_credentials")
             raise AuthenticationFailed(INVALID_CREDENTIALS, "INVALID_CREDENTIALS")
         await self.throttle.succeeded(attempt)
         if not user.active:
+            await self.failures.failed(who, str(user.id), where, "inactive")
             raise deactivated()
-        return await self._issue(user)
+        if user.password_change_required:
+            raise PasswordChangeRequired(*self.tokens.issue_password_change(str(user.id)))
+        family = uuid.uuid4().hex
+        await self._record(accounts.RecordSignIn(str(user.id), family, where.address, where.user_agent), str(user.id))
+        return await self._issue(user, family, client=where)
+
+    async def change_password(
+        self, user_id: str, current: str, new: str, session: str | None, address: str, user_agent: str = ""
+    ) -> CommandResult:
+        """The user's own new password: the current one is checked under the failed sign-in backoff (a
+        guess here costs what a guess at login costs); every other sign-in ends."""
+        user = await self.user(user_id)
+        if user is None:
+            raise AuthenticationFailed("this account no longer exists", "AUTHENTICATION_FAILED")
+        where = client(address, user_agent)
+        attempt = await self.throttle.attempt(user.email, address)
+        if attempt.retry_after:
+            raise SignInThrottled(attempt.retry_after)
+        command = accounts.ChangePassword(
+            user_id=user_id, password=new, current_password=current, keep_session=session,
+            client_address=where.address, user_agent=where.user_agent,
+        )  # fmt: skip
+        try:
+            result = await self._record(command, user_id)
+        except CurrentPasswordWrong:
+            await self.failures.failed(user.email, user_id, where, "wrong_current_password")
+            raise
+        except DomainError:  # refused after the current password was found right (the policy): no failure
+            await self.throttle.succeeded(attempt)
+            raise
+        await self.throttle.succeeded(attempt)
+        return result
+
+    async def _record(self, command: Command, actor: str) -> CommandResult:
+        ctx = CommandContext(actor=actor)
+        if self.execute is not None:
+            return await self.execute(command, ctx)
+        return await accounts.HANDLERS[type(command)](command, ctx, self.identity)  # type: ignore[operator]
 
     async def refresh(self, refresh_token: str) -> IssuedTokens:
         """Rotate a refresh token: new tokens of the same sign-in. A token presented a second time is
@@ -110,14 +179,22 @@ class SignIn:
             raise deactivated()
         return await self._issue(user, grant.family_id, refresh=fresh)
 
-    async def logout(self, refresh_token: str, issuer: str | None, session: str | None) -> None:
+    async def logout(
+        self, refresh_token: str, issuer: str | None, session: str | None, user_id: str | None = None,
+        address: str = "", user_agent: str = "",
+    ) -> None:
         """End the caller's sign-in (`session`, from its access token when this server issued it) and the
-        one `refresh_token` belongs to (normally the same): refresh and access tokens stop working."""
+        one `refresh_token` belongs to (normally the same): refresh and access tokens stop working. The
+        caller's own sign-in ending is recorded in its stream (User.SignedOut)."""
         own = session if session and issuer == self.tokens.issuer else None
         if own:
             await self.refresh_tokens.revoke_family(own)
         given = await self.refresh_tokens.revoke(refresh_token)
         self.sessions.end_sessions(own, given)
+        ended = own or given
+        if ended and user_id and await self.user(user_id) is not None:
+            where = client(address, user_agent)
+            await self._record(accounts.RecordSignOut(user_id, ended, where.address, where.user_agent), user_id)
 
     async def user(self, user_id: str) -> User | None:
         """The user as its stream has it now (None when `user_id` names nobody)."""
@@ -128,10 +205,12 @@ class SignIn:
         loaded = await self.identity.repository.load(User, USER_STREAM, str(uid), uid)
         return loaded.aggregate
 
-    async def _issue(self, user: User, family: str | None = None, refresh: str | None = None) -> IssuedTokens:
+    async def _issue(
+        self, user: User, family: str | None = None, refresh: str | None = None, client: Client | None = None
+    ) -> IssuedTokens:
         family = family or uuid.uuid4().hex
         grants = [(g.role, g.site_id) for g in user.grants]
         access, ttl = self.tokens.issue(str(user.id), grants, user.email, session=family)
         if refresh is None:
-            refresh = await self.refresh_tokens.issue(str(user.id), family)
+            refresh = await self.refresh_tokens.issue(str(user.id), family, client)
         return IssuedTokens(access, refresh, ttl)

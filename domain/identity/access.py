@@ -25,7 +25,7 @@ BUILTIN_ROLES: dict[str, tuple[str, list[str]]] = {
     ),
     "site-admin": (
         "Administers the sites they are granted",
-        [*READ_PLUGINS, "sites:*", "extensions:*", "events:read", "audit:read", "users:read"],
+        [*READ_PLUGINS, "sites:*", "extensions:*", "tasks:*", "events:read", "audit:read", "users:read"],
     ),
     "quality-focal": ("Signs off quality aspects", [*READ_PLUGINS, "sites:read", "signoffs:*", "audit:read"]),
     "compliance-officer": (

@@ -75,3 +75,11 @@ class PasswordRequired(DomainError):
 
 class RegistrationClosed(DomainError):
     code = "REGISTRATION_CLOSED"
+
+
+class CurrentPasswordWrong(DomainError):
+    code = "CURRENT_PASSWORD_WRONG"
+
+
+class SessionNotFound(DomainError):
+    code = "SESSION_NOT_FOUND"

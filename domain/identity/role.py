@@ -102,12 +102,15 @@ class Role(Aggregate):
     def _permission_removed(self, permission: str) -> None:
         self.permissions = [p for p in self.permissions if p != permission]
 
-    def delete(self) -> None:
+    def delete(self, reason: str | None = None) -> None:
         self.check_editable()
-        self._deleted()
+        self._deleted(reason=reason or "")
 
-    @event("Deleted")
-    def _deleted(self) -> None:
+    class Deleted(Aggregate.Event):
+        reason: str = ""  # the default replays events recorded before deletions took a reason
+
+    @event(Deleted)
+    def _deleted(self, reason: str) -> None:
         self.deleted = True
 
 

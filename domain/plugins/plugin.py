@@ -17,8 +17,23 @@ from domain.plugins.errors import (
     VersionUnchanged,
 )
 from domain.plugins.manifest import Manifest
+from domain.upcasting import EventSchemas, Payload
 
 STREAM_TYPE = "plugin"
+
+
+def no_reason_is_none(payload: Payload) -> Payload:
+    """Disabled and Uninstalled v1 wrote "" when no reason was given; v2 writes null, as Enabled,
+    Restarted and Reloaded always did, so "no reason" reads alike on every plugin event."""
+    return {**payload, "reason": payload.get("reason") or None}
+
+
+# Schema versions of the Plugin events (domain/upcasting.py); the others are at version 1.
+SCHEMAS = EventSchemas(
+    "Plugin",
+    current={"Disabled": 2, "Uninstalled": 2},
+    upcasters={("Disabled", 1): no_reason_is_none, ("Uninstalled", 1): no_reason_is_none},
+)
 
 
 def plugin_uuid(plugin_id: str) -> UUID:
@@ -45,6 +60,7 @@ class Plugin(Aggregate):
         self._set_config(config)
         self.enabled = enabled
         self.installed = True
+        self.disabled = False  # by the kill switch (Disabled), not merely installed without enabling
         self.disabled_reason: str | None = None
         self.restarts = 0
         self.reloads = 0
@@ -67,7 +83,7 @@ class Plugin(Aggregate):
     def status(self) -> str:
         if not self.installed:
             return "uninstalled"
-        return "enabled" if self.enabled else "disabled" if self.disabled_reason is not None else "installed"
+        return "enabled" if self.enabled else "disabled" if self.disabled else "installed"
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -146,19 +162,21 @@ class Plugin(Aggregate):
     @event("Enabled")
     def _enabled(self, reason: str | None) -> None:
         self.enabled = True
+        self.disabled = False
         self.disabled_reason = None
 
     def disable(self, reason: str | None = None) -> bool:
         """Record Disabled (the global kill switch); False when already disabled."""
         self.check_installed()
-        if not self.enabled and self.disabled_reason is not None:
+        if self.disabled:
             return False
-        self._disabled(reason=reason or "")
+        self._disabled(reason=reason or None)
         return True
 
     @event("Disabled")
-    def _disabled(self, reason: str) -> None:
+    def _disabled(self, reason: str | None) -> None:
         self.enabled = False
+        self.disabled = True
         self.disabled_reason = reason
 
     def restart(self, reason: str | None = None) -> None:
@@ -215,10 +233,10 @@ class Plugin(Aggregate):
 
     def uninstall(self, reason: str | None, forced: bool, cleanup_data: bool) -> None:
         self.check_installed()
-        self._uninstalled(reason=reason or "", forced=forced, cleanup_data=cleanup_data)
+        self._uninstalled(reason=reason or None, forced=forced, cleanup_data=cleanup_data)
 
     @event("Uninstalled")
-    def _uninstalled(self, reason: str, forced: bool, cleanup_data: bool) -> None:
+    def _uninstalled(self, reason: str | None, forced: bool, cleanup_data: bool) -> None:
         self.installed = False
         self.enabled = False
         if cleanup_data:

@@ -142,8 +142,10 @@ def conflict_problems(candidate: Candidate, active: Mapping[str, ActiveExtension
 
 def capability_problems(candidate: Candidate, active: Mapping[str, ActiveExtension]) -> list[Problem]:
     found = []
-    for cap in sorted(set(candidate.rules.capabilities)):
-        for other in sorted(active.values(), key=lambda e: e.plugin_id):
+    wanted = set(candidate.rules.capabilities)
+    providers = sorted((e for e in active.values() if wanted.intersection(e.rules.capabilities)), key=lambda e: e.plugin_id)
+    for cap in sorted(wanted):
+        for other in providers:
             exclusive_by = [
                 e for e, rules in ((candidate.plugin_id, candidate.rules), (other.plugin_id, other.rules))
                 if cap in rules.exclusive_capabilities

@@ -12,7 +12,6 @@ the embedded nats-server's max_payload allows for (`infrastructure.embedded.serv
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 from collections.abc import Sequence
@@ -26,8 +25,10 @@ import structlog
 from application.errors import ConcurrencyError, EventNotStorable, EventTooLarge, IdempotencyKeyReused
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from domain.identity.user import WITHHELD_FIELDS
+from infrastructure.audit import chain
 from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
+from infrastructure.eventlog.upcasting import current
 # The global order lives in global_order.py; its names are still importable from here.
 from infrastructure.eventlog.global_order import (  # noqa: F401
     _READ_GLOBAL, EVENT_COLUMNS, HORIZON, NEVER_SKIP, READ_GLOBAL_ISOLATION, read_global, record,
@@ -35,26 +36,27 @@ from infrastructure.eventlog.global_order import (  # noqa: F401
 
 log = structlog.get_logger(__name__)
 
-GENESIS = bytes(32)
+GENESIS = chain.GENESIS
 # Keys recorded before fingerprints were keyed lost their plain digests (migration 0005): they replay.
 UNVERIFIED_FINGERPRINT = "unverified"
 NOTIFY_CHANNEL = "charter_events"
 MAX_EVENT_BYTES = 256 * 1024  # the default of CHARTER_EVENT_MAX_BYTES
-# A number with an exponent, which PostgreSQL stores and prints in full (may match inside a string too:
-# that only costs the exact measurement).
-_EXPONENT = re.compile(rb"[0-9][eE][-+]?[0-9]")
-# An event's size as PostgreSQL stores it, and its largest payload field.
+# What PostgreSQL rewrites in JSON it stores: a number with an exponent (printed in full) and -0.0 (as
+# 0.0). May match inside a string too: that only costs a round trip for the exact size and stored form.
+_REWRITTEN = re.compile(rb"[0-9][eE][-+]?[0-9]|-0\.0")
+# An event's size as PostgreSQL stores it, its largest payload field, and the payload and metadata as
+# stored (what the hash covers, so that it verifies against the rows as read back).
 _STORED_SIZE = """
-SELECT octet_length(p::text) + octet_length($2::text::jsonb::text),
-       (SELECT key FROM jsonb_each(p) ORDER BY octet_length(value::text) DESC LIMIT 1)
-FROM (SELECT $1::text::jsonb AS p) AS s
+SELECT octet_length(p::text) + octet_length(m::text),
+       (SELECT key FROM jsonb_each(p) ORDER BY octet_length(value::text) DESC LIMIT 1), p::text, m::text
+FROM (SELECT $1::text::jsonb AS p, $2::text::jsonb AS m) AS s
 """
 
-_INSERT_EVENTS = """
+_INSERT_EVENTS = f"""
 INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type, schema_version,
-                    payload, metadata, site_id, recorded_at, hash)
+                    payload, metadata, site_id, recorded_at, hash, chain_version)
 SELECT e.event_id, e.stream_id, e.stream_type, e.stream_version, e.event_type, e.schema_version,
-       e.payload::jsonb, e.metadata::jsonb, e.site_id, e.recorded_at, e.hash
+       e.payload::jsonb, e.metadata::jsonb, e.site_id, e.recorded_at, e.hash, {chain.CHAIN_VERSION}
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
             $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[])
      WITH ORDINALITY AS e(event_id, stream_id, stream_type, stream_version, event_type, schema_version,
@@ -75,13 +77,10 @@ RETURNING key
 PUBLIC_PAYLOAD = "(events.payload - '{%s}'::text[])" % ",".join(WITHHELD_FIELDS)
 
 
-def event_hash(prev: bytes, event: NewEvent | StoredEvent) -> bytes:
-    """Chain an event to the previous event of its stream."""
-    body = msgspec.json.encode(
-        [str(event.event_id), event.stream_id, event.stream_version, event.event_type, event.payload],
-        order="sorted",
-    )
-    return hashlib.sha256(prev + body).digest()
+def event_hash(prev: bytes, event: NewEvent | StoredEvent, payload: Any = None, metadata: Any = None) -> bytes:
+    """Chain an event to the previous event of its stream, by the current chain version (the whole event:
+    infrastructure/audit/chain.py). `payload`/`metadata`: the JSON as stored, when given."""
+    return chain.hash_v2(prev, event, payload, metadata)
 
 
 def largest_field(payload: dict[str, Any]) -> str | None:
@@ -126,6 +125,7 @@ async def create_pool(
 
 # What the database (or the encoding before it) refuses in one command's data, not in the batch: a NUL
 # character in text or jsonb, a number out of range, text that is not UTF-8.
+DEADLOCK_RETRIES = 5  # a batch rolled back by the deadlock detector is committed again, this many times
 _UNSTORABLE = (asyncpg.DataError, msgspec.EncodeError, UnicodeEncodeError, OverflowError)
 
 
@@ -230,14 +230,11 @@ class EventStore:
             if versions != list(range(request.expected_version + 1, request.expected_version + 1 + len(versions))):
                 raise ValueError(f"events of {request.stream_id} must be numbered from {request.expected_version + 1}: {versions}")
             try:
-                request.encoded = [await self._encode(event) for event in request.events]
+                stored = [await self._encode(event) for event in request.events]
             except _UNSTORABLE as exc:
                 raise EventNotStorable(request.stream_id, _why(exc)) from None
-            prev = request.prev_hash
-            request.hashes = []
-            for event in request.events:
-                prev = event_hash(prev, event)
-                request.hashes.append(prev)
+            request.encoded = [(payload, metadata) for payload, metadata, _ in stored]
+            request.hashes = self._chain(request.prev_hash, request.events, [as_stored for _, _, as_stored in stored])
         written: list[AppendResult] = []
         if writing:
             if not self._tasks:
@@ -249,15 +246,28 @@ class EventStore:
         by_stream = {r.stream_id: r for r in written}
         return [by_stream.get(r.stream_id, AppendResult(r.stream_id, r.expected_version, None)) for r in requests]
 
-    async def _encode(self, event: NewEvent) -> tuple[str, str]:
-        """The event's payload and metadata as JSON; EventTooLarge when together they exceed the limit."""
+    @staticmethod
+    def _chain(prev: bytes, events: list[NewEvent], stored: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """Each event's hash, chained from `prev`, over its payload and metadata as they will be read back."""
+        hashes = []
+        for event, (payload, metadata) in zip(events, stored):
+            prev = event_hash(prev, event, msgspec.json.decode(payload), msgspec.json.decode(metadata))
+            hashes.append(prev)
+        return hashes
+
+    async def _encode(self, event: NewEvent) -> tuple[str, str, tuple[bytes, bytes]]:
+        """The event's payload and metadata as JSON, and as PostgreSQL will give them back (what the hash
+        covers); EventTooLarge when together they exceed the limit."""
         payload, metadata = msgspec.json.encode(event.payload), msgspec.json.encode(event.metadata)
-        size, field = len(payload) + len(metadata), None
-        if size <= self.max_event_bytes and (_EXPONENT.search(payload) or _EXPONENT.search(metadata)):
-            size, field = await self.pool.fetchrow(_STORED_SIZE, payload.decode(), metadata.decode())
+        size, field, as_stored = len(payload) + len(metadata), None, (payload, metadata)
+        if size <= self.max_event_bytes and (_REWRITTEN.search(payload) or _REWRITTEN.search(metadata)):
+            size, field, stored_payload, stored_metadata = await self.pool.fetchrow(
+                _STORED_SIZE, payload.decode(), metadata.decode()
+            )
+            as_stored = (stored_payload.encode(), stored_metadata.encode())
         if size > self.max_event_bytes:
             raise EventTooLarge(event.event_type, size, self.max_event_bytes, field or largest_field(event.payload))
-        return payload.decode(), metadata.decode()
+        return payload.decode(), metadata.decode(), as_stored
 
     async def _writer(self) -> None:
         while True:
@@ -285,6 +295,7 @@ class EventStore:
         # group after some of its commands were settled, or the halves of a group that held data the
         # database refused (a NUL character, ...), until the command holding it is settled alone.
         groups = [[p for p in batch if not p.future.cancelled()]]
+        deadlocks = 0
         async with self.pool.acquire() as conn:
             while groups:
                 pending = groups.pop()
@@ -298,6 +309,15 @@ class EventStore:
                     by_owner = _by_owner(pending, owners, outcome.settled)
                     settled.extend((pending[i], o) for i, o in by_owner.items())
                     groups.append([p for i, p in enumerate(pending) if i not in by_owner])
+                    continue
+                except asyncpg.DeadlockDetectedError:
+                    # Another writer's batch took rows of the same streams in the opposite order (two
+                    # activations at different sites, each with the plugin's registry) and PostgreSQL
+                    # rolled this one back. Committed again, clashes with the other settle as conflicts.
+                    deadlocks += 1
+                    if deadlocks > DEADLOCK_RETRIES:
+                        raise
+                    groups.append(pending)
                     continue
                 except _UNSTORABLE as exc:
                     if len(pending) == 1:
@@ -437,16 +457,34 @@ class EventStore:
         return AppendResult(row["stream_id"], row["version"], row["position"], duplicate=True)
 
     async def read_stream(self, stream_id: str) -> list[StoredEvent]:
+        """The events of a stream, each at the current schema version of its type (what aggregates replay)."""
+        return [current(event) for event in await self.read_stream_as_stored(stream_id)]
+
+    async def read_stream_as_stored(self, stream_id: str) -> list[StoredEvent]:
+        """The events of a stream exactly as stored (what the hash chain covers)."""
         rows = await self.pool.fetch(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
         )
         return [record(r) for r in rows]
 
+    async def read_stream_from(self, stream_id: str, version: int) -> list[StoredEvent]:
+        """The events of a stream from `version` on (that one included), in order."""
+        rows = await self.pool.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version",
+            stream_id,
+            version,
+        )
+        return [current(record(r)) for r in rows]
+
     async def verify_stream(self, stream_id: str) -> bool:
-        """Recompute the hash chain of a stream; False when any stored event was altered."""
+        """Recompute the hash chain of a stream, each event by its chain version; False when any stored event
+        was altered (`charter audit verify` checks every stream and the checkpoints)."""
+        versions = await self.pool.fetch(
+            "SELECT chain_version FROM events WHERE stream_id = $1 ORDER BY stream_version", stream_id
+        )
         prev = GENESIS
-        for event in await self.read_stream(stream_id):
-            prev = event_hash(prev, event)
+        for event, row in zip(await self.read_stream_as_stored(stream_id), versions):
+            prev = chain.hash_v1(prev, event) if row["chain_version"] == 1 else event_hash(prev, event)
             if prev != event.hash:
                 return False
         return True

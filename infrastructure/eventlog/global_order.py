@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncpg
 
 from application.ports import StoredEvent
+from infrastructure.eventlog.upcasting import current
 
 EVENT_COLUMNS = (
     "position, transaction_id::text::bigint AS transaction_id, event_id, stream_id, stream_type, stream_version,"
@@ -55,11 +56,13 @@ _READ_GLOBAL = f"SELECT {EVENT_COLUMNS} FROM events {NEVER_SKIP}"
 
 
 def record(row: asyncpg.Record) -> StoredEvent:
+    """A row of EVENT_COLUMNS as stored (what hash chains are verified on); consumers read `current`."""
     return StoredEvent(*row)  # EVENT_COLUMNS are StoredEvent's fields, in order (no dict per event)
 
 
 async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[StoredEvent]:
-    """Events committed after the cursor `(transaction_id, position)`, in the never-skip global order."""
+    """Events committed after the cursor `(transaction_id, position)`, in the never-skip global order, each
+    at the current schema version of its type (infrastructure/eventlog/upcasting.py)."""
     horizon = await conn.fetchval(HORIZON)
     rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit, horizon)
-    return [record(r) for r in rows]
+    return [current(record(r)) for r in rows]

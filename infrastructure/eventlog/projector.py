@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
+from collections.abc import Callable
 from typing import Protocol
 
 import asyncpg
@@ -99,6 +100,13 @@ async def move_checkpoint(conn: asyncpg.Connection, name: str, cursor: tuple[int
     )
 
 
+async def notify_projected(conn: asyncpg.Connection, name: str, cursor: tuple[int, int], changed: bool = True) -> None:
+    """Tell every process, as the transaction commits, that read model `name` now reflects `cursor`; a batch
+    with no event of the projection's streams says `unchanged` (its rows are as they were: answers stand)."""
+    payload = f"{name} {cursor[0]} {cursor[1]}" + ("" if changed else " unchanged")
+    await conn.execute("SELECT pg_notify($1, $2)", PROJECTED_CHANNEL, payload)
+
+
 async def checkpoint(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> tuple[int, int, int]:
     row = await conn.fetchrow(
         "SELECT transaction_id::text::bigint AS tx, position, version FROM checkpoints WHERE name = $1", name
@@ -171,22 +179,34 @@ async def _apply_batch(conn: asyncpg.Connection, projection: Projection, batch_s
             await projection.handle(conn, events)
             last = events[-1]
             await move_checkpoint(conn, projection.name, (last.transaction_id, last.position))
+            streams = getattr(projection, "stream_types", None)
+            changed = streams is None or any(e.stream_type in streams for e in events)
+            await notify_projected(conn, projection.name, (last.transaction_id, last.position), changed)
     metrics.PROJECTION_EVENTS.labels(projection.name).inc(len(events))
     return len(events)
 
 
-class Notifier:
-    """One LISTEN connection per process; wakes every registered waiter when events are appended.
+# Each projector batch notifies `<projection> <transaction_id> <position>` (its new cursor) on this
+# channel as it commits: the read cache (infrastructure/eventlog/read_cache.py) drops that read model's answers.
+PROJECTED_CHANNEL = "charter_projected"
 
-    The connection is re-opened when the server drops it (restart, failover); waiters are woken then,
-    so nothing committed during the outage waits for the poll interval.
+
+class Notifier:
+    """One LISTEN connection per process and channel (by default the event store's: appends); wakes every
+    registered waiter and hands each payload to every listener (`on_message`).
+
+    The connection is re-opened when the server drops it (restart, failover); waiters are woken then, and
+    listeners called with None (notifications may have been missed), so nothing committed during the
+    outage waits for the poll interval.
     """
 
-    def __init__(self, dsn: str, *, retry_every: float = 0.25) -> None:
+    def __init__(self, dsn: str, *, retry_every: float = 0.25, channel: str = NOTIFY_CHANNEL) -> None:
         self.dsn = dsn
         self.retry_every = retry_every
+        self.channel = channel
         self._conn: asyncpg.Connection | None = None
         self._events: list[asyncio.Event] = []
+        self._listeners: list[Callable[[str | None], None]] = []
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -195,15 +215,20 @@ class Notifier:
         self._events.append(event)
         return event
 
-    def _wake(self, *_: object) -> None:
+    def on_message(self, listener: Callable[[str | None], None]) -> None:
+        self._listeners.append(listener)
+
+    def _wake(self, _conn: object = None, _pid: object = None, _channel: object = None, payload: str | None = None) -> None:
         for event in self._events:
             event.set()
+        for listener in self._listeners:
+            listener(payload)
 
     async def _listen(self) -> None:
         self._lost.clear()
         conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT)
         conn.add_termination_listener(lambda _conn: self._lost.set())
-        await conn.add_listener(NOTIFY_CHANNEL, self._wake)
+        await conn.add_listener(self.channel, self._wake)
         self._conn = conn
 
     async def start(self) -> None:

@@ -26,7 +26,7 @@ import structlog
 
 from application.ports import StoredEvent
 from infrastructure.eventlog.eventstore import READ_GLOBAL_ISOLATION, read_global
-from infrastructure.eventlog.projector import RELAXED_COMMIT, Projection, connect, lock_key
+from infrastructure.eventlog.projector import RELAXED_COMMIT, Projection, connect, lock_key, notify_projected
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +109,7 @@ async def _swap(conn: asyncpg.Connection, build: Build) -> None:
     await conn.execute(f'ALTER SCHEMA "{build.schema}" RENAME TO "{live.schema}"')
     await _set_cursor(conn, live.name, build.cursor, live.version)
     await conn.execute("DELETE FROM checkpoints WHERE name = $1", build.name)
+    await notify_projected(conn, live.name, build.cursor)  # the read caches drop the old tables' answers
 
 
 async def rebuild(

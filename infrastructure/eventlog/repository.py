@@ -13,7 +13,9 @@ from eventsourcing.utils import get_topic
 
 from application.ports import AppendRequest, AppendResult, Idempotency, NewEvent, StoredEvent
 from application.unit import Loaded
+from domain.event_schemas import UPCASTERS
 from infrastructure.eventlog.eventstore import GENESIS, EventStore
+from infrastructure.eventlog.upcasting import current
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -33,30 +35,36 @@ def event_type_of(aggregate_cls: type[Aggregate], event_cls: type) -> str:
 def to_new_events(
     loaded: Loaded[A], metadata: dict[str, Any], site_id: str | None = None
 ) -> list[NewEvent]:
-    """The aggregate's pending events as rows for its stream."""
+    """The aggregate's pending events as rows for its stream. An aggregate with `event_id_for(version,
+    event_name)` names its own event ids (a task run: equal decisions in two replicas make equal events,
+    so the second append is answered as a duplicate); the others get random ones."""
     out = []
+    ids = getattr(loaded.aggregate, "event_id_for", None)
     for event in loaded.aggregate.collect_events():
         payload = {name: getattr(event, name) for name in payload_fields(type(event))}
+        event_type = event_type_of(type(loaded.aggregate), type(event))
         out.append(
             NewEvent(
-                event_id=uuid4(),
+                event_id=ids(event.originator_version, type(event).__name__) if ids else uuid4(),
                 stream_id=loaded.stream_id,
                 stream_type=loaded.stream_type,
                 stream_version=event.originator_version,
-                event_type=event_type_of(type(loaded.aggregate), type(event)),
+                event_type=event_type,
                 payload=payload,
                 metadata=metadata,
                 recorded_at=event.timestamp,
                 site_id=site_id,
+                schema_version=UPCASTERS.current(event_type),
             )
         )
     return out
 
 
-def reconstruct(aggregate_cls: type[A], aggregate_id: UUID, events: list[StoredEvent]) -> A | None:
-    """Replay stored events into an aggregate (None for an empty stream)."""
-    aggregate: A | None = None
-    for stored in events:
+def reconstruct(aggregate_cls: type[A], aggregate_id: UUID, events: list[StoredEvent], aggregate: A | None = None) -> A | None:
+    """Replay stored events into an aggregate (None for an empty stream), or onto `aggregate` (the state
+    before the first of `events`); each event is brought to the current schema version of its type first (a
+    no-op for those `EventStore.read_stream` gives)."""
+    for stored in map(current, events):
         event_cls = getattr(aggregate_cls, stored.event_type.split(".", 1)[1])
         kwargs = dict(stored.payload)
         kwargs.update(

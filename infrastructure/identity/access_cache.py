@@ -1,6 +1,9 @@
 """This process's copy of who may do what: roles and their permissions, each user's grants, deactivated
-users and revoked sign-ins, read from the identity read model (and the refresh tokens table) every second
-and updated at once by the identity reactions after a commit (`application/identity/reactions.py`)."""
+users and revoked sign-ins. Loaded once from the identity read model at its projection's cursor, then kept
+up by folding the access events committed after that cursor (each second, in the never-skip global
+order), so a refresh costs what changed, not how many users and grants exist; updated at once by the
+identity reactions after a commit here (`application/identity/reactions.py`). Revoked sign-ins come from
+the refresh tokens table (the last token lifetime's only)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,16 @@ import asyncio
 import time
 from typing import Any
 
+from application.ports import StoredEvent
 from domain.identity.access import Access, Grant, resolve_access
+from infrastructure.eventlog.global_order import read_global
 from infrastructure.identity.tokens import revoked_families
+from projections.identity.projection import NAME as PROJECTION
 from projections.identity.projection import SCHEMA
 from projections.identity.queries import role_permissions
+
+ACCESS_STREAMS = frozenset({"user", "role"})
+FOLLOW_BATCH = 1000
 
 
 class Authority:
@@ -40,8 +49,9 @@ class Authority:
         self.changed_at: dict[str, float] = {}  # when each user's grants last changed (epoch seconds)
         self.revoked_sessions: dict[str, float] = {}  # sign-in (`sid`) -> when it was revoked (epoch seconds)
         self.refreshed_at = 0.0
-        self._seen: tuple[Any, ...] = ()  # what the last refresh read, to tell whether anything changed
+        self.cursor: tuple[int, int] | None = None  # the last access event folded in (None: nothing loaded yet)
         self._changed: asyncio.Future[None] | None = None
+        self.version = 0  # moves at every change of anyone's access: decisions kept under an older one are void
 
     def changes(self) -> asyncio.Future[None]:
         """Done at the next change of anyone's access (a revoked grant or sign-in, a deactivation, a role's
@@ -51,6 +61,7 @@ class Authority:
         return self._changed
 
     def _notify(self) -> None:
+        self.version += 1  # every access decision taken before this one is void
         if self._changed is not None and not self._changed.done():
             self._changed.set_result(None)
 
@@ -111,32 +122,98 @@ class Authority:
         return subject not in self.inactive
 
     async def refresh(self) -> None:
-        pool = self.pool
-        self.roles = await role_permissions(pool)
-        rows = await pool.fetch(
-            f"SELECT u.user_id, u.is_active, extract(epoch FROM u.grants_changed_at) AS changed,"
-            f" g.role_key, NULLIF(g.site_id, '') AS site_id"
-            f" FROM {SCHEMA}.users u LEFT JOIN {SCHEMA}.user_grants g USING (user_id)"
-        )
+        """Catch up with the access events committed since the last refresh (the first one loads the identity
+        read model at its projection's cursor), and with the sign-ins revoked lately. Its cost follows what
+        changed, not how many users and grants there are."""
+        if self.cursor is None:
+            changed = await self._load()
+        else:
+            changed = await self._follow()
+        # Access tokens live `access_ttl` seconds: older revocations concern no live token (60 s for clock skew).
+        keep = self.tokens.access_ttl + 60
+        revoked = await revoked_families(self.pool, keep)
+        horizon = time.time() - keep
+        sessions = {sid: at for sid, at in self.revoked_sessions.items() if at > horizon}
+        sessions.update(revoked)  # a revocation is never undone, so the union is right whatever the order
+        changed = changed or not set(revoked) <= set(self.revoked_sessions)
+        self.revoked_sessions = sessions
+        self.refreshed_at = time.monotonic()
+        if changed:
+            self._notify()
+
+    async def _load(self) -> bool:
+        """Everything, from the identity read model and its cursor read in one snapshot."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            at = await conn.fetchrow(
+                "SELECT transaction_id::text::bigint AS tx, position FROM checkpoints WHERE name = $1", PROJECTION
+            )
+            roles = await role_permissions(conn)
+            rows = await conn.fetch(
+                f"SELECT u.user_id, u.is_active, extract(epoch FROM u.grants_changed_at) AS changed,"
+                f" g.role_key, NULLIF(g.site_id, '') AS site_id"
+                f" FROM {SCHEMA}.users u LEFT JOIN {SCHEMA}.user_grants g USING (user_id)"
+            )
         grants: dict[str, list[tuple[str, str | None]]] = {}
-        changed: dict[str, float] = {}
         inactive = set()
         for row in rows:
             held = grants.setdefault(row["user_id"], [])
-            changed[row["user_id"]] = max(float(row["changed"] or 0), self.changed_at.get(row["user_id"], 0.0))
+            self.changed_at[row["user_id"]] = max(float(row["changed"] or 0), self.changed_at.get(row["user_id"], 0.0))
             if row["role_key"] is not None:
                 held.append((row["role_key"], row["site_id"]))
             if not row["is_active"]:
                 inactive.add(row["user_id"])
-        # Access tokens live `access_ttl` seconds: older revocations concern no live token (60 s for clock skew).
-        keep = self.tokens.access_ttl + 60
-        revoked = await revoked_families(pool, keep)
-        horizon = time.time() - keep
-        sessions = {sid: at for sid, at in self.revoked_sessions.items() if at > horizon}
-        sessions.update(revoked)  # a revocation is never undone, so the union is right whatever the order
-        seen = (self.roles, changed, inactive, set(revoked))  # a grant change moves its user's `changed`
-        self.grants, self.inactive, self.changed_at, self.revoked_sessions = grants, inactive, changed, sessions
-        self.refreshed_at = time.monotonic()
-        if seen != self._seen:
-            self._seen = seen
-            self._notify()
+        self.roles, self.grants, self.inactive = roles, grants, inactive
+        self.cursor = (at["tx"], at["position"]) if at else (0, 0)
+        return True
+
+    async def _follow(self) -> bool:
+        """The access events after the cursor, in the never-skip global order, folded into the caches."""
+        changed = False
+        async with self.pool.acquire() as conn:
+            while True:
+                events = await read_global(conn, self.cursor, FOLLOW_BATCH)
+                for event in events:
+                    if event.stream_type in ACCESS_STREAMS:
+                        changed = self.fold(event) or changed
+                if events:
+                    self.cursor = (events[-1].transaction_id, events[-1].position)
+                if len(events) < FOLLOW_BATCH:
+                    return changed
+
+    def fold(self, e: StoredEvent) -> bool:
+        """One access event into the caches (as the identity projection folds it into its rows); True when
+        it changed anyone's access. The after-commit reactions may have applied it already: folding is
+        idempotent."""
+        key, p = e.stream_id.split(":", 1)[1], e.payload
+        at = e.recorded_at.timestamp()
+        match e.event_type:
+            case "User.Registered":
+                self.grants.setdefault(key, [])
+                if not p["active"]:
+                    self.inactive.add(key)
+                return not p["active"]
+            case "User.Activated":
+                self.inactive.discard(key)
+            case "User.Deactivated":
+                self.inactive.add(key)
+            case "User.RoleGranted":
+                grant = (p["role"], p["site_id"] or None)
+                held = self.grants.get(key, [])
+                if grant not in held:
+                    self.grants[key] = [*held, grant]
+                self.changed_at[key] = max(self.changed_at.get(key, 0.0), at)
+            case "User.RoleRevoked":
+                grant = (p["role"], p["site_id"] or None)
+                self.grants[key] = [g for g in self.grants.get(key, []) if g != grant]
+                self.changed_at[key] = max(self.changed_at.get(key, 0.0), at)
+            case "Role.Created":
+                self.roles[key] = sorted(set(p["permissions"]))
+            case "Role.PermissionAdded" if key in self.roles:
+                self.roles[key] = sorted({*self.roles[key], p["permission"]})
+            case "Role.PermissionRemoved" if key in self.roles:
+                self.roles[key] = [x for x in self.roles[key] if x != p["permission"]]
+            case "Role.Deleted":
+                self.roles.pop(key, None)
+            case _:
+                return False
+        return True

@@ -63,7 +63,7 @@ class SignerReauthentication:
         except AuthenticationFailed:
             return False
         issued = claims.raw.get("iat")
-        if claims.subject != user_id or not isinstance(issued, (int, float)) or self.revoked(claims):
+        if claims.subject != user_id or claims.purpose is not None or not isinstance(issued, (int, float)) or self.revoked(claims):
             return False
         age = self.clock() - float(issued)
         return -CLOCK_SKEW <= age < self.max_age

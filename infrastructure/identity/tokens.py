@@ -25,11 +25,14 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OctKey
 
 from application.identity.signin import AuthenticationFailed, RefreshTokenReused
-from application.ports import RefreshGrant
+from application.ports import RefreshGrant, Session
+from domain.identity.user import Client
 
 log = structlog.get_logger(__name__)
 
 LOCAL_ALGORITHMS = ["HS256"]
+PASSWORD_CHANGE = "password-change"  # the `purpose` of the token a temporary password signs in with
+PASSWORD_CHANGE_TTL = 300  # seconds
 EXTERNAL_ALGORITHMS = ["RS256", "ES256"]
 
 
@@ -74,6 +77,7 @@ class Claims:
     raw: dict[str, Any] = field(default_factory=dict)
     grants_at: float = 0.0
     session_id: str | None = None  # `sid`: the sign-in (refresh-token family) the token was issued to
+    purpose: str | None = None  # a restricted token's one use (PASSWORD_CHANGE); None: an access token
 
 
 class TokenService:
@@ -119,6 +123,15 @@ class TokenService:
             claims["sid"] = session
         return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self.key), self.access_ttl
 
+    def issue_password_change(self, subject: str) -> tuple[str, int]:
+        """A token whose only use is changing the temporary password of `subject` (no grants, no sign-in)."""
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now, "nbf": now,
+            "exp": now + PASSWORD_CHANGE_TTL, "jti": uuid.uuid4().hex, "grants": [], "purpose": PASSWORD_CHANGE,
+        }  # fmt: skip
+        return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, self.key), PASSWORD_CHANGE_TTL
+
     async def verify(self, token: str) -> Claims:
         cached = self._cache.get(token)
         if cached is not None:
@@ -146,8 +159,10 @@ class TokenService:
         grants_at = c.get("grants_at")
         grants_at = float(grants_at) if isinstance(grants_at, (int, float)) else float(c.get("iat", 0))
         sid = c.get("sid")
+        purpose = c.get("purpose")
         return Claims(
-            c["sub"], grants, c["iss"], int(c["exp"]), c.get("name"), c.get("jti"), c, grants_at, sid if isinstance(sid, str) else None
+            c["sub"], grants, c["iss"], int(c["exp"]), c.get("name"), c.get("jti"), c, grants_at,
+            sid if isinstance(sid, str) else None, purpose if isinstance(purpose, str) else None,
         )
 
     async def _verify_external(self, token: str, provider: ExternalIssuer) -> Claims:
@@ -220,15 +235,21 @@ class RefreshTokens:
         self.pool = pool
         self.ttl = ttl
 
-    async def issue(self, user_id: str, family_id: str | None = None, conn: asyncpg.Connection | None = None) -> str:
+    async def issue(
+        self, user_id: str, family_id: str | None = None, client: Client | None = None, conn: asyncpg.Connection | None = None
+    ) -> str:
         token = secrets.token_urlsafe(32)
         runner = conn or self.pool
+        client = client or Client()
         await runner.execute(
-            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO refresh_tokens (token_hash, family_id, user_id, expires_at, client_address, user_agent)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
             _digest(token),
             family_id or uuid.uuid4().hex,
             user_id,
             datetime.now(timezone.utc) + self.ttl,
+            client.address,
+            client.user_agent,
         )
         return token
 
@@ -237,7 +258,7 @@ class RefreshTokens:
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 row = await conn.fetchrow(
-                    "SELECT family_id, user_id, expires_at, rotated_at, revoked_at FROM refresh_tokens"
+                    "SELECT family_id, user_id, expires_at, rotated_at, revoked_at, client_address, user_agent FROM refresh_tokens"
                     " WHERE token_hash = $1 FOR UPDATE",
                     _digest(token),
                 )
@@ -256,7 +277,8 @@ class RefreshTokens:
                     raise AuthenticationFailed("refresh token expired", "REFRESH_TOKEN_EXPIRED")
                 else:
                     await conn.execute("UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = $1", _digest(token))
-                    fresh = await self.issue(row["user_id"], row["family_id"], conn)
+                    where = Client(row["client_address"], row["user_agent"])
+                    fresh = await self.issue(row["user_id"], row["family_id"], where, conn)
         if reused_family is not None:
             log.warning("refresh token reused; family revoked", family_id=reused_family, user_id=row["user_id"])
             raise RefreshTokenReused(reused_family)
@@ -274,10 +296,42 @@ class RefreshTokens:
             "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL", family_id
         )
 
-    async def revoke_user(self, user_id: str) -> None:
-        await self.pool.execute(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", user_id
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        rows = await self.pool.fetch(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL"
+            " AND family_id IS DISTINCT FROM $2 RETURNING family_id",
+            user_id,
+            keep,
         )
+        return sorted({row["family_id"] for row in rows})
+
+    # -- the live sign-ins (application.ports.SessionStore) ----------------------------------------
+
+    async def owner(self, session_id: str) -> str | None:
+        return await self.pool.fetchval(
+            "SELECT user_id FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL AND rotated_at IS NULL"
+            " AND expires_at > now() LIMIT 1",
+            session_id,
+        )
+
+    async def sessions(self, user_id: str) -> list[Session]:
+        """The user's live sign-ins, the most recently used first (at most MAX_SESSIONS)."""
+        rows = await self.pool.fetch(SESSIONS, user_id, MAX_SESSIONS)
+        return [Session(**dict(row)) for row in rows]
+
+
+MAX_SESSIONS = 100
+# A family is live while none of its tokens is revoked and its newest has not expired.
+SESSIONS = """
+SELECT family_id AS session_id, user_id, min(issued_at) AS started_at, max(issued_at) AS last_used_at,
+       max(expires_at) AS expires_at,
+       (array_agg(client_address ORDER BY issued_at))[1] AS client_address,
+       (array_agg(user_agent ORDER BY issued_at))[1] AS user_agent
+  FROM refresh_tokens WHERE user_id = $1
+ GROUP BY family_id, user_id
+HAVING count(revoked_at) = 0 AND max(expires_at) > now()
+ ORDER BY max(issued_at) DESC, family_id LIMIT $2
+"""
 
 
 async def revoked_families(pool: Any, within: float) -> dict[str, float]:

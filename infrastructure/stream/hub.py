@@ -1,8 +1,9 @@
 """The per-process event hub: one JetStream consumer feeding in-process subscribers (SSE clients).
 
 Messages arriving in the same few milliseconds are handed to subscribers as one batch, each event's
-SSE frame encoded once for all of them, and written straight to every client's connection in one loop
-turn. Flushes are spaced by what the last one cost, so under load batches grow instead of the loop
+SSE frame encoded once for all of them, the batch framed for the wire once, and written straight to
+every client's transport in one loop turn (through the server's send only when a transport cannot take
+it at once). Flushes are spaced by what the last one cost, so under load batches grow instead of the loop
 falling behind. The hub never waits for a subscriber: one that cannot take its writes at once has the
 rest queued, and is dropped (told to come back with its Last-Event-ID) once more than its backlog
 limit is queued. A subscriber resuming from a JetStream sequence gets the missed events from the
@@ -76,6 +77,14 @@ class Chunk:
 
 
 Write = Callable[[bytes], Awaitable[None]]  # the connection's send of body bytes (a coroutine, normally)
+# Bytes already framed for the wire written straight to the connection's transport; False when it cannot
+# take them now (its buffer is full, or it is closing): the write then goes through `Write`, which waits.
+Direct = Callable[[bytes], bool]
+
+
+def chunked(body: bytes) -> bytes:
+    """`body` as one chunk of an HTTP/1.1 chunked response (what the server's send would write)."""
+    return b"%x\r\n%s\r\n" % (len(body), body)
 
 
 @types.coroutine
@@ -116,25 +125,29 @@ class Subscriber:
     dropped: bool = False
     last_seq: int = 0
     write: Write | None = None
+    direct: Direct | None = None  # the transport itself, once the response has started (see `attach`)
     closing: bool = False  # a last message (drop or end) is queued; nothing more is taken
     broken: bool = False  # the connection failed under a write
     _draining: asyncio.Task[None] | None = None
     _ended: asyncio.Future[None] | None = None
 
-    def offer(self, batch: list[Delivered], joined: bytes) -> bool:
-        """Hand over the matching events; False when this subscriber is too far behind and was dropped."""
+    def offer(self, batch: list[Delivered], joined: bytes, wire: bytes | None = None) -> bool:
+        """Hand over the matching events; False when this subscriber is too far behind and was dropped.
+        `wire` is `joined` framed for the transport once per flush (`chunked`), shared by every
+        subscriber taking the whole batch."""
         if self.dropped or self.closing:
             return not self.dropped
         if self.filter is None and batch[0].seq > self.last_seq:
             frames, count, last = joined, len(batch), batch[-1].seq
         else:
+            wire = None
             mine = [d for d in batch if d.seq > self.last_seq and (self.filter is None or self.filter(d))]
             if not mine:
                 return True
             frames, count, last = b"".join(d.frame for d in mine), len(mine), mine[-1].seq
         if self.write is not None and self._draining is None:
             self.last_seq = last
-            self._write_now(frames)
+            self._write_now(frames, wire)
             return not self.broken
         if self.pending + count > self.limit:
             self.drop()
@@ -144,10 +157,12 @@ class Subscriber:
         self.queue.append(Chunk(frames, count, last))
         return True
 
-    def attach(self, write: Write) -> asyncio.Future[None]:
+    def attach(self, write: Write, direct: Direct | None = None) -> asyncio.Future[None]:
         """Start writing to the connection; returns a future done once the subscriber has said its last
-        word (dropped, or `end` called) and it was written."""
+        word (dropped, or `end` called) and it was written. With `direct`, writes that need no waiting
+        skip the server's send and go to the transport as pre-framed (`chunked`) bytes."""
         self.write = write
+        self.direct = direct
         if self.queue and self._draining is None:
             self._draining = asyncio.ensure_future(self._drain(None, None))
         return self.ended
@@ -195,7 +210,9 @@ class Subscriber:
         if not self.ended.done():
             self.ended.set_result(None)
 
-    def _write_now(self, data: bytes) -> None:
+    def _write_now(self, data: bytes, wire: bytes | None = None) -> None:
+        if self.direct is not None and self.direct(chunked(data) if wire is None else wire):
+            return
         assert self.write is not None
         coro = self.write(data)
         if not isinstance(coro, types.CoroutineType):  # a server whose send is some other awaitable
@@ -342,9 +359,10 @@ class EventHub:
             self._flush_scheduled = False
             return
         joined = b"".join(d.frame for d in batch)
+        wire = chunked(joined)  # framed once here, not once per client
         # Subscribers joining while this batch goes out are not in this list; they get it from `recent`.
         span = self._delivery_span(batch) if tracing.enabled() else None
-        self._flush_slice(batch, joined, list(self.subscribers), 0, 0.0, span)
+        self._flush_slice(batch, joined, wire, list(self.subscribers), 0, 0.0, span)
 
     def _delivery_span(self, batch: list[Delivered]) -> Any:
         """The span of one flush to every SSE client, continuing the traces of the events it carries."""
@@ -352,11 +370,12 @@ class EventHub:
         return tracing.start_linked_span("sse deliver", (tracing.span_context_of(d.traceparent) for d in batch), attributes)
 
     def _flush_slice(
-        self, batch: list[Delivered], joined: bytes, subscribers: list[Subscriber], start: int, cost: float, span: Any = None
+        self, batch: list[Delivered], joined: bytes, wire: bytes, subscribers: list[Subscriber], start: int, cost: float,
+        span: Any = None,
     ) -> None:
         started = time.perf_counter()
         for sub in subscribers[start : start + FLUSH_SLICE]:
-            if not sub.offer(batch, joined):
+            if not sub.offer(batch, joined, wire):
                 self.subscribers.discard(sub)
                 if sub.dropped:
                     self.dropped += 1
@@ -364,7 +383,7 @@ class EventHub:
         cost += time.perf_counter() - started
         loop = asyncio.get_running_loop()
         if start + FLUSH_SLICE < len(subscribers):
-            loop.call_soon(self._flush_slice, batch, joined, subscribers, start + FLUSH_SLICE, cost, span)
+            loop.call_soon(self._flush_slice, batch, joined, wire, subscribers, start + FLUSH_SLICE, cost, span)
             return
         if span is not None:
             span.end()

@@ -43,6 +43,7 @@ from infrastructure.stream import unpublishable
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
 from infrastructure.eventlog.eventstore import HORIZON, NEVER_SKIP, PUBLIC_PAYLOAD, init_connection
 from infrastructure.eventlog.projector import cancel_requested, lock_key, move_checkpoint, wait_or_timeout
+from infrastructure.eventlog.upcasting import current_json
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +144,7 @@ class Outbox:
                 if len(subjects) > 10_000:
                     subjects.clear()
                 subject = subjects[key] = _subject(self.prefix, site_id, stream_type, event_type)
+            schema, payload = current_json(event_type, schema, payload, stream_id, version, position)
             data = encode(
                 passed_through(event_id, position, tx, stream_id, stream_type, version, event_type, schema, site_id,
                                actor, recorded_at, payload, metadata)

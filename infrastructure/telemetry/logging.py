@@ -4,6 +4,7 @@ trace id and span id, with a level per logger (CHARTER_LOG_LEVELS, e.g. `infrast
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -44,6 +45,22 @@ class NamedPrintLogger(structlog.PrintLogger):
     def __init__(self, file: TextIO, name: str) -> None:
         super().__init__(file)
         self.name = name
+
+    def msg(self, message: str) -> None:
+        """One line, one write(2): lines of the worker processes sharing an output are never spliced into
+        one another (print writes the text and its newline apart)."""
+        with self._lock:
+            try:
+                self._file.flush()
+                fd = self._file.fileno()
+            except (AttributeError, OSError, ValueError):  # an in-memory file: print is whole already
+                print(message, file=self._file, flush=True)
+                return
+            data = (message + "\n").encode("utf-8", "backslashreplace")
+            while data:
+                data = data[os.write(fd, data):]
+
+    log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg
 
 
 def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -52,7 +52,39 @@ SSE_FLUSH_EVENTS = Histogram(
 )
 DEPENDENCY_UP = Gauge("charter_dependency_up", "1 while a dependency answers, 0 during an outage", ["dependency"])
 RATE_LIMITED = Counter("charter_rate_limited_total", "Requests refused by the rate limiter (429)", ["tier"])
+SIGNIN_FAILURES = Counter("charter_signin_failures_total", "Failed sign-ins (and wrong current passwords), by reason", ["reason"])
+TASK_RUNS = Counter("charter_task_runs_total", "Task run attempts this process executed, by outcome", ["outcome"])
+TASK_START_LATENESS = Histogram(
+    "charter_task_start_lateness_seconds",
+    "Time from a task's tick to the append that requested and started its run (runs this process won)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+TASK_RUN_SECONDS = Histogram(
+    "charter_task_run_seconds",
+    "Time one task run attempt's action took, by action and outcome",
+    ["action", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+REPORTS = Counter("charter_reports_total", "Compliance reports generated, by format and outcome", ["format", "outcome"])
+REPORT_SECONDS = Histogram(
+    "charter_report_seconds", "Time to rebuild a compliance report from the log and render it", ["format"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+AUDIT_CHECKPOINTS = Counter("charter_audit_checkpoints_total", "Checkpoints this process sealed")
+AUDIT_SEALED_EVENTS = Counter("charter_audit_sealed_events_total", "Events covered by the checkpoints this process sealed")
+AUDIT_VERIFICATIONS = Counter(
+    "charter_audit_verifications_total", "Online verifications of the log, by outcome (ok, findings, error)", ["outcome"]
+)
+AUDIT_VERIFIED_EVENTS = Counter("charter_audit_verified_events_total", "Events checked by online verifications")
+AUDIT_VERIFY_SECONDS = Histogram(
+    "charter_audit_verify_seconds", "Time one online verification took",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
 PROJECTION_EVENTS = Counter("charter_projection_events_total", "Events handled by a projection", ["projection"])
+READ_CACHE = Counter(
+    "charter_read_cache_total", "Read-model answers served from this process's read cache (hit) or queried (miss)",
+    ["projection", "outcome"],
+)
 
 
 @functools.cache

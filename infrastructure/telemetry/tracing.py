@@ -15,6 +15,7 @@ several.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -243,3 +244,70 @@ def failed(span: Span, exc: BaseException) -> None:
     sent (a URL with a password, a configuration value), and spans leave the process."""
     span.add_event("exception", {"exception.type": type(exc).__name__})
     span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+
+
+# -- operations outside a request: task runs, reports, the sealer, verification ----------------------
+
+
+def current_traceparent() -> str | None:
+    """The current span as a W3C traceparent (what an append made outside a command stores), or None."""
+    ctx = current_span_context()
+    return None if ctx is None else f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+@contextmanager
+def operation_span(name: str, attributes: dict[str, Any] | None = None, *, parent: Span | None = None) -> Iterator[Span | None]:
+    """A span around one operation, current while it runs (a child of `parent`, else of the current
+    span); an exception leaving it marks it failed by type only. Without tracing: nothing."""
+    if not TRACING.enabled:
+        yield None
+        return
+    context = trace.set_span_in_context(parent) if parent is not None else None
+    with TRACING.tracer.start_as_current_span(
+        name, context=context, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            failed(span, exc)
+            raise
+
+
+def start_keyed_span(name: str, key: bytes, attributes: dict[str, Any] | None = None) -> Span | None:
+    """A span (ended by the caller) in the trace `key` names: its trace id is derived from `key`, so every
+    process working on the same thing (a task run: each replica, each attempt) joins one trace, under a
+    parent span no process records. The span started inside links to the current one (a request that
+    asked for the work). Without tracing: None."""
+    if not TRACING.enabled:
+        return None
+    digest = hashlib.blake2b(key, digest_size=24, person=b"charter-trace").digest()
+    anchor = SpanContext(int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:], "big") or 1,
+                         is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    here = current_span_context()
+    links = [Link(here)] if here is not None and here.trace_id != anchor.trace_id else []
+    parent = trace.set_span_in_context(NonRecordingSpan(anchor), otel_context.Context())
+    return TRACING.tracer.start_span(name, context=parent, links=links, attributes=attributes)
+
+
+def set_attributes(span: Span | None, attributes: dict[str, Any]) -> None:
+    if span is not None:
+        span.set_attributes(attributes)
+
+
+def end(span: Span | None, attributes: dict[str, Any] | None = None, error: str | None = None) -> None:
+    """End a span started by the caller, with its last attributes; `error` (an error's type or a short
+    fixed word, never a message) marks it failed."""
+    if span is None:
+        return
+    if attributes:
+        span.set_attributes(attributes)
+    if error is not None:
+        span.set_status(trace.StatusCode.ERROR, error)
+    span.end()
+
+
+def using(span: Span | None) -> Any:
+    """Make `span` current for a block without ending it (work spread over several asyncio tasks)."""
+    if span is None:
+        return nullcontext()
+    return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)

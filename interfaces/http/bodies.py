@@ -158,8 +158,8 @@ def multipart_fields(body: bytes, boundary: bytes) -> dict[str, str]:
     return fields
 
 
-def json_body_size(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    """Guard: a body announced larger than MAX_JSON_BYTES is refused before it is read."""
+async def json_body_size(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    """Guard (async: Litestar runs a synchronous guard in a worker thread): a body announced larger than MAX_JSON_BYTES is refused before it is read."""
     length = connection.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_JSON_BYTES:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", f"a JSON body may be at most {MAX_JSON_BYTES} bytes", field="body")

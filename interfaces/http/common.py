@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -18,7 +19,7 @@ from domain.limits import MAX_HEADER_ID, MAX_ID, MAX_IDEMPOTENCY_KEY, MAX_PARAM
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import Written
 from interfaces.http.wellformed import MAX_JSON_BYTES, Malformed, check_document
-from interfaces.runtime import Runtime
+from interfaces.runtime import Answer, Runtime
 
 T = TypeVar("T")
 
@@ -157,3 +158,21 @@ async def read_consistency(request: Request, runtime: WaitsForProjections, proje
         await runtime.wait_for(projection, int(raw.strip()))
     elif consistent:
         await runtime.wait_for(projection, None)
+
+
+def read_scope(request: Request, permission: str) -> frozenset[str] | None:
+    """The sites whose data the caller may see under `permission` (None: all), as a read cache key's part:
+    an answer is never shared between callers who may see different sites."""
+    if not request.app.state.runtime.authority.enabled:
+        return None
+    sites = request.scope.get("state", {}).get("access", Access(None)).sites_for(permission)
+    return None if sites is None else frozenset(sites)
+
+
+def answered(request: Request, projection: str, key: Hashable, answer: Answer) -> Response:
+    """A kept (or just built) read-model answer: its encoded JSON as it is, and its headers; the decision
+    that admitted the request is kept with it (interfaces/http/kept_reads.py)."""
+    kept = getattr(request.app.state, "kept_reads", None)
+    if kept is not None:
+        kept.remember(request, projection, key)
+    return Response(answer.body, media_type="application/json", headers=dict(answer.headers))

@@ -6,21 +6,23 @@ only, never the whole `Runtime`; this module is the one place that reaches into 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from application.as_of import History
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.plugins.disclosure import ConfigDisclosure
 from interfaces.runtime import EventHub
-from interfaces.runtime import Authority
+from interfaces.runtime import Answer, Authority, StreamTickets
 from interfaces.readiness import Readiness
-from interfaces.runtime import Runtime
+from interfaces.runtime import AuditService, Runtime
 from projections.event_log import EventLogQueries
 from projections.plugins.queries import PluginQueries
+from projections.tasks.queries import TaskQueries
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,23 @@ class Commands:
 
 @dataclass(frozen=True)
 class ReadModels:
-    """Read-your-writes: waits until a projection has handled a position (None: all committed now)."""
+    """Read-your-writes: `wait_for` waits until a projection has handled a position (None: all committed
+    now). `answer(projection, key, build)`: the encoded answer kept for `key` until the read model moves,
+    else `build()`'s (the key names the query, its parameters and the caller's site scope)."""
 
     wait_for: Callable[[str, int | None], Awaitable[None]]
+    answer: Callable[[str, Hashable, Callable[[], Awaitable[Answer]]], Awaitable[Answer]]
+
+
+@dataclass(frozen=True)
+class PluginReads:
+    """What the catalog's read routes use, as one dependency: Litestar resolves two or more dependencies of
+    a route in a task group of their own, which costs a read more than the rest of its work."""
+
+    plugins: PluginQueries
+    read_models: ReadModels
+    disclosure: ConfigDisclosure
+    history: History  # ?as_of=: the log replayed as of a point
 
 
 @dataclass(frozen=True)
@@ -61,15 +77,32 @@ def provide_commands(state: State) -> Commands:
 
 
 def provide_read_models(state: State) -> ReadModels:
-    return ReadModels(_runtime(state).wait_for)
+    runtime = _runtime(state)
+    return ReadModels(runtime.wait_for, runtime.answer)
 
 
 def provide_plugin_queries(state: State) -> PluginQueries:
     return PluginQueries(_runtime(state).pool)
 
 
+def provide_task_queries(state: State) -> TaskQueries:
+    return TaskQueries(_runtime(state).pool)
+
+
+def provide_plugin_reads(state: State) -> PluginReads:
+    runtime = _runtime(state)
+    return PluginReads(
+        PluginQueries(runtime.pool), ReadModels(runtime.wait_for, runtime.answer), ConfigDisclosure(runtime.cipher),
+        runtime.history,
+    )
+
+
 def provide_event_log(state: State) -> EventLogQueries:
     return EventLogQueries(_runtime(state).pool)
+
+
+def provide_history(state: State) -> History:
+    return _runtime(state).history
 
 
 def provide_disclosure(state: State) -> ConfigDisclosure:
@@ -93,8 +126,16 @@ def provide_live_feed(state: State) -> LiveFeed:
     return LiveFeed(runtime.hub, runtime.settings.sse_heartbeat)
 
 
+def provide_stream_tickets(state: State) -> StreamTickets:
+    return _runtime(state).stream_tickets
+
+
 def provide_readiness(state: State) -> Readiness:
     return _runtime(state).readiness
+
+
+def provide_audit(state: State) -> AuditService:
+    return _runtime(state).audit
 
 
 def _provide(fn: Callable[[State], object]) -> Provide:
@@ -105,10 +146,25 @@ PLUGINS = {
     "commands": _provide(provide_commands),
     "read_models": _provide(provide_read_models),
     "plugins": _provide(provide_plugin_queries),
+    "reads": _provide(provide_plugin_reads),
     "disclosure": _provide(provide_disclosure),
     "authority": _provide(provide_authority),
     "archive_max_bytes": _provide(provide_archive_max_bytes),
+    "history": _provide(provide_history),
 }
+TASKS = {
+    "commands": _provide(provide_commands),
+    "read_models": _provide(provide_read_models),
+    "tasks": _provide(provide_task_queries),
+    "authority": _provide(provide_authority),
+}
+REPORTS = {"history": _provide(provide_history)}
 ARCHIVES = {"archives": _provide(provide_archives)}
-EVENTS = {"events": _provide(provide_event_log), "live": _provide(provide_live_feed), "authority": _provide(provide_authority)}
+EVENTS = {
+    "events": _provide(provide_event_log),
+    "live": _provide(provide_live_feed),
+    "authority": _provide(provide_authority),
+    "tickets": _provide(provide_stream_tickets),
+}
 OPERATIONS = {"readiness": _provide(provide_readiness)}
+AUDIT = {"audit": _provide(provide_audit)}

@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from application.errors import ConcurrencyError, PreconditionFailed
 from domain.errors import DomainError
+from domain.sites.errors import ActivationRefused
 from interfaces.http.middleware import security_headers
 from interfaces.runtime import DATABASE, is_unavailable
 
@@ -46,6 +47,12 @@ STATUS_BY_CODE = {
     "USER_INACTIVE": 409,
     # sites (domain/sites/errors.py)
     "SITE_NOT_FOUND": 404,
+    "TASK_NOT_FOUND": 404,
+    "TASK_RUN_NOT_FOUND": 404,
+    "TASK_ALREADY_EXISTS": 409,
+    "TASK_DELETED": 409,
+    "TASK_RUN_FINISHED": 409,
+    "TASK_RUN_NOT_STARTABLE": 409,
     "SITE_ALREADY_EXISTS": 409,
     "SITE_RETIRED": 409,
     "SITE_HAS_ACTIVE_EXTENSIONS": 409,
@@ -61,7 +68,13 @@ STATUS_BY_CODE = {
     "REAUTHENTICATION_REQUIRED": 401,
     "PLUGIN_ACTIVE_AT_SITES": 409,
     "REGISTRATION_CLOSED": 403,
+    "CURRENT_PASSWORD_WRONG": 403,
+    "SESSION_NOT_FOUND": 404,
 }
+
+# Errors whose code is shared with plain input errors but whose request was well formed: an activation
+# refused by the site policies (VALIDATION_FAILED, every problem in `details.problems`) is a 422.
+STATUS_BY_ERROR: dict[type[DomainError], int] = {ActivationRefused: 422}
 
 
 class ApiError(Exception):
@@ -70,6 +83,24 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+
+
+# 401s whose request carried a credential that was refused: `WWW-Authenticate: Bearer error="invalid_token"`
+# (RFC 6750), so a client knows to refresh or sign in again rather than to add a token.
+REFUSED_CREDENTIALS = {"TOKEN_INVALID", "TOKEN_EXPIRED", "SESSION_REVOKED", "USER_INACTIVE", "TICKET_INVALID", "TICKET_EXPIRED"}
+CHALLENGE = 'Bearer realm="charter"'
+
+
+def challenge(request: Request, code: str) -> str:
+    """The `WWW-Authenticate` header of a 401."""
+    carried = "authorization" in request.headers or any(
+        name in request.query_params for name in ("access_token", "ticket")
+    )
+    if code in REFUSED_CREDENTIALS and carried:
+        return f'{CHALLENGE}, error="invalid_token"'
+    if code == "AUTHENTICATION_REQUIRED" and carried:
+        return f'{CHALLENGE}, error="invalid_request"'  # a malformed Authorization header, a refused query token
+    return CHALLENGE
 
 
 def envelope(request: Request, status: int, code: str, message: str, details: Any = None, headers=None) -> Response:
@@ -81,16 +112,20 @@ def envelope(request: Request, status: int, code: str, message: str, details: An
             "request_id": request.scope.get("state", {}).get("request_id"),
         }
     }
-    # also here: errors of routing (404, 405) are answered outside `request_context`
+    # also here, for answers that never pass `request_ids` (an error handler's response is complete by itself)
     secure = security_headers(request.scope.get("path", "/"))
-    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers={**secure, **(headers or {})})
+    headers = {**secure, **(headers or {})}
+    if status == 401 and not any(k.lower() == "www-authenticate" for k in headers):
+        headers["WWW-Authenticate"] = challenge(request, code)
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def on_domain_error(request: Request, exc: DomainError) -> Response:
     headers = None
     if isinstance(exc, (ConcurrencyError, PreconditionFailed)) and exc.details.get("current_version") is not None:
         headers = {"ETag": f'"{exc.details["current_version"]}"'}
-    return envelope(request, STATUS_BY_CODE.get(exc.code, 409), exc.code, exc.message, exc.details, headers)
+    status = STATUS_BY_ERROR.get(type(exc)) or STATUS_BY_CODE.get(exc.code, 409)
+    return envelope(request, status, exc.code, exc.message, exc.details, headers)
 
 
 def on_api_error(request: Request, exc: ApiError) -> Response:

@@ -7,11 +7,13 @@ import itertools
 import re
 from collections.abc import Coroutine
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, get, post
+from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
-from litestar.params import FromQuery
+from litestar.params import FromQuery, JSONBody, Parameter
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
@@ -20,12 +22,14 @@ from litestar.types import Receive, Send
 from application.envelope import EventEnvelope
 from interfaces.runtime import Delivered, EventHub, Filter
 from interfaces.http import dependencies as services
+from interfaces.http.bodies import JSON_BODY, json_body_size
 from interfaces.http.common import page_params
 from interfaces.http.dependencies import LiveFeed
 from interfaces.http.errors import ApiError
-from interfaces.http.schemas import Page
-from interfaces.http.security import rule, still_allowed, visible_sites
-from interfaces.runtime import Authority
+from interfaces.http.schemas import Page, StreamTicket, StreamTicketRequest
+from interfaces.http.security import QUERY_CREDENTIALS, rule, still_allowed, stream_filters, visible_sites
+from interfaces.runtime import Authority, StreamTickets
+from interfaces.serving import direct_body_writer
 from projections import event_log
 
 
@@ -75,10 +79,18 @@ def resume_point(request: Request, query: int | None) -> int | None:
     return int(raw)
 
 
+STREAM_PATH = "/api/v1/events/stream"
+Ticket = Parameter(
+    description="a stream ticket (POST /api/v1/events/stream-tickets), for browsers whose EventSource cannot send"
+    " Authorization; single use, opens the stream with the filters it was issued for",
+)
+
+
 class EventController(Controller):
     path = "/api/v1/events"
     tags = ["events"]
     dependencies = services.EVENTS
+    guards = [json_body_size]
 
     @get("/", operation_id="listEvents", opt=rule("events:read", "any-site"), summary="The event log, filtered and paginated, for auditors")
     async def list_events(
@@ -108,10 +120,32 @@ class EventController(Controller):
         total, items = await events.list(query, skip, limit, sort_order == "desc")
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
+    @post(
+        "/stream-tickets",
+        operation_id="createStreamTicket",
+        opt=rule("events:read", "any-site"),
+        status_code=201,
+        summary="A single-use ticket (30 s) to open the event stream with these filters, for an EventSource",
+        cache_control=CacheControlHeader(no_store=True),  # a credential: kept in no cache
+        **JSON_BODY,
+    )
+    async def create_stream_ticket(
+        self, request: Request, tickets: NamedDependency[StreamTickets], data: JSONBody[StreamTicketRequest | None] = None
+    ) -> StreamTicket:
+        claims = request.scope.get("state", {}).get("claims")
+        if claims is None:  # authorization switched off (benchmarks): there is no caller to bind a ticket to
+            raise ApiError(401, "AUTHENTICATION_REQUIRED", "a stream ticket is issued to a signed-in caller")
+        body = data or StreamTicketRequest()
+        filters = stream_filters(body.site_id, body.stream_type, body.event_type)
+        ticket, expires_at = await tickets.issue(claims, filters)
+        query = {name: ",".join(values) for name, values in filters.items() if values}
+        url = f"{STREAM_PATH}?{urlencode({**query, 'ticket': ticket})}"
+        return StreamTicket(ticket=ticket, expires_at=expires_at, expires_in=tickets.ttl, url=url)
+
     @get(
         "/stream",
         operation_id="streamEvents",
-        opt=rule("events:read", "any-site"),
+        opt={**rule("events:read", "any-site"), **QUERY_CREDENTIALS},
         summary="Live events as Server-Sent Events; resume with Last-Event-ID (a JetStream sequence)",
         media_type="text/event-stream",
     )
@@ -124,6 +158,7 @@ class EventController(Controller):
         stream_type: FromQuery[str | None] = None,
         event_type: FromQuery[str | None] = None,
         last_event_id: FromQuery[int | None] = None,
+        ticket: Annotated[str | None, Ticket] = None,
     ) -> LiveEvents:
         hub = live.hub
         if hub is None or not hub.ready.is_set():
@@ -164,7 +199,8 @@ class LiveSession:
             if held:
                 await write(b"".join(d.frame for d in held))
             del held
-            ended = sub.attach(write)
+            # The response has started: from now on events go to the transport itself when it can take them.
+            ended = sub.attach(write, direct_body_writer(self.request.scope.get("state", {}).get("server_send")))
             authority = self.authority
             loop = asyncio.get_running_loop()
             beat = loop.time() + self.heartbeat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import msgspec
@@ -10,13 +11,15 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, PathParameter
 
 from application import commands as c
+from application.as_of import parse_as_of, resolve
+from application.plugins.as_of import plugin_as_of
 from application.plugins.disclosure import ConfigDisclosure
 from domain.plugins.errors import PluginNotFound
 from domain.limits import MAX_NAME
 from interfaces.http import dependencies as services
 from interfaces.http.bodies import JSON_BODY, JSON_OR_UPLOAD, MULTIPART, boolean_field, file_field, json_field, uploads
-from interfaces.http.common import command_context, decode, page_params, read_consistency, written
-from interfaces.http.dependencies import Archives, Commands, ReadModels
+from interfaces.http.common import answered, command_context, decode, page_params, read_consistency, read_scope, written
+from interfaces.http.dependencies import Archives, Commands, PluginReads, ReadModels
 from interfaces.http.errors import ApiError
 from interfaces.http.schemas import (
     Page,
@@ -33,7 +36,7 @@ from interfaces.http.schemas import (
     Written,
 )
 from interfaces.http.security import access_of, rule
-from interfaces.runtime import Authority
+from interfaces.runtime import Answer, Authority
 from projections.plugins import queries as catalog
 from projections.plugins.queries import PluginQueries
 
@@ -160,8 +163,7 @@ class PluginController(Controller):
     async def list_plugins(
         self,
         request: Request,
-        plugins: NamedDependency[PluginQueries],
-        read_models: NamedDependency[ReadModels],
+        reads: NamedDependency[PluginReads],
         status: FromQuery[str | None] = None,
         category: FromQuery[str | None] = None,
         search: FromQuery[str | None] = None,
@@ -173,29 +175,42 @@ class PluginController(Controller):
         sort_by: FromQuery[str] = "name",
         sort_order: FromQuery[str] = "asc",
         consistent: FromQuery[bool] = False,
-    ) -> Page[PluginSummary]:
+    ) -> Response[Page[PluginSummary]]:
         page_params(skip, limit, sort_by, sort_order, catalog.SORTABLE)
-        await read_consistency(request, read_models, PROJECTION, consistent)
-        total, rows = await plugins.list(
-            catalog.PluginFilter(status, category, search, tag, active_only, include_uninstalled),
-            catalog.Page(skip, limit, sort_by, sort_order),
-        )
-        items = [msgspec.convert(summary(r), PluginSummary) for r in rows]
-        return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
+        await read_consistency(request, reads.read_models, PROJECTION, consistent)
+        found = catalog.PluginFilter(status, category, search, tag, active_only, include_uninstalled)
+        page = catalog.Page(skip, limit, sort_by, sort_order)
 
-    @get("/{plugin_id:str}", operation_id="getPlugin", opt=rule("plugins:read", "any-site"), summary="A plugin's manifest, versions, dependencies and dependents")
+        async def build() -> Answer:
+            total, rows = await reads.plugins.list(found, page)
+            items = [msgspec.convert(summary(r), PluginSummary) for r in rows]
+            return Answer(msgspec.json.encode(Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)))
+
+        key = ("list", found, page, read_scope(request, "plugins:read"))
+        return answered(request, PROJECTION, key, await reads.read_models.answer(PROJECTION, key, build))
+
+    @get("/{plugin_id:str}", operation_id="getPlugin", opt=rule("plugins:read", "any-site"), summary="A plugin's manifest, versions, dependencies and dependents (as_of=: as it was then, rebuilt from the log)")
     async def get_plugin(
         self,
         request: Request,
-        plugins: NamedDependency[PluginQueries],
-        read_models: NamedDependency[ReadModels],
-        disclosure: NamedDependency[ConfigDisclosure],
+        reads: NamedDependency[PluginReads],
         plugin_id: FromPath[str],
         consistent: FromQuery[bool] = False,
+        as_of: FromQuery[str | None] = None,
     ) -> Response[Plugin]:
-        await read_consistency(request, read_models, PROJECTION, consistent)
-        row = await plugin_row(plugins, plugin_id)
-        return Response(detail(row, disclosure), headers={"ETag": f'"{row["stream_version"]}"'})
+        if as_of is not None:  # rebuilt from the plugin's stream, not the read model
+            point = await resolve(reads.history, parse_as_of(as_of), datetime.now(timezone.utc))
+            row = await plugin_as_of(reads.history, plugin_id, point)
+            headers = {"ETag": f'"{row["stream_version"]}"', "Charter-As-Of": point.text()}
+            return Response(detail(row, reads.disclosure), headers=headers)
+        await read_consistency(request, reads.read_models, PROJECTION, consistent)
+
+        async def build() -> Answer:
+            row = await plugin_row(reads.plugins, plugin_id)
+            return Answer(msgspec.json.encode(detail(row, reads.disclosure)), {"ETag": f'"{row["stream_version"]}"'})
+
+        key = ("detail", plugin_id, read_scope(request, "plugins:read"))
+        return answered(request, PROJECTION, key, await reads.read_models.answer(PROJECTION, key, build))
 
     @post(
         "/install",

@@ -24,19 +24,24 @@ NO_PROXIES = TrustedProxies()
 class Rule:
     """`permission` None: public. Scopes: `global` (held everywhere), `any-site` (held somewhere; results
     are then limited to the caller's sites), `site` (held at the site named by `site_param`, or everywhere
-    when the request names no site), `authenticated` (any valid token)."""
+    when the request names no site), `authenticated` (any valid token). `hidden_without` (scope `site`):
+    a caller refused at a site where they do not even hold this permission is answered 404, as for a
+    site that does not exist, so a site's existence shows to nobody outside it."""
 
     permission: str | None
     scope: str = "global"
     site_param: str = "site_id"
+    hidden_without: str | None = None
 
 
-def rule(permission: str, scope: str = "global", site_param: str = "site_id") -> dict[str, Any]:
-    return {"rule": Rule(permission, scope, site_param)}
+def rule(permission: str, scope: str = "global", site_param: str = "site_id", hidden_without: str | None = None) -> dict[str, Any]:
+    return {"rule": Rule(permission, scope, site_param, hidden_without)}
 
 
 PUBLIC = {"rule": Rule(None)}
 AUTHENTICATED = {"rule": Rule(None, "authenticated")}
+# The change of a temporary password: any valid token, including the one a reset password signs in with.
+PASSWORD_CHANGE = {**AUTHENTICATED, "purpose": "password-change"}
 # Probes and scrapes (/health, /ready, /metrics): public, counted in a bucket of their own per address,
 # so anonymous API traffic from the same address never gets them refused.
 OPERATIONS = {"rule": Rule(None), "rate_limit": "ops"}
@@ -52,17 +57,59 @@ def documented(handler: BaseRouteHandler) -> bool:
     return isinstance(handler.owner, Controller) and set(getattr(handler, "http_methods", ())) != {"OPTIONS"}
 
 
-def bearer(connection: ASGIConnection) -> str | None:
+# The event stream takes its credential from the query string too: a browser's EventSource sends no
+# headers. `?ticket=` (a stream ticket) always, `?access_token=` only when CHARTER_SSE_QUERY_TOKENS allows it.
+QUERY_CREDENTIALS = {"query_credentials": True}
+STREAM_FILTERS = ("site_id", "stream_type", "event_type")
+
+
+def bearer(connection: ASGIConnection, handler: BaseRouteHandler) -> str | None:
     header = connection.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "AUTHENTICATION_REQUIRED", "Authorization must be 'Bearer <access token>'")
         return token.strip()
-    # EventSource cannot send headers: the event stream also takes the token as a query parameter.
-    if connection.scope.get("path", "").endswith("/events/stream"):
-        return connection.query_params.get("access_token")
-    return None
+    if not handler.opt.get("query_credentials"):
+        return None
+    token = connection.query_params.get("access_token")
+    if token is not None and not connection.app.state.runtime.settings.sse_query_tokens:
+        raise ApiError(
+            401, "AUTHENTICATION_REQUIRED",
+            "access tokens are not taken from URLs here: POST /api/v1/events/stream-tickets, then open the stream"
+            " with ?ticket=", field="access_token",
+        )
+    return token
+
+
+def stream_filters(site_id: str | None, stream_type: str | None, event_type: str | None) -> dict[str, list[str] | None]:
+    """The filters of a stream as a ticket is bound to them: each one's comma-separated values, sorted."""
+    given = {"site_id": site_id, "stream_type": stream_type, "event_type": event_type}
+    return {
+        name: sorted({v.strip() for v in raw.split(",") if v.strip()}) or None if raw else None
+        for name, raw in given.items()
+    }
+
+
+async def redeemed(runtime: Any, connection: ASGIConnection, ticket: str) -> Any:
+    """The claims a stream ticket was issued for, once (401 when unknown, used or expired), if the stream
+    is opened with the filters it was issued for (else 403: a ticket for one stream opens no other)."""
+    query = connection.query_params
+    for name in ("ticket", *STREAM_FILTERS):  # one value each: the ticket's filters must be the stream's
+        if len(query.getall(name, [])) > 1:
+            raise ApiError(400, "VALIDATION_FAILED", f"{name} may be given once with a ticket", field=name)
+    found = await runtime.stream_tickets.redeem(ticket)
+    if found is None:
+        raise ApiError(401, "TICKET_INVALID", "this stream ticket is unknown or was used already; ask for another", field="ticket")
+    if found.expired:
+        raise ApiError(401, "TICKET_EXPIRED", "this stream ticket expired; ask for another", field="ticket")
+    asked = stream_filters(*(query.get(name) for name in STREAM_FILTERS))
+    if asked != found.filters:
+        raise ApiError(
+            403, "TICKET_FILTERS_MISMATCH", "this stream ticket was issued for other filters", field="ticket",
+            ticket_filters=found.filters,
+        )
+    return await verified(runtime.authority, None, found.claims)
 
 
 def client_address(connection: ASGIConnection) -> str:
@@ -96,15 +143,22 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
             raise ApiError(403, "FORBIDDEN", "this route declares no access rule, so nobody may call it")
         declared = Rule(None)
     state = connection.scope.setdefault("state", {})
+    state["access_version"] = authority.version  # taken first: what changes during the checks voids the decision
     bucket = handler.opt.get("rate_limit")
     if not authority.enabled:  # benchmarks only: `create_app(settings, authorization=False)`
         await limit(authority, connection, state, ANONYMOUS, bucket)
         return
     try:
-        token = bearer(connection)
+        token = bearer(connection, handler)
+        ticket = connection.query_params.get("ticket") if token is None and handler.opt.get("query_credentials") else None
         access = ANONYMOUS
-        if token is not None:
-            claims = await verified(authority, token)
+        if token is not None or ticket is not None:
+            claims = await verified(authority, token) if ticket is None else await redeemed(runtime, connection, ticket)
+            if claims.purpose is not None and handler.opt.get("purpose") != claims.purpose:
+                raise ApiError(
+                    403, "PASSWORD_CHANGE_REQUIRED",
+                    "this token may only change the temporary password (POST /api/v1/auth/change-password)",
+                )  # fmt: skip
             grants = authority.current_grants(claims)
             if any(role not in authority.roles for role, _ in grants) and authority.stale(0.05):
                 await authority.refresh()  # a role created a moment ago
@@ -121,7 +175,7 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
     await limit(authority, connection, state, access, bucket)
     if declared.permission is None and declared.scope != "authenticated":
         return
-    if token is None:
+    if token is None and ticket is None:
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "sign in first: send 'Authorization: Bearer <access token>'")
     if declared.scope == "authenticated":
         return
@@ -130,6 +184,8 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
         allowed = access.allows_somewhere(declared.permission)
     else:
         allowed = access.allows(declared.permission, site)
+    if not allowed and site and declared.hidden_without and not access.allows(declared.hidden_without, site):
+        raise ApiError(404, "SITE_NOT_FOUND", f"site {site} is not known", site_id=site)
     if not allowed:
         details: dict[str, Any] = {"required_permission": declared.permission}
         if site:
@@ -138,12 +194,16 @@ async def authorize(connection: ASGIConnection, handler: BaseRouteHandler) -> No
         raise ApiError(403, "FORBIDDEN", f"permission {declared.permission}{where} is required", **details)
 
 
-async def verified(authority: Any, token: str) -> Any:
-    """The token's claims, if it is valid, its user active and its sign-in not revoked; else 401."""
-    try:
-        claims = await authority.tokens.verify(token)
-    except AuthenticationFailed as exc:
-        raise ApiError(401, exc.code, exc.message) from None
+async def verified(authority: Any, token: str | None, claims: Any = None) -> Any:
+    """The token's claims (or the claims a stream ticket carried), if the token is valid and unexpired, its
+    user active and its sign-in not revoked; else 401."""
+    if claims is None:
+        try:
+            claims = await authority.tokens.verify(token)
+        except AuthenticationFailed as exc:
+            raise ApiError(401, exc.code, exc.message) from None
+    elif claims.expires_at <= time.time():
+        raise ApiError(401, "TOKEN_INVALID", "the access token this stream ticket was issued to has expired; sign in again")
     if not authority.is_active(claims.subject):
         raise ApiError(401, "USER_INACTIVE", "this account is deactivated")
     if authority.session_revoked(claims):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,15 @@ class Server:
     admin_dsn: str
     kind: str  # "embedded" or "external"
     bin_dir: Path | None = None
+
+
+DATABASE_PREFIX = "charter_bench_"
+
+
+def database_name() -> str:
+    """A fresh bench database's name: `charter_bench_<pid>_<random>` (the pid lets a test find what its own
+    process made among other runs' databases on a shared server)."""
+    return f"{DATABASE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.contextmanager

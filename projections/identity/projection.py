@@ -12,7 +12,9 @@ from projections.batch import BatchProjection, Needs, Rows, Table
 
 NAME = "identity"
 SCHEMA = "rm_identity"
-VERSION = 2  # 2: the live-name index of roles is no longer unique (names are reserved by streams)
+# 2: the live-name index of roles is no longer unique (names are reserved by streams); 3: grants keep their
+# reason; 4: users keep their last sign-in and whether their password must be changed (sign-in history)
+VERSION = 4
 
 DDL = """
 CREATE TABLE users (
@@ -23,6 +25,8 @@ CREATE TABLE users (
     created_at       timestamptz NOT NULL,
     updated_at       timestamptz NOT NULL,
     grants_changed_at timestamptz,
+    last_login_at    timestamptz,
+    password_change_required boolean NOT NULL DEFAULT false,
     stream_version   integer NOT NULL
 );
 CREATE TABLE user_grants (
@@ -31,6 +35,7 @@ CREATE TABLE user_grants (
     site_id     text NOT NULL DEFAULT '',   -- '' : everywhere
     granted_at  timestamptz NOT NULL,
     granted_by  text,
+    reason      text NOT NULL DEFAULT '',  -- as recorded in User.RoleGranted ('' before grants took one)
     PRIMARY KEY (user_id, role_key, site_id)
 );
 CREATE INDEX user_grants_site ON user_grants (site_id);
@@ -94,18 +99,27 @@ class AccessProjection(BatchProjection):
             case "User.Registered":
                 rows.put("users", {
                     "user_id": key, "email": p["email"], "full_name": p["full_name"], "is_active": p["active"],
-                    "created_at": e.recorded_at, "grants_changed_at": None, **user,
+                    "created_at": e.recorded_at, "grants_changed_at": None, "last_login_at": None,
+                    "password_change_required": False, **user,
                 })  # fmt: skip
             case "User.Activated" | "User.Deactivated":
                 rows.update("users", key, is_active=e.event_type == "User.Activated", **user)
             case "User.PasswordChanged":
-                rows.update("users", key, **user)
+                rows.update("users", key, password_change_required=False, **user)
+            case "User.PasswordReset":
+                rows.update("users", key, password_change_required=True, **user)
+            case "User.Renamed":
+                rows.update("users", key, full_name=p["full_name"], **user)
+            case "User.SignedIn":  # the history itself stays in the log; a sign-in is no change of the user
+                rows.update("users", key, last_login_at=e.recorded_at, stream_version=e.stream_version)
+            case "User.SignedOut" | "User.SessionRevoked" | "User.SessionsRevoked":
+                rows.update("users", key, stream_version=e.stream_version)
             case "User.RoleGranted":
                 site = p["site_id"] or ""
                 if rows.get("user_grants", key, p["role"], site) is None:  # a repeated grant keeps the first
                     rows.put("user_grants", {
                         "user_id": key, "role_key": p["role"], "site_id": site, "granted_at": e.recorded_at,
-                        "granted_by": e.metadata.get("actor"),
+                        "granted_by": e.metadata.get("actor"), "reason": p.get("reason", ""),
                     })  # fmt: skip
                 rows.update("users", key, grants_changed_at=e.recorded_at, **user)
             case "User.RoleRevoked":

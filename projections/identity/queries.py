@@ -9,13 +9,16 @@ import asyncpg
 from projections.identity.projection import SCHEMA
 from projections.sql import Where, contains, fetch_page, order_by
 
-USER_SORTABLE = {"email": "email", "full_name": "full_name", "created_at": "created_at", "updated_at": "updated_at"}
+USER_SORTABLE = {
+    "email": "email", "full_name": "full_name", "created_at": "created_at", "updated_at": "updated_at",
+    "last_login_at": "last_login_at",
+}
 ROLE_SORTABLE = {"name": "name", "created_at": "created_at"}
 PERMISSION_SORTABLE = {"name": "name", "resource": "resource"}
 
 _GRANTS = (
     f"COALESCE((SELECT json_agg(json_build_object('role', g.role_key, 'site_id', NULLIF(g.site_id, ''),"
-    f" 'granted_at', g.granted_at, 'granted_by', g.granted_by) ORDER BY g.role_key, g.site_id)"
+    f" 'granted_at', g.granted_at, 'granted_by', g.granted_by, 'reason', g.reason) ORDER BY g.role_key, g.site_id)"
     f" FROM {SCHEMA}.user_grants g WHERE g.user_id = u.user_id), '[]'::json) AS grants"
 )
 
@@ -45,6 +48,13 @@ async def list_users(
         pool, columns=f"u.*, {_GRANTS}", source=f"{SCHEMA}.users u", where=where,
         order=order_by(USER_SORTABLE[sort_by], descending, "user_id"), skip=skip, limit=limit,
     )
+
+
+async def printed_names(pool: asyncpg.Pool, user_ids: list[str]) -> dict[str, str]:
+    """The printed name of each of `user_ids` that is a user (full name, else email), by id."""
+    rows = await pool.fetch(f"SELECT user_id, full_name, email FROM {SCHEMA}.users WHERE user_id = ANY($1::text[])",
+                            user_ids)
+    return {r["user_id"]: r["full_name"] or r["email"] for r in rows}
 
 
 async def get_user(pool: asyncpg.Pool, user_id: str) -> dict[str, Any] | None:

@@ -103,16 +103,22 @@ async def create_user(
     return Account(response.json()["id"], email, password)
 
 
-async def grant(client: Any, user_id: str, role: str, site_id: str | None = None, token: str | None = None) -> Response:
+async def grant(
+    client: Any, user_id: str, role: str, site_id: str | None = None, token: str | None = None, reason: str | None = None
+) -> Response:
     params = {"site_id": site_id} if site_id else {}
-    response = await send(client, "POST", f"{USERS}/{user_id}/roles/{role}", params=params, token=token)
+    body = {"json": {"reason": reason}} if reason is not None else {}
+    response = await send(client, "POST", f"{USERS}/{user_id}/roles/{role}", params=params, token=token, **body)
     assert response.status_code == 200, response.text
     return response
 
 
-async def revoke(client: Any, user_id: str, role: str, site_id: str | None = None, token: str | None = None) -> Response:
+async def revoke(
+    client: Any, user_id: str, role: str, site_id: str | None = None, token: str | None = None, reason: str | None = None
+) -> Response:
     params = {"site_id": site_id} if site_id else {}
-    response = await send(client, "DELETE", f"{USERS}/{user_id}/roles/{role}", params=params, token=token)
+    body = {"json": {"reason": reason}} if reason is not None else {}
+    response = await send(client, "DELETE", f"{USERS}/{user_id}/roles/{role}", params=params, token=token, **body)
     assert response.status_code == 200, response.text
     return response
 

@@ -33,6 +33,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides) -> Settings:
         log_json=True,
         log_level="warning",
         poll_interval=0.2,
+        pool_size=8,  # many apps share the test server's 100 connections
         bootstrap_admin_email=ADMIN_EMAIL,
         bootstrap_admin_password=ADMIN_PASSWORD,
         rate_limit_anonymous=1_000_000,

@@ -306,7 +306,7 @@ class TestRoleChangesInTheAuditTrail:
         assert [e["event_type"] for e in events] == ["User.RoleGranted", "User.RoleRevoked"]
         for event, response, command in ((events[0], granted, "GrantRole"), (events[1], revoked, "RevokeRole")):
             assert event["stream_id"] == f"user:{target.id}"
-            assert event["payload"] == {"role": "auditor", "site_id": "site-a"}
+            assert event["payload"] == {"role": "auditor", "site_id": "site-a", "reason": ""}
             assert event["site_id"] == "site-a"
             assert event["metadata"]["actor"] == await admin_id(client)
             assert event["actor"] == await admin_id(client)
@@ -323,8 +323,19 @@ class TestRoleChangesInTheAuditTrail:
 
         [event] = await role_events(client, target.id)
         assert event["site_id"] is None
-        assert event["payload"] == {"role": "viewer", "site_id": None}
+        assert event["payload"] == {"role": "viewer", "site_id": None, "reason": ""}
         assert event["metadata"]["actor"] == await admin_id(client)
+
+    async def test_the_reasons_given_are_recorded_in_the_log_and_the_grant(self, client) -> None:
+        target = await create_user(client, unique_email("flow-audit-reason"))
+
+        await grant(client, target.id, "auditor", "site-a", reason="audit of Q3")
+        user = await send(client, "GET", f"{USERS}/{target.id}", params={"consistent": "true"})
+        await revoke(client, target.id, "auditor", "site-a", reason="audit done")
+
+        events = await role_events(client, target.id)
+        assert [e["payload"]["reason"] for e in events] == ["audit of Q3", "audit done"]
+        assert user.json()["roles"][0]["reason"] == "audit of Q3"
 
     async def test_the_actor_is_whoever_made_the_change(self, client) -> None:
         site_admin = await account_with(client, ("admin", "site-a"), prefix="flow-site-admin")
@@ -345,7 +356,7 @@ class TestRoleChangesInTheAuditTrail:
 
         [role] = response.json()["roles"]
         assert role["role"] == "compliance-officer" and role["site_id"] == "site-a"
-        assert role["granted_by"] == await admin_id(client)
+        assert role["granted_by"] == await admin_id(client) and role["reason"] == ""
         assert abs(parse_time(role["granted_at"]) - datetime.now(timezone.utc)) < timedelta(seconds=30)
 
     async def test_an_auditor_of_one_site_sees_only_that_sites_role_changes(self, client) -> None:

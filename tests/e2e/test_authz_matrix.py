@@ -27,7 +27,9 @@ HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "tra
 class Expect:
     """`scope`: public (no token needed), authenticated (any valid token), global (the permission held
     everywhere), any-site (held everywhere or at some site), site (held at the site named by ?site_id=,
-    or everywhere when no site is named)."""
+    or everywhere when no site is named), at-site (held at the site named in the path, /site/{site_id}:
+    a caller not holding `sites:read` there is answered 404 SITE_NOT_FOUND, as for a site that does not
+    exist)."""
 
     permission: str | None
     scope: str
@@ -41,6 +43,10 @@ def needs(permission: str, scope: str = "global") -> Expect:
     return Expect(permission, scope)
 
 
+def at_site(permission: str) -> Expect:
+    return Expect(permission, "at-site")
+
+
 ROUTES: dict[tuple[str, str], Expect] = {
     # operations
     ("GET", "/health"): PUBLIC,
@@ -52,6 +58,11 @@ ROUTES: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/auth/refresh"): PUBLIC,
     ("POST", "/api/v1/auth/logout"): AUTHENTICATED,
     ("GET", "/api/v1/auth/me"): AUTHENTICATED,
+    ("PUT", "/api/v1/auth/me"): AUTHENTICATED,
+    ("POST", "/api/v1/auth/change-password"): AUTHENTICATED,
+    ("GET", "/api/v1/auth/sessions"): AUTHENTICATED,
+    ("DELETE", "/api/v1/auth/sessions"): AUTHENTICATED,
+    ("DELETE", "/api/v1/auth/sessions/{session_id}"): AUTHENTICATED,
     # plugin catalog: reading is for everyone with a role somewhere; changing is global only
     ("GET", "/api/v1/plugins"): needs("plugins:read", "any-site"),
     ("GET", "/api/v1/plugins/{plugin_id}"): needs("plugins:read", "any-site"),
@@ -70,6 +81,7 @@ ROUTES: dict[tuple[str, str], Expect] = {
     # the event log (results limited to the caller's sites)
     ("GET", "/api/v1/events"): needs("events:read", "any-site"),
     ("GET", "/api/v1/events/stream"): needs("events:read", "any-site"),
+    ("POST", "/api/v1/events/stream-tickets"): needs("events:read", "any-site"),
     # administration
     ("GET", "/api/v1/admin/users"): needs("users:read", "any-site"),
     ("GET", "/api/v1/admin/users/{user_id}"): needs("users:read", "any-site"),
@@ -78,6 +90,11 @@ ROUTES: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/admin/users/{user_id}/deactivate"): needs("users:manage"),
     ("POST", "/api/v1/admin/users/{user_id}/roles/{role}"): needs("roles:grant", "site"),
     ("DELETE", "/api/v1/admin/users/{user_id}/roles/{role}"): needs("roles:grant", "site"),
+    ("POST", "/api/v1/admin/users/{user_id}/reset-password"): needs("users:manage"),
+    ("GET", "/api/v1/admin/users/{user_id}/sessions"): needs("users:read", "any-site"),
+    ("DELETE", "/api/v1/admin/users/{user_id}/sessions"): needs("users:manage"),
+    ("DELETE", "/api/v1/admin/users/{user_id}/sessions/{session_id}"): needs("users:manage"),
+    ("GET", "/api/v1/admin/users/{user_id}/audit-trail"): needs("users:read", "any-site"),
     ("GET", "/api/v1/admin/roles"): needs("roles:read", "any-site"),
     ("GET", "/api/v1/admin/roles/{role_id}"): needs("roles:read", "any-site"),
     ("POST", "/api/v1/admin/roles"): needs("roles:manage"),
@@ -85,6 +102,41 @@ ROUTES: dict[tuple[str, str], Expect] = {
     ("DELETE", "/api/v1/admin/roles/{role_id}"): needs("roles:manage"),
     ("GET", "/api/v1/admin/permissions"): needs("roles:read", "any-site"),
     ("POST", "/api/v1/admin/permissions"): needs("roles:manage"),
+    # tamper evidence: the public key is for anyone (auditors verify offline); online verification is global
+    ("GET", "/api/v1/audit/public-key"): PUBLIC,
+    ("GET", "/api/v1/audit/verify"): needs("audit:read"),
+    # sites: a site shows only to those holding sites:read there (or everywhere)
+    ("GET", "/api/v1/sites"): needs("sites:read", "any-site"),
+    ("POST", "/api/v1/sites"): needs("sites:create"),
+    ("GET", "/api/v1/sites/signoffs/pending"): AUTHENTICATED,
+    ("POST", "/api/v1/sites/extensions/{plugin_id}/activate"): needs("extensions:activate", "any-site"),
+    ("POST", "/api/v1/sites/extensions/{plugin_id}/deactivate"): needs("extensions:deactivate", "any-site"),
+    ("GET", "/api/v1/site/{site_id}"): at_site("sites:read"),
+    ("GET", "/api/v1/site/{site_id}/features"): at_site("sites:read"),
+    ("GET", "/api/v1/site/{site_id}/capabilities/{name}"): at_site("sites:read"),
+    ("GET", "/api/v1/site/{site_id}/status"): at_site("sites:read"),
+    ("GET", "/api/v1/site/{site_id}/audit-trail"): at_site("sites:read"),
+    ("POST", "/api/v1/site/{site_id}/extensions/validate-combination"): at_site("sites:read"),
+    ("POST", "/api/v1/site/{site_id}/extensions/{plugin_id}/validate"): at_site("sites:read"),
+    ("POST", "/api/v1/site/{site_id}/extensions/{plugin_id}/activate"): at_site("extensions:activate"),
+    ("PUT", "/api/v1/site/{site_id}/extensions/{plugin_id}/configuration"): at_site("extensions:configure"),
+    ("DELETE", "/api/v1/site/{site_id}/extensions/{plugin_id}"): at_site("extensions:deactivate"),
+    ("GET", "/api/v1/site/{site_id}/extensions/{plugin_id}/signoffs"): at_site("sites:read"),
+    ("POST", "/api/v1/site/{site_id}/extensions/{plugin_id}/signoffs"): at_site("signoffs:sign"),
+    ("GET", "/api/v1/site/{site_id}/extensions/{plugin_id}/audit-trail"): at_site("sites:read"),
+    ("GET", "/api/v1/site/{site_id}/reports/compliance"): at_site("reports:read"),
+    # tasks: global or one site's; the route lets in a holder at any site, the task's own site decides
+    # (a task of a site the caller holds nothing at is not found), so every route is any-site here
+    ("GET", "/api/v1/tasks"): needs("tasks:read", "any-site"),
+    ("GET", "/api/v1/tasks/{task_id}"): needs("tasks:read", "any-site"),
+    ("GET", "/api/v1/tasks/{task_id}/runs"): needs("tasks:read", "any-site"),
+    ("POST", "/api/v1/tasks"): needs("tasks:write", "any-site"),
+    ("PUT", "/api/v1/tasks/{task_id}"): needs("tasks:write", "any-site"),
+    ("DELETE", "/api/v1/tasks/{task_id}"): needs("tasks:write", "any-site"),
+    ("POST", "/api/v1/tasks/{task_id}/run"): needs("tasks:run", "any-site"),
+    ("POST", "/api/v1/tasks/{task_id}/pause"): needs("tasks:run", "any-site"),
+    ("POST", "/api/v1/tasks/{task_id}/resume"): needs("tasks:run", "any-site"),
+    ("POST", "/api/v1/tasks/{task_id}/runs/{run_id}/cancel"): needs("tasks:run", "any-site"),
 }
 
 # Path values that name nothing, so an allowed call changes nothing (404, 400 or 409 at most).
@@ -94,11 +146,15 @@ PATH_VALUES = {
     "role": "viewer",
     "role_id": "authz-matrix-no-such-role",
     "sha256": "0" * 64,
+    "name": "authz-matrix-no-such-capability",
+    "task_id": "authz-matrix-no-such-task",
+    "run_id": str(uuid.UUID(int=0x7A5C)),
+    "session_id": "authz-matrix-no-such-session",
 }
 
 
-def fill(template: str) -> str:
-    path = template
+def fill(template: str, site_id: str = SITE) -> str:
+    path = template.replace("{site_id}", site_id)
     for name, value in PATH_VALUES.items():
         path = path.replace("{" + name + "}", value)
     assert "{" not in path, f"no value for a path parameter of {template}"
@@ -127,7 +183,16 @@ def probes(expect: Expect) -> list[Probe]:
         found += [Probe(role), Probe(role, SITE, SITE), Probe(role, SITE, OTHER_SITE)]
         if expect.scope == "site":
             found += [Probe(role, SITE, None), Probe(role, None, OTHER_SITE)]
+        if expect.scope == "at-site":
+            found += [Probe(role, None, OTHER_SITE)]
     return found
+
+
+def holds(probe: Probe, permission: str, site: str | None) -> bool:
+    """Does the probe's role, where it is granted, cover `permission` at `site`?"""
+    if probe.role is None or not any(grants(p, permission) for p in BUILTIN_ROLES[probe.role][1]):
+        return False
+    return probe.granted_at is None or probe.granted_at == (site or SITE)
 
 
 def expected_allowed(expect: Expect, probe: Probe) -> bool:
@@ -147,7 +212,14 @@ def expected_allowed(expect: Expect, probe: Probe) -> bool:
         return True
     if expect.scope == "site":
         return probe.asks_site == probe.granted_at
+    if expect.scope == "at-site":
+        return probe.granted_at == (probe.asks_site or SITE)
     return False  # a global permission held at one site only
+
+
+def hidden(expect: Expect, probe: Probe) -> bool:
+    """A refused caller who cannot see the site at all is told it does not exist."""
+    return expect.scope == "at-site" and not holds(probe, "sites:read", probe.asks_site)
 
 
 def problem(expect: Expect, probe: Probe, response: Any) -> str | None:
@@ -161,6 +233,8 @@ def problem(expect: Expect, probe: Probe, response: Any) -> str | None:
     if expected_allowed(expect, probe):
         if status in (401, 403):
             return f"expected allowed, got {status} {code}"
+        if code == "SITE_NOT_FOUND":  # site-a and site-b exist (the `sites` fixture)
+            return f"expected allowed, got {status} {code}"
         if status in (404, 405) and code in ("NOT_FOUND", "METHOD_NOT_ALLOWED"):
             return f"the request did not reach the route ({status} {code})"
         if status >= 500 and code != "FANOUT_UNAVAILABLE":
@@ -170,12 +244,16 @@ def problem(expect: Expect, probe: Probe, response: Any) -> str | None:
         if status != 401 or code != "AUTHENTICATION_REQUIRED":
             return f"expected 401 AUTHENTICATION_REQUIRED, got {status} {code}"
         return None
+    if hidden(expect, probe):
+        if status != 404 or code != "SITE_NOT_FOUND":
+            return f"expected 404 SITE_NOT_FOUND (the site is hidden from the caller), got {status} {code}"
+        return None
     if status != 403 or code != "FORBIDDEN":
         return f"expected 403 FORBIDDEN, got {status} {code}"
     details = error.get("details", {})
     if details.get("required_permission") != expect.permission:
         return f"403 names required_permission {details.get('required_permission')!r}, not {expect.permission!r}"
-    if expect.scope == "site" and probe.asks_site and details.get("site_id") != probe.asks_site:
+    if expect.scope in ("site", "at-site") and probe.asks_site and details.get("site_id") != probe.asks_site:
         return f"403 names site {details.get('site_id')!r}, not {probe.asks_site!r}"
     return None
 
@@ -188,15 +266,25 @@ async def accounts(client) -> dict[tuple[str, str | None], Account]:
     return dict(zip(wanted, made))
 
 
+@pytest.fixture(scope="module")
+async def sites(client) -> None:
+    """site-a and site-b exist, so an allowed call at either never answers SITE_NOT_FOUND."""
+    for site_id in (SITE, OTHER_SITE):
+        response = await send(client, "POST", "/api/v1/sites", json={"site_id": site_id, "name": site_id})
+        assert response.status_code in (201, 409), response.text
+
+
 async def ask(client, method: str, template: str, probe: Probe, accounts) -> Any:
-    params = {"site_id": probe.asks_site} if probe.asks_site else {}
+    in_path = "{site_id}" in template
+    params = {"site_id": probe.asks_site} if probe.asks_site and not in_path else {}
     kwargs: dict[str, Any] = {"params": params}
     if method in ("POST", "PUT"):
         kwargs["json"] = {}  # never a valid body: nothing is written even where the call is allowed
+    path = fill(template, probe.asks_site or SITE)
     if probe.role is None:
-        return await send(client, method, fill(template), anonymous=True, **kwargs)
+        return await send(client, method, path, anonymous=True, **kwargs)
     account = accounts[(probe.role, probe.granted_at)]
-    return await send(client, method, fill(template), token=account.access_token, **kwargs)
+    return await send(client, method, path, token=account.access_token, **kwargs)
 
 
 async def test_every_documented_route_has_an_expected_rule(client) -> None:
@@ -218,12 +306,12 @@ async def test_every_documented_route_has_an_expected_rule(client) -> None:
 
 def test_the_table_names_only_known_scopes_and_permissions() -> None:
     for route, expect in ROUTES.items():
-        assert expect.scope in ("public", "authenticated", "global", "any-site", "site"), route
+        assert expect.scope in ("public", "authenticated", "global", "any-site", "site", "at-site"), route
         assert (expect.permission is None) == (expect.scope in ("public", "authenticated")), route
 
 
 @pytest.mark.parametrize(("method", "template"), list(ROUTES), ids=[f"{m} {p}" for m, p in ROUTES])
-async def test_route_allows_and_denies_as_expected(client, accounts, method: str, template: str) -> None:
+async def test_route_allows_and_denies_as_expected(client, accounts, sites, method: str, template: str) -> None:
     expect = ROUTES[(method, template)]
     if template.endswith("/events/stream") and client.app.state.runtime.settings.nats_url:
         pytest.skip("with NATS the event stream would stream forever through the in-memory client")

@@ -286,6 +286,16 @@ class TestLiveDelivery:
             await nc.close()
         assert mine[0].data["payload"]["manifest"]["id"] == pid
 
+    async def test_events_go_straight_to_the_transport_once_the_response_started(self, api, fanout_server) -> None:
+        pid = unique_id("sse")
+        async with sse(api) as stream:
+            await installed(api, manifest(pid))
+            frames = await stream.events_until(count_of(f"plugin:{pid}", 1))
+            attached = [s for s in fanout_server.runtime.hub.subscribers if s.write is not None]
+            # uvicorn's httptools protocol: every live client is written to through its transport, framed once
+            assert attached and all(s.direct is not None for s in attached)
+        assert [f.event for f in frames if f.stream_id == f"plugin:{pid}"] == ["Plugin.Installed"]
+
     async def test_heartbeat_comments_arrive_while_nothing_happens(self, api) -> None:
         async with sse(api, {"event_type": "Nothing.EverHappens"}) as stream:
             started = time.monotonic()

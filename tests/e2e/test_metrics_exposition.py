@@ -26,7 +26,9 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not on PATH (Debian package `prometheus`; CI installs it through ops/test)"
 )
 # Every label Charter's metrics carry: each takes values from a small fixed set, never an id or an e-mail.
-BOUNDED_LABELS = {"method", "route", "status", "command", "outcome", "projection", "dependency", "tier"}
+BOUNDED_LABELS = {
+    "method", "route", "status", "command", "outcome", "projection", "dependency", "tier", "reason", "action", "format",
+}
 
 
 @pytest.fixture(scope="module")

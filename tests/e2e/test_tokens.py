@@ -154,6 +154,7 @@ def key() -> OctKey:
 
 def refused(response, code: str = "TOKEN_INVALID") -> dict[str, Any]:
     error = assert_error(response, 401, code)
+    assert response.headers["www-authenticate"].startswith('Bearer realm="charter"'), response.headers
     return error
 
 
@@ -303,17 +304,32 @@ class TestRefusedTokens:
 
         refused(await me(tc, sign(claims(viewer.id, grants=[["admin", None]]), stranger, "RS256")))
 
-    async def test_the_event_stream_alone_takes_the_token_from_the_query(self, tc, viewer) -> None:
-        """EventSource cannot send headers: /events/stream reads ?access_token=; no other route does."""
+    async def test_a_token_in_the_stream_url_is_refused_by_default(self, tc) -> None:
+        """A token in a URL leaks (proxies, histories, browser consoles): browsers use stream tickets."""
         admin = tc.headers["Authorization"].split(" ", 1)[1]
 
         stream = await send(tc, "GET", "/api/v1/events/stream", params={"access_token": admin}, anonymous=True)
-        other = await send(tc, "GET", ME, params={"access_token": admin}, anonymous=True)
-        forged = await send(tc, "GET", "/api/v1/events/stream", params={"access_token": unsigned(claims())}, anonymous=True)
+
+        assert_error(stream, 401, "AUTHENTICATION_REQUIRED", field="access_token")
+        assert stream.headers["www-authenticate"] == 'Bearer realm="charter", error="invalid_request"'
+        assert "stream-tickets" in stream.json()["error"]["message"]
+
+    async def test_the_event_stream_alone_takes_the_token_from_the_query_when_allowed(self, tc, viewer) -> None:
+        """CHARTER_SSE_QUERY_TOKENS=true: /events/stream reads ?access_token=; no other route does."""
+        admin = tc.headers["Authorization"].split(" ", 1)[1]
+        settings = tc.app.state.runtime.settings
+        settings.sse_query_tokens = True
+        try:
+            stream = await send(tc, "GET", "/api/v1/events/stream", params={"access_token": admin}, anonymous=True)
+            other = await send(tc, "GET", ME, params={"access_token": admin}, anonymous=True)
+            forged = await send(tc, "GET", "/api/v1/events/stream", params={"access_token": unsigned(claims())}, anonymous=True)
+        finally:
+            settings.sse_query_tokens = False
 
         assert_error(stream, 503, "FANOUT_UNAVAILABLE")  # past the guard: this app has no NATS
         refused(other, "AUTHENTICATION_REQUIRED")
         refused(forged)
+        assert forged.headers["www-authenticate"] == 'Bearer realm="charter", error="invalid_token"'
 
 
 # -- a trusted external issuer ---------------------------------------------------------------------

@@ -3,17 +3,23 @@ throw-away databases a bench leaves (it must leave none)."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
+from ops.bench.postgres import DATABASE_PREFIX
+
 
 async def bench_databases(dsn: str) -> set[str]:
+    """The bench databases this test process made and did not drop (other runs on a shared server have
+    their own: the pid is part of the name, ops/bench/postgres.py `database_name`)."""
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'charter_bench_%'")
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                                f"{DATABASE_PREFIX}{os.getpid()}_")
         return {r["datname"] for r in rows}
     finally:
         await conn.close()

@@ -19,12 +19,13 @@ from cryptography.fernet import Fernet
 from application.commands import InstallPlugin, RestartPlugin, UpdatePlugin
 from application.context import CommandContext
 from application.identity.handlers import CreateRole, GrantRole, RegisterUser, RevokeRole
+from application.sites.commands import ActivateExtension, CreateSite, DeactivateExtension, ReconfigureExtension
 from infrastructure.eventlog.projector import ProjectionRunner, checkpoint, has_processed, lag
 from infrastructure.eventlog.rebuild import BUILD, rebuild
 from infrastructure.settings import Settings
 from interfaces.runtime import Runtime, start_runtime, stop_runtime
 from projections import PROJECTIONS
-from tests.integration.test_projection_recovery import BASES, execute, last_in_global_order, manifest, write_lifecycle
+from tests.integration.test_projection_recovery import BASES, LEAVES, execute, last_in_global_order, manifest, write_lifecycle
 from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,8 @@ POLL = 0.05
 TABLES = {
     "rm_plugins": {"plugins": "plugin_id", "plugin_versions": "plugin_id, seq", "plugin_dependencies": "plugin_id, depends_on"},
     "rm_identity": {"users": "user_id", "user_grants": "user_id, role_key, site_id", "roles": "role_key", "permissions": "name"},
+    "rm_sites": {"sites": "site_id", "site_extensions": "site_id, plugin_id", "signoffs": "signoff_id",
+                 "plugin_switches": "plugin_id", "audit_trail": "site_id, seq"},
 }
 
 
@@ -63,6 +66,19 @@ async def write_identity(runtime: Runtime, tag: str) -> None:
         await execute(runtime, GrantRole(user_id=user_id, role=f"tinkerer-{tag}", site_id="site-1"))
         await execute(runtime, GrantRole(user_id=user_id, role=f"tinkerer-{tag}"))
         await execute(runtime, RevokeRole(user_id=user_id, role=f"tinkerer-{tag}", site_id="site-1"))
+
+
+async def write_sites(runtime: Runtime, tag: str) -> None:
+    """A site with an extension and its dependent, reconfigured, then the dependent deactivated."""
+    site, base, leaf = f"plant-{tag}", BASES[3], LEAVES[3]  # enabled at install, never disabled
+    await execute(
+        runtime,
+        CreateSite(site_id=site, name=f"Plant {tag}"),
+        ActivateExtension(site_id=site, plugin_id=base, configuration={"level": 1, "token": f"site-{tag}"}),
+        ActivateExtension(site_id=site, plugin_id=leaf),
+        ReconfigureExtension(site_id=site, plugin_id=base, configuration={"level": 2, "token": "********"}),
+        DeactivateExtension(site_id=site, plugin_id=leaf, reason="done"),
+    )
 
 
 @pytest.fixture
@@ -123,6 +139,7 @@ class TestInterruptedRebuild:
         try:
             await write_lifecycle(runtime)
             await write_identity(runtime, "a")
+            await write_sites(runtime, "a")
             await eventually(lambda: caught_up(pool), 30, "the live projectors have caught up")
             before = await read_models(pool)
             live_cursors = [await checkpoint(pool, p.name) for p in PROJECTIONS]
@@ -142,8 +159,10 @@ class TestInterruptedRebuild:
                 InstallPlugin(manifest=manifest("after-the-kill", "1.0.0", BASES[2]), source={"kind": "test"}),
             )
             await write_identity(runtime, "b")
+            await write_sites(runtime, "b")
             await eventually(lambda: caught_up(pool), 30, "the live projectors have caught up")
             live = await read_models(pool)
+            assert len(live["rm_sites.audit_trail"]) == 10 and len(live["rm_sites.site_extensions"]) == 2
             total = await pool.fetchval("SELECT count(*) FROM events")
 
             resumed = await rebuild(dsn, PROJECTIONS, chunk=CHUNK)

@@ -13,7 +13,12 @@ without filters), the users list and every user's detail (`/api/v1/admin/users`)
 - what a user sees is exactly what their grants allow: the events of the sites where they hold
   `events:read` (log and stream alike), the users holding a grant at a site where they hold `users:read`
   with only those sites' grants listed, and 403 where they hold the permission nowhere;
-- in particular a site-admin sees the events of their own site.
+- in particular a site-admin sees the events of their own site;
+- the sites routes (issue 11): each example's sites exist, with an extension needing a compliance-officer's
+  signoff active at each (one batch activation); the sites list shows exactly the user's sites, each site
+  route answers for the user's own sites and 404 SITE_NOT_FOUND for the others (the same answer as a site
+  that does not exist; those answers name the site the caller asked about, so they stay out of the leak
+  search), and the pending signoffs are exactly the user's sites where they are compliance-officer.
 
 The app is a real uvicorn server (relay + SSE hub on an embedded nats-server) running on an event loop of
 its own in a background thread, so the test itself is a plain synchronous hypothesis test; users are a
@@ -40,7 +45,8 @@ from litestar import Litestar
 
 from interfaces.app import create_app
 from tests.conftest import DatabaseFactory, StreamFactory
-from tests.e2e.conftest import admin_token, make_settings, serve_live
+from tests.e2e.conftest import ADMIN_PASSWORD, admin_token, make_settings, serve_live
+from tests.e2e.plugin_kit import install, manifest
 
 T = TypeVar("T")
 
@@ -53,6 +59,10 @@ POOL_SIZE = 4
 PASSWORD = "pool-user-password-123"
 EVENTS = "/api/v1/events"
 USERS = "/api/v1/admin/users"
+SIGNERS = {"compliance-officer"}  # the role the extension's compliance aspect names
+EXTENSION = "isolation-erp"
+SITE_READS = ("", "/features", "/status", "/audit-trail", "/capabilities/erp", f"/extensions/{EXTENSION}/signoffs",
+              f"/extensions/{EXTENSION}/audit-trail")
 
 
 # -- an event loop of our own, in a thread: the app lives there, hypothesis drives it from outside ----
@@ -131,6 +141,12 @@ async def _start(databases: DatabaseFactory, streams: StreamFactory, data_dir: P
         login = await http.post("/api/v1/auth/login", json={"username": email, "password": PASSWORD})
         assert login.status_code == 200, login.text
         users.append(PoolUser(email, created.json()["id"], login.json()["refresh_token"]))
+    plugin = manifest(
+        EXTENSION, capabilities=["erp"], config_schema={"type": "object", "properties": {"token": {"type": "string", "secret": True}}},
+        compliance={"aspects": [{"name": "audit-trail", "role": "compliance-officer", "meaning": "Audit trail verified"}]},
+    )
+    await _ok(await install(http, plugin, auto_enable=True, headers=admin), 201)
+    await _ok(await http.post(f"{USERS}/{me.json()['id']}/roles/compliance-officer", headers=admin))  # signs everywhere
     return World(loop, app, http, admin, me.json()["id"], users, server, serving)
 
 
@@ -221,8 +237,9 @@ async def _sse(world: World, token: str, params: dict[str, Any]) -> tuple[int, s
     """The stream replayed from the start, read up to the first heartbeat (the live part is idle by then)."""
 
     async def read() -> tuple[int, str, dict[str, str]]:
-        query = {**params, "last_event_id": 0, "access_token": token}
-        async with world.http.stream("GET", f"{EVENTS}/stream", params=query) as response:
+        query = {**params, "last_event_id": 0}
+        headers = {"Authorization": f"Bearer {token}"}
+        async with world.http.stream("GET", f"{EVENTS}/stream", params=query, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
                 return response.status_code, response.text, dict(response.headers)
@@ -296,6 +313,8 @@ async def _observe(world: World, user: PoolUser, held: set[tuple[str, str]], sit
         assert filtered[-1].status_code == (200 if event_sites else 403), filtered[-1].text
         assert {e["site_id"] for e in found} <= event_sites
 
+    await _observe_sites(world, user, held, sites, seen)
+
     # The users, listed and one by one.
     listed = seen.add("GET /admin/users", await http.get(USERS, params={"consistent": "true", "limit": 100}, headers=h))
     if not user_sites:
@@ -342,6 +361,57 @@ async def _observe(world: World, user: PoolUser, held: set[tuple[str, str]], sit
     return seen
 
 
+def _without_request_id(response: httpx.Response) -> dict[str, Any]:
+    error = response.json()["error"]
+    return {k: v for k, v in error.items() if k != "request_id"}
+
+
+async def _observe_sites(world: World, user: PoolUser, held: set[tuple[str, str]], sites: list[str], seen: Seen) -> None:
+    """The sites routes: the user's own sites answer, the others are 404 like a site that does not exist."""
+    http, h = world.http, user.headers
+    mine = {s for _, s in held}
+    listed = seen.add("GET /sites", await http.get("/api/v1/sites", params={"consistent": "true", "limit": 100}, headers=h))
+    if not mine:  # every role of the scenario holds sites:read: without a grant, nowhere
+        assert listed.status_code == 403, listed.text
+    else:
+        assert listed.status_code == 200, listed.text
+        assert {s["site_id"] for s in listed.json()["items"]} == mine, "the sites list shows exactly the user's sites"
+    for site in sites:
+        for tail in SITE_READS:
+            response = await http.get(f"/api/v1/site/{site}{tail}", params={"consistent": "true"}, headers=h)
+            if site in mine:
+                seen.add(f"GET /site/{site}{tail}", response)
+                assert response.status_code == 200, response.text
+                continue
+            never = await http.get(f"/api/v1/site/{site}-never{tail}", headers=h)
+            assert response.status_code == never.status_code == 404, response.text
+            expected = _without_request_id(never)
+            expected["message"] = expected["message"].replace(f"{site}-never", site)
+            expected["details"] = {"site_id": site}
+            assert _without_request_id(response) == expected, "a hidden site answers as one that does not exist"
+    pending = seen.add("GET /sites/signoffs/pending", await http.get(
+        "/api/v1/sites/signoffs/pending", params={"consistent": "true"}, headers=h))
+    assert pending.status_code == 200, pending.text
+    assert {p["site_id"] for p in pending.json()["items"]} == {s for r, s in held if r in SIGNERS}
+
+
+async def _activate_signed(world: World, sites: list[str]) -> None:
+    """The extension signed (by the administrator, compliance-officer everywhere) and activated at each
+    site in one batch, then reconfigured: its aspect is pending again at every site."""
+    http, configuration = world.http, {"token": "isolation-secret"}
+    validated = await _ok(await http.post(f"/api/v1/site/{sites[0]}/extensions/{EXTENSION}/validate",
+                                          json={"configuration": configuration}, headers=world.admin))
+    approved = validated.json()["configuration_hash"]
+    for site in sites:
+        body = {"aspect": "audit-trail", "configuration_hash": approved, "password": ADMIN_PASSWORD}
+        await _ok(await http.post(f"/api/v1/site/{site}/extensions/{EXTENSION}/signoffs", json=body, headers=world.admin), 201)
+    await _ok(await http.post(f"/api/v1/sites/extensions/{EXTENSION}/activate",
+                              json={"site_ids": sites, "configuration": configuration}, headers=world.admin))
+    for site in sites:
+        await _ok(await http.put(f"/api/v1/site/{site}/extensions/{EXTENSION}/configuration",
+                                 json={"configuration": {"token": "isolation-secret-2"}}, headers=world.admin))
+
+
 async def _grant(world: World, user: PoolUser, role: str, site: str, grant: bool) -> None:
     path = f"{USERS}/{user.id}/roles/{role}"
     call = world.http.post if grant else world.http.delete
@@ -352,6 +422,9 @@ async def _run(world: World, scenario: Scenario) -> None:
     tag = next(world.tags)
     sites = [f"site-{word}-{tag:03d}-xyz" for word in SITE_WORDS[: scenario.sites]]
     world.all_sites += sites
+    for site in sites:
+        await _ok(await world.http.post("/api/v1/sites", json={"site_id": site, "name": site.title()}, headers=world.admin), 201)
+    await _activate_signed(world, sites)
     users = world.users[: scenario.users]
     current = world.current = {u: set() for u in world.users}
     try:

@@ -179,7 +179,7 @@ class TestOpenApiErrors:
                     assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, (method, path, status)
 
     async def test_protected_routes_list_403_and_public_ones_do_not(self, document) -> None:
-        public = {"login", "refreshToken", "health", "ready", "metrics"}
+        public = {"login", "refreshToken", "health", "ready", "metrics", "auditPublicKey"}
         for path, method, operation in self.operations(document):
             assert ("403" in operation["responses"]) == (operation["operationId"] not in public), (method, path)
 

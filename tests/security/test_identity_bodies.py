@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.access_kit import AUTH, PASSWORD, ROLES, USERS, create_user, login, send, unique_email
+from tests.e2e.access_kit import AUTH, EVENTS, PASSWORD, ROLES, USERS, create_user, grant, login, send, unique_email, unique_name
 from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import assert_error
 from interfaces.http.identity.auth import MAX_PASSWORD, MAX_REFRESH_TOKEN
+from domain.limits import MAX_TEXT
 from interfaces.http.wellformed import MAX_JSON_BYTES
 
 PERMISSIONS = "/api/v1/admin/permissions"
@@ -23,6 +24,10 @@ TYPED = [
     ("post", "/api/v1/auth/logout", "logout", "RefreshRequest"),
     ("post", "/api/v1/admin/users", "createUser", "UserCreate"),
     ("post", "/api/v1/admin/users/{user_id}/deactivate", "deactivateUser", "Deactivation"),
+    ("post", "/api/v1/admin/users/{user_id}/activate", "activateUser", "Reason"),
+    ("post", "/api/v1/admin/users/{user_id}/roles/{role}", "grantRole", "Reason"),
+    ("delete", "/api/v1/admin/users/{user_id}/roles/{role}", "revokeRole", "Reason"),
+    ("delete", "/api/v1/admin/roles/{role_id}", "deleteRole", "Reason"),
     ("post", "/api/v1/admin/roles", "createRole", "RoleCreate"),
     ("put", "/api/v1/admin/roles/{role_id}", "updateRole", "RoleUpdate"),
     ("post", "/api/v1/admin/permissions", "createPermission", "PermissionCreate"),
@@ -121,6 +126,128 @@ class TestOptionalBody:
         response = await send(client, "POST", f"{USERS}/{account.id}/deactivate", json={"reason": "r" * 4001})
 
         assert_error(response, 400, "VALIDATION_FAILED", field="reason")
+
+
+class Target:
+    """One of the routes whose body is an optional reason, set up so that the write succeeds once: the
+    request to send, the stream it writes to and the event it records there."""
+
+    def __init__(self, method: str, url: str, stream: str, event_type: str) -> None:
+        self.method, self.url, self.stream, self.event_type = method, url, stream, event_type
+
+    async def events(self, client) -> list[dict]:
+        params = {"stream": self.stream, "event_type": self.event_type, "consistent": "true", "limit": 100}
+        response = await send(client, "GET", EVENTS, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+
+async def activation(client) -> Target:
+    account = await create_user(client, unique_email("bodies-activate"), is_active=False)
+    return Target("POST", f"{USERS}/{account.id}/activate", f"user:{account.id}", "User.Activated")
+
+
+async def role_grant(client) -> Target:
+    account = await create_user(client, unique_email("bodies-grant"))
+    return Target("POST", f"{USERS}/{account.id}/roles/auditor?site_id=site-a", f"user:{account.id}", "User.RoleGranted")
+
+
+async def role_revocation(client) -> Target:
+    account = await create_user(client, unique_email("bodies-revoke"))
+    await grant(client, account.id, "auditor", "site-a")
+    return Target("DELETE", f"{USERS}/{account.id}/roles/auditor?site_id=site-a", f"user:{account.id}", "User.RoleRevoked")
+
+
+async def role_deletion(client) -> Target:
+    name = unique_name("bodies-delete")
+    created = await send(client, "POST", ROLES, json={"name": name, "permissions": ["plugins:read"]})
+    assert created.status_code == 201, created.text
+    return Target("DELETE", f"{ROLES}/{name}", f"role:{name}", "Role.Deleted")
+
+
+REASONED = [activation, role_grant, role_revocation, role_deletion]
+ROUTES = ["activateUser", "grantRole", "revokeRole", "deleteRole"]
+
+
+@pytest.mark.parametrize("setup", REASONED, ids=ROUTES)
+class TestAnOptionalReason:
+    """activateUser, grantRole, revokeRole and deleteRole: no body, or `{"reason": ...}` recorded in the
+    event (the event log shows it); anything else in the body is refused naming the field, and nothing is
+    written."""
+
+    async def test_no_body_records_no_reason(self, client, setup) -> None:
+        target = await setup(client)
+
+        response = await send(client, target.method, target.url)
+
+        assert response.status_code == 200, response.text
+        [event] = await target.events(client)
+        assert event["payload"]["reason"] == ""
+
+    async def test_an_empty_json_body_records_no_reason(self, client, setup) -> None:
+        target = await setup(client)
+
+        response = await raw(client, target.method, target.url, b"{}")
+
+        assert response.status_code == 200, response.text
+        [event] = await target.events(client)
+        assert event["payload"]["reason"] == ""
+
+    async def test_the_reason_is_recorded_in_the_event(self, client, setup) -> None:
+        target = await setup(client)
+
+        response = await send(client, target.method, target.url, json={"reason": "ticket OPS-42: é ✓"})
+
+        assert response.status_code == 200, response.text
+        [event] = await target.events(client)
+        assert event["payload"]["reason"] == "ticket OPS-42: é ✓"
+        assert event["position"] == response.json()["position"]
+
+    async def test_an_over_long_reason_is_refused_naming_it(self, client, setup) -> None:
+        target = await setup(client)
+
+        response = await send(client, target.method, target.url, json={"reason": "r" * (MAX_TEXT + 1)})
+
+        assert_error(response, 400, "VALIDATION_FAILED", field="reason")
+        assert await target.events(client) == []
+
+    async def test_a_reason_of_the_longest_length_is_taken(self, client, setup) -> None:
+        target = await setup(client)
+
+        response = await send(client, target.method, target.url, json={"reason": "r" * MAX_TEXT})
+
+        assert response.status_code == 200, response.text
+        assert (await target.events(client))[0]["payload"]["reason"] == "r" * MAX_TEXT
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [(b'{"reason": 42}', "reason"), (b'{"reason": ["a"]}', "reason"), (b'{"reason": {"a": 1}}', "reason"),
+         (rb'{"reason": "a\u0000b"}', "reason"), (b'{"site_id": "site-b"}', "site_id"), (b'{"role": "admin"}', "role"),
+         (b"[]", None), (b'"a reason"', None), (b"42", None), (b"null", None)],
+        ids=["number", "list", "object", "nul", "site-in-body", "role-in-body", "array", "string", "integer", "null"],
+    )
+    async def test_a_body_of_the_wrong_type_is_refused(self, client, setup, body, field) -> None:
+        target = await setup(client)
+
+        response = await raw(client, target.method, target.url, body)
+
+        assert_error(response, 400, "VALIDATION_FAILED", field=field)
+        assert await target.events(client) == []
+
+    @pytest.mark.parametrize(
+        ("body", "content_type"),
+        [(b'{"reason": "x",', "application/json"), (b"reason=x", "application/json"), (b"\xff\xfe", "application/json"),
+         (b"just a reason", "text/plain"), (b"reason=x", "application/x-www-form-urlencoded"),
+         (b"--xyz\r\nContent-Disposition: form-data; name=\"reason\"\r\n\r\nx\r\n--xyz--\r\n", "multipart/form-data; boundary=xyz")],
+        ids=["truncated", "form-as-json", "not-utf8", "text", "urlencoded", "multipart"],
+    )
+    async def test_a_body_that_is_not_json_is_refused(self, client, setup, body, content_type) -> None:
+        target = await setup(client)
+
+        response = await raw(client, target.method, target.url, body, content_type)
+
+        assert_error(response, 400, "MALFORMED_JSON", field="body")  # a form is not taken as "no reason"
+        assert await target.events(client) == []
 
 
 class TestLoginForms:

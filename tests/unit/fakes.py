@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -71,6 +71,7 @@ class MemoryRepository:
         self.position = 0
         self.idempotency: list[Idempotency] = []
         self._seen = 0  # events `new_events` has already handed out
+        self.refused = 0  # appends refused for a stale version (the real store loses positions on each)
 
     # -- the Repository port (application/unit.py) ----------------------------------------------
 
@@ -96,6 +97,7 @@ class MemoryRepository:
         for loaded, _, events in pending:
             current = len(self.streams.get(loaded.stream_id, []))
             if events and current != loaded.version:
+                self.refused += 1
                 raise ConcurrencyError(loaded.stream_id, loaded.version, current)
             numbers = [e.originator_version for e in events]
             if numbers != list(range(loaded.version + 1, loaded.version + 1 + len(events))):
@@ -122,6 +124,16 @@ class MemoryRepository:
         loaded = self.new(stream_type, key)
         loaded.version, loaded.aggregate = self.version(loaded.stream_id), aggregate
         await self.save_all([(loaded, None)], {"actor": "given"})
+        self._seen = self.position
+
+    def given_recorded(self, stream_id: str, name: str, payload: dict[str, Any], site_id: str | None = None) -> None:
+        """A past event as an earlier version of Charter recorded it: the payload as it is in the store,
+        e.g. without a field added to the event since."""
+        self.position += 1
+        version = self.version(stream_id) + 1
+        recorded = Recorded(stream_id, version, name, msgspec.json.encode(payload), datetime.now(timezone.utc),
+                            {"actor": "given"}, site_id, self.position)
+        self.streams.setdefault(stream_id, []).append(recorded)
         self._seen = self.position
 
     def new_events(self) -> list[tuple[str, str, dict[str, Any]]]:

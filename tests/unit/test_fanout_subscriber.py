@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from infrastructure.stream.hub import Delivered, Subscriber, delivered_from
+from infrastructure.stream.hub import Delivered, Subscriber, chunked, delivered_from
 
 
 class Connection:
@@ -185,3 +185,86 @@ async def test_a_send_that_returns_another_awaitable_is_awaited_in_order() -> No
     await settle()
 
     assert ids(written) == [1, 2, 3] and not sub.broken
+
+
+class Transport:
+    """The connection's transport as the direct path sees it: takes framed bytes until `full` (its buffer
+    over the high-water mark), then refuses them and the write goes through the server's send."""
+
+    def __init__(self) -> None:
+        self.wire: list[bytes] = []
+        self.full = False
+
+    def write(self, wire: bytes) -> bool:
+        if self.full:
+            return False
+        self.wire.append(wire)
+        return True
+
+
+def unchunked(wire: list[bytes]) -> list[bytes]:
+    bodies = []
+    for chunk in wire:
+        size, _, rest = chunk.partition(b"\r\n")
+        assert rest.endswith(b"\r\n") and len(rest) == int(size, 16) + 2
+        bodies.append(rest[:-2])
+    return bodies
+
+
+async def test_a_direct_subscriber_writes_the_flush_framed_once_for_every_client() -> None:
+    items, joined = batch(1, 2)
+    wire = chunked(joined)
+    transports = [Transport() for _ in range(3)]
+    for transport in transports:
+        sub = Subscriber(filter=None, limit=10)
+        sub.attach(Connection().write, transport.write)
+        assert sub.offer(items, joined, wire)
+    assert all(t.wire[0] is wire for t in transports)  # the same bytes object: no copy per client
+    assert ids(unchunked(transports[0].wire)) == [1, 2]
+
+
+async def test_a_filtered_direct_subscriber_frames_its_own_events() -> None:
+    transport = Transport()
+    sub = Subscriber(filter=lambda d: d.seq != 2, limit=10)
+    sub.attach(Connection().write, transport.write)
+    items, joined = batch(1, 2, 3)
+    sub.offer(items, joined, chunked(joined))
+    sub.send(b": heartbeat\n\n")
+
+    bodies = unchunked(transport.wire)
+    assert ids(bodies) == [1, 3] and bodies[-1] == b": heartbeat\n\n"
+
+
+async def test_a_full_transport_falls_back_to_the_send_and_keeps_order_and_the_drop_policy() -> None:
+    conn, transport = Connection(), Transport()
+    sub = Subscriber(filter=None, limit=3)
+    ended = sub.attach(conn.write, transport.write)
+    sub.offer(*batch(1))
+    transport.full = True
+    conn.stall()  # the send waits for the buffer to drain, as uvicorn's does
+    assert sub.offer(*batch(2))  # through the send, waiting
+    assert sub.offer(*batch(3, 4))  # queued behind it, not written directly
+    transport.full = False
+    assert sub.offer(*batch(5))  # still behind the queue: 3 of 3
+    assert not sub.offer(*batch(6))  # 4 > 3: dropped
+    conn.resume()
+    await settle()
+
+    assert ids(unchunked(transport.wire)) == [1] and ids(conn.written) == [2]
+    assert ended.done() and b"retry:" in conn.written[-1]
+
+
+async def test_a_caught_up_subscriber_goes_back_to_the_transport() -> None:
+    conn, transport = Connection(), Transport()
+    sub = Subscriber(filter=None, limit=10)
+    sub.attach(conn.write, transport.write)
+    transport.full = True
+    conn.stall()
+    sub.offer(*batch(1))
+    sub.offer(*batch(2))
+    transport.full = False
+    conn.resume()
+    await settle()
+    sub.offer(*batch(3))
+
+    assert ids(conn.written) == [1, 2] and ids(unchunked(transport.wire)) == [3]

@@ -52,7 +52,7 @@ def enabled(reason: str | None = None) -> tuple[str, dict]:
     return "Enabled", dict(reason=reason)
 
 
-def disabled(reason: str = "") -> tuple[str, dict]:
+def disabled(reason: str | None = None) -> tuple[str, dict]:
     return "Disabled", dict(reason=reason)
 
 
@@ -60,7 +60,7 @@ def configured(config: dict, changed: list[str]) -> tuple[str, dict]:
     return "ConfigurationChanged", dict(config=config, changed_keys=changed)
 
 
-def uninstalled(reason: str = "", forced: bool = False, cleanup_data: bool = False) -> tuple[str, dict]:
+def uninstalled(reason: str | None = None, forced: bool = False, cleanup_data: bool = False) -> tuple[str, dict]:
     return "Uninstalled", dict(reason=reason, forced=forced, cleanup_data=cleanup_data)
 
 
@@ -322,13 +322,14 @@ class TestDisable:
         assert plugin.status == "disabled"
         assert plugin.disabled_reason == "incident 42"
 
-    def test_records_an_empty_reason_when_none_given(self) -> None:
+    def test_records_no_reason_as_null_when_none_given(self) -> None:
         plugin = given(installed(enabled=True))
 
         plugin.disable()
 
-        assert recorded(plugin) == [("Disabled", dict(reason=""))]
+        assert recorded(plugin) == [("Disabled", dict(reason=None))]
         assert plugin.status == "disabled"
+        assert plugin.disable() is False
 
     def test_an_installed_but_never_enabled_plugin_can_be_switched_off(self) -> None:
         plugin = given(installed(enabled=False))
@@ -447,7 +448,7 @@ class TestUninstall:
 
         plugin.uninstall(None, forced=True, cleanup_data=True)
 
-        assert recorded(plugin) == [("Uninstalled", dict(reason="", forced=True, cleanup_data=True))]
+        assert recorded(plugin) == [("Uninstalled", dict(reason=None, forced=True, cleanup_data=True))]
         assert plugin.config == {}
 
     def test_rejects_uninstall_of_an_uninstalled_plugin(self) -> None:

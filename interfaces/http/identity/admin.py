@@ -19,7 +19,7 @@ from interfaces.http.common import command_context, page_params, read_consistenc
 from interfaces.http.errors import ApiError
 from interfaces.http.identity.auth import Password
 from interfaces.http.identity.dependencies import EXECUTE, READS, Execute, IdentityReads
-from interfaces.http.schemas import Page, Written
+from interfaces.http.schemas import Page, Reason, Written
 from interfaces.http.security import rule, visible_sites
 from projections.identity import queries as q
 
@@ -31,6 +31,7 @@ class GrantOut(msgspec.Struct):
     site_id: str | None
     granted_at: datetime | None = None
     granted_by: str | None = None
+    reason: str = ""  # why it was granted, as recorded in User.RoleGranted
 
 
 class UserOut(msgspec.Struct):
@@ -42,6 +43,8 @@ class UserOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     stream_version: int
+    last_login_at: datetime | None = None  # the last successful sign-in (User.SignedIn)
+    credentials_expired: bool = False  # a temporary password was set (reset) and not changed yet
 
 
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -92,6 +95,11 @@ class PermissionCreate(msgspec.Struct, forbid_unknown_fields=True):
     description: Text = ""
 
 
+def reason_of(data: Reason | Deactivation | None) -> str | None:
+    """The reason of an optional body (recorded in the event; none: "")."""
+    return data.reason if data is not None else None
+
+
 def user_out(row: dict[str, Any], sites: set[str] | None) -> UserOut:
     grants = [g for g in row["grants"] if sites is None or g["site_id"] in sites]
     return UserOut(
@@ -103,6 +111,8 @@ def user_out(row: dict[str, Any], sites: set[str] | None) -> UserOut:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         stream_version=row["stream_version"],
+        last_login_at=row["last_login_at"],
+        credentials_expired=row["password_change_required"],
     )
 
 
@@ -169,9 +179,19 @@ class UserAdminController(Controller):
         row, sites = await visible_user(request, reads, user_id)
         return Response(user_out(row, sites), headers={"ETag": f'"{row["stream_version"]}"'})
 
-    @post("/{user_id:str}/activate", operation_id="activateUser", opt=rule("users:manage"), status_code=200)
-    async def activate(self, request: Request, execute: NamedDependency[Execute], user_id: FromPath[str]) -> Response[Written]:
-        result = await execute(i.ActivateUser(user_id=user_id), command_context(request))
+    @post(
+        "/{user_id:str}/activate",
+        operation_id="activateUser",
+        opt=rule("users:manage"),
+        status_code=200,
+        dto=JsonBody,
+        return_dto=None,
+        summary="Activate a user (the body, with a reason, is optional)",
+    )
+    async def activate(
+        self, request: Request, execute: NamedDependency[Execute], user_id: FromPath[str], data: JSONBody[Reason | None] = None
+    ) -> Response[Written]:
+        result = await execute(i.ActivateUser(user_id=user_id, reason=reason_of(data)), command_context(request))
         return written(result, user_id)
 
     @post(
@@ -186,8 +206,7 @@ class UserAdminController(Controller):
     async def deactivate(
         self, request: Request, execute: NamedDependency[Execute], user_id: FromPath[str], data: JSONBody[Deactivation | None] = None
     ) -> Response[Written]:
-        reason = data.reason if data is not None else None
-        result = await execute(i.DeactivateUser(user_id=user_id, reason=reason), command_context(request))
+        result = await execute(i.DeactivateUser(user_id=user_id, reason=reason_of(data)), command_context(request))
         return written(result, user_id)
 
     @post(
@@ -195,7 +214,9 @@ class UserAdminController(Controller):
         operation_id="grantRole",
         opt=rule("roles:grant", "site"),
         status_code=200,
-        summary="Grant a role, everywhere or at one site (?site_id=)",
+        dto=JsonBody,
+        return_dto=None,
+        summary="Grant a role, everywhere or at one site (?site_id=); the body, with a reason, is optional",
     )
     async def grant(
         self,
@@ -204,8 +225,10 @@ class UserAdminController(Controller):
         user_id: FromPath[str],
         role: FromPath[str],
         site_id: FromQuery[str | None] = None,
+        data: JSONBody[Reason | None] = None,
     ) -> Response[Written]:
-        result = await execute(i.GrantRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
+        cmd = i.GrantRole(user_id=user_id, role=role, site_id=site_id, reason=reason_of(data))
+        result = await execute(cmd, command_context(request))
         return written(result, user_id)
 
     @delete(
@@ -213,7 +236,9 @@ class UserAdminController(Controller):
         operation_id="revokeRole",
         opt=rule("roles:grant", "site"),
         status_code=200,
-        summary="Revoke a role granted everywhere or at one site (?site_id=)",
+        dto=JsonBody,
+        return_dto=None,
+        summary="Revoke a role granted everywhere or at one site (?site_id=); the body, with a reason, is optional",
     )
     async def revoke(
         self,
@@ -222,8 +247,10 @@ class UserAdminController(Controller):
         user_id: FromPath[str],
         role: FromPath[str],
         site_id: FromQuery[str | None] = None,
+        data: JSONBody[Reason | None] = None,
     ) -> Response[Written]:
-        result = await execute(i.RevokeRole(user_id=user_id, role=role, site_id=site_id), command_context(request))
+        cmd = i.RevokeRole(user_id=user_id, role=role, site_id=site_id, reason=reason_of(data))
+        result = await execute(cmd, command_context(request))
         return written(result, user_id)
 
 
@@ -275,9 +302,19 @@ class RoleAdminController(Controller):
         result = await execute(cmd, command_context(request))
         return written(result, result.stream_id.split(":", 1)[1])
 
-    @delete("/{role_id:str}", operation_id="deleteRole", opt=rule("roles:manage"), status_code=200)
-    async def delete_role(self, request: Request, execute: NamedDependency[Execute], role_id: FromPath[str]) -> Response[Written]:
-        result = await execute(i.DeleteRole(role_id=role_id), command_context(request))
+    @delete(
+        "/{role_id:str}",
+        operation_id="deleteRole",
+        opt=rule("roles:manage"),
+        status_code=200,
+        dto=JsonBody,
+        return_dto=None,
+        summary="Delete a role (the body, with a reason, is optional)",
+    )
+    async def delete_role(
+        self, request: Request, execute: NamedDependency[Execute], role_id: FromPath[str], data: JSONBody[Reason | None] = None
+    ) -> Response[Written]:
+        result = await execute(i.DeleteRole(role_id=role_id, reason=reason_of(data)), command_context(request))
         return written(result, result.stream_id.split(":", 1)[1])
 
 

@@ -6,18 +6,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import CacheControlHeader
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from application.identity.accounts import UpdateProfile
 from application.identity.handlers import SignUp
-from application.identity.signin import AuthenticationFailed, IssuedTokens, SignIn, SignInThrottled
+from application.identity.signin import AuthenticationFailed, IssuedTokens, PasswordChangeRequired, SignIn, SignInThrottled
 from domain.limits import Email, Name
 from interfaces.http.bodies import FormOrJsonBody, JsonBody, json_body_size
-from interfaces.http.common import command_context
+from interfaces.http.common import command_context, written
 from interfaces.http.errors import ApiError
 from interfaces.http.identity.dependencies import EXECUTE, SIGN_IN, Execute
+from interfaces.http.schemas import Written
 from interfaces.http.security import AUTHENTICATED, PUBLIC, access_of, client_address
 
 MAX_PASSWORD = 1024  # characters; argon2 takes any length, a request body need not
@@ -42,6 +44,10 @@ class Login(msgspec.Struct, forbid_unknown_fields=True):
     password: Password
     username: Email | None = None
     email: Email | None = None
+
+
+class ProfileUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    full_name: Name
 
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,8 +124,14 @@ class AuthController(Controller):
         summary="Sign in (JSON or form)",
     )
     async def login(self, request: Request, data: JSONBody[Login], sign_in: NamedDependency[SignIn]) -> Tokens:
+        agent = request.headers.get("user-agent", "")
         try:
-            return tokens(await sign_in.login(data.username or data.email, data.password, client_address(request)))
+            return tokens(await sign_in.login(data.username or data.email, data.password, client_address(request), agent))
+        except PasswordChangeRequired as exc:
+            raise ApiError(
+                403, "PASSWORD_CHANGE_REQUIRED", exc.message, password_change_token=exc.token, expires_in=exc.expires_in,
+                change_password="/api/v1/auth/change-password",
+            ) from None
         except SignInThrottled as exc:
             raise throttled(request, exc.retry_after) from None
         except AuthenticationFailed as exc:
@@ -153,7 +165,10 @@ class AuthController(Controller):
     async def logout(self, request: Request, data: JSONBody[RefreshRequest], sign_in: NamedDependency[SignIn]) -> dict[str, Any]:
         claims = request.scope["state"].get("claims")
         issuer, session = (claims.issuer, claims.session_id) if claims is not None else (None, None)
-        await sign_in.logout(data.refresh_token, issuer, session)
+        user_id = claims.subject if claims is not None and claims.issuer == sign_in.tokens.issuer else None
+        await sign_in.logout(
+            data.refresh_token, issuer, session, user_id, client_address(request), request.headers.get("user-agent", "")
+        )
         return {"status": "signed out"}
 
     @get("/me", operation_id="me", opt=AUTHENTICATED, summary="The caller, its roles and effective permissions per site")
@@ -173,3 +188,11 @@ class AuthController(Controller):
             roles=grants,
             permissions=access.permissions(),
         )
+
+    @put("/me", operation_id="updateMe", opt=AUTHENTICATED, dto=JsonBody, return_dto=None, summary="Change your display name")
+    async def update_me(self, request: Request, data: JSONBody[ProfileUpdate], execute: NamedDependency[Execute]) -> Response[Written]:
+        user_id = access_of(request).user_id
+        if not user_id or user_id.startswith("ext:"):
+            raise ApiError(403, "FORBIDDEN", "only an account of this server has a display name here")
+        result = await execute(UpdateProfile(user_id=user_id, full_name=data.full_name), command_context(request))
+        return written(result, user_id)

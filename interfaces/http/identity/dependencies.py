@@ -1,5 +1,5 @@
 """What the identity controllers use, each pulled from the app state as a Litestar dependency: the
-command bus, the sign-in use cases, and the identity read model (with its wait for read-your-writes)."""
+command bus, the sign-in use cases, the live sign-ins (sessions), and the identity read model (with its wait for read-your-writes)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from litestar.di import Provide
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.identity.signin import SignIn
+from application.ports import Session
 
 Execute = Callable[[Command, CommandContext], Awaitable[CommandResult]]
 
@@ -38,6 +39,21 @@ def provide_reads(state: State) -> IdentityReads:
     return IdentityReads(runtime.pool, runtime.wait_for)
 
 
+@dataclass(frozen=True)
+class Sessions:
+    """The live sign-ins (a SessionStore; wrapped, as a dependency's type must be a concrete one)."""
+
+    store: Any
+
+    async def of(self, user_id: str) -> list[Session]:
+        return await self.store.sessions(user_id)
+
+
+def provide_sessions(state: State) -> Sessions:
+    return Sessions(state.runtime.refresh_tokens)
+
+
 EXECUTE = {"execute": Provide(provide_execute, sync_to_thread=False)}
 SIGN_IN = {"sign_in": Provide(provide_sign_in, sync_to_thread=False)}
 READS = {"reads": Provide(provide_reads, sync_to_thread=False)}
+SESSIONS = {"sessions": Provide(provide_sessions, sync_to_thread=False)}

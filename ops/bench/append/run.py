@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import os
 import tempfile
-import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +19,7 @@ from ops.bench.append.report import fmt_ratio, markdown, ratios, ratios_table, r
 from ops.bench.append.telemetry import telemetry_on
 from ops.bench.append.stock import phase_eventsourcing
 from ops.bench.common import bench_progress, machine_info, warmup_for, write_report
-from ops.bench.postgres import bench_server, connection_budget, fresh_database, server_info
+from ops.bench.postgres import bench_server, connection_budget, database_name, fresh_database, server_info
 
 
 def run_append(args: argparse.Namespace) -> int:
@@ -32,7 +31,7 @@ def run_append(args: argparse.Namespace) -> int:
     telemetry = bool(getattr(args, "telemetry", False))
     console = Console()
     started_at = datetime.now(timezone.utc)
-    database = f"charter_bench_{uuid.uuid4().hex[:12]}"
+    database = database_name()
 
     with tempfile.TemporaryDirectory(prefix="charter-bench-") as tmp:
         workdir = Path(tmp)

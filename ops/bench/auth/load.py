@@ -1,177 +1,41 @@
-"""(3) The load of `charter bench auth`: keep-alive HTTP/1.1 clients on raw asyncio streams, phases
-alternating A and B, and each side's summary over its phases."""
+"""(3) The load of `charter bench auth`: phases alternating A and B (the clients and the summaries are
+ops/bench/http_load.py's)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from dataclasses import dataclass, field
-from typing import Any
-
 from rich.progress import Progress
 
-from ops.bench.auth import HOST, PATH
+from ops.bench.auth import PATH
 from ops.bench.auth.server import AuthServer
-from ops.bench.common import Cores, Meter, cpu_seconds, latency_summary, tree_cpu_seconds
+from ops.bench.http_load import PhaseResult, request_bytes, run_phase as _run_phase, side_summary
 
-
-def request_bytes(port: int, token: str | None) -> bytes:
-    lines = [f"GET {PATH} HTTP/1.1", f"Host: {HOST}:{port}", "Accept: application/json", "User-Agent: charter-bench-auth"]
-    if token:
-        lines.append(f"Authorization: Bearer {token}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One HTTP/1.1 response: status and body (Content-Length or chunked)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    lower = head.lower()
-    at = lower.find(b"\r\ncontent-length:")
-    if at >= 0:
-        end = lower.index(b"\r\n", at + 2)
-        return status, await reader.readexactly(int(lower[at + 17 : end]))
-    if b"transfer-encoding: chunked" in lower:
-        body = bytearray()
-        while True:
-            size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-            body += await reader.readexactly(size + 2)
-            if size == 0:
-                return status, bytes(body)
-    return status, b""
-
-
-@dataclass
-class PhaseResult:
-    side: str  # "authorized" (A) or "unauthorized" (B)
-    round: int
-    requests: int
-    seconds: float
-    rate: float
-    errors: int
-    first_error: str | None
-    latency_ms: dict[str, float] | None
-    cpu: dict[str, float | None] = field(default_factory=dict)  # cores: bench clients, server, PostgreSQL, machine
-    latencies: list[float] = field(default_factory=list, repr=False)
+__all__ = ["PhaseResult", "run_load", "run_phase", "side_summary"]
 
 
 async def run_phase(
     server: AuthServer, side: str, round_: int, request: bytes, clients: int, warmup: float, seconds: float,
     progress: Progress, pg_pid: int | None,
 ) -> PhaseResult:
-    done = 0
-    errors: list[str] = []
-    latencies: list[float] = []
-    measuring = False
-    running = True
-    perf = time.perf_counter
-
-    async def client() -> None:
-        nonlocal done
-        reader, writer = await asyncio.open_connection(HOST, server.port)
-        try:
-            while running:
-                started = perf()
-                writer.write(request)
-                status, body = await _read_response(reader)
-                if status != 200:
-                    errors.append(f"{status} {body[:200]!r}")
-                    await asyncio.sleep(0.01)
-                    continue
-                done += 1
-                if measuring:
-                    latencies.append(perf() - started)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
-            if running:
-                errors.append(repr(exc))
-        finally:
-            writer.close()
-
     letter = "A" if side == "authorized" else "B"
     title = f"{letter}{round_} {side}" if round_ else f"warm-up {letter} (discarded)"
-    meter = Meter(progress, title, "req", warmup, seconds)
-    tasks = [asyncio.create_task(client()) for _ in range(clients)]
-    meter.restart_clock()
-    warm_until = time.monotonic() + warmup
-    while time.monotonic() < warm_until:
-        await asyncio.sleep(0.2)
-        meter.tick(done)
-        for task in tasks:
-            if task.done() and task.exception():
-                raise task.exception()  # type: ignore[misc]
-    cores = Cores({"server": lambda: cpu_seconds(server.pid), "postgres": lambda: tree_cpu_seconds(pg_pid)})
-    meter.begin(done)
-    measuring = True
-    end_at = time.monotonic() + seconds
-    while (left := end_at - time.monotonic()) > 0:
-        await asyncio.sleep(min(0.2, left))
-        meter.tick(done)
-    measuring = False
-    requests, elapsed = meter.end(done)
-    server_cores = cores.read()
-    running = False
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    cpu: dict[str, float | None] = {
-        "clients": meter.cpu.get("process_cores"),
-        "server": server_cores["server"],
-        "postgres": server_cores["postgres"],
-        "machine_busy": meter.cpu.get("machine_busy_cores"),
-        "machine_idle": meter.cpu.get("machine_idle_cores"),
-    }
-    result = PhaseResult(
-        side, round_, requests, elapsed, requests / elapsed, len(errors), errors[0] if errors else None,
-        latency_summary(latencies), cpu, latencies,
+    return await _run_phase(
+        server.port, [server.pid], side, round_, title, [request], clients, warmup, seconds, progress, pg_pid
     )
-    progress.update(
-        meter.task,
-        completed=warmup + seconds,
-        status=f"[bold]{result.rate:,.0f} req/s[/bold] over {elapsed:.1f}s ({requests:,} requests)",
-    )
-    return result
 
 
 async def run_load(
     a: AuthServer, b: AuthServer, token: str, clients: int, warmup: float, seconds: float, rounds: int,
     progress: Progress, pg_pid: int | None,
 ) -> list[PhaseResult]:
+    def request(server: AuthServer, token_: str | None) -> bytes:
+        return request_bytes(server.port, PATH, token_, "charter-bench-auth")
+
     results = []
     # Both servers warm up once before the first measured phase (first connections of the database pools,
     # prepared statements, the interpreter's specialisation): not counted.
     for server, side, token_ in ((a, "authorized", token), (b, "unauthorized", None)):
-        await run_phase(server, side, 0, request_bytes(server.port, token_), clients, warmup / 2, warmup, progress, pg_pid)
+        await run_phase(server, side, 0, request(server, token_), clients, warmup / 2, warmup, progress, pg_pid)
     for round_ in range(1, rounds + 1):
-        results.append(await run_phase(a, "authorized", round_, request_bytes(a.port, token), clients, warmup, seconds, progress, pg_pid))
-        results.append(await run_phase(b, "unauthorized", round_, request_bytes(b.port, None), clients, warmup, seconds, progress, pg_pid))
+        results.append(await run_phase(a, "authorized", round_, request(a, token), clients, warmup, seconds, progress, pg_pid))
+        results.append(await run_phase(b, "unauthorized", round_, request(b, None), clients, warmup, seconds, progress, pg_pid))
     return results
-
-
-def side_summary(phases: list[PhaseResult]) -> dict[str, Any]:
-    requests = sum(p.requests for p in phases)
-    seconds = sum(p.seconds for p in phases)
-    rate = requests / seconds if seconds else 0.0
-
-    def mean(key: str) -> float | None:
-        values = [p.cpu.get(key) for p in phases]
-        if any(v is None for v in values) or not values:
-            return None
-        return round(sum(v * p.seconds for v, p in zip(values, phases, strict=True)) / seconds, 3)  # type: ignore[operator]
-
-    cpu = {key: mean(key) for key in ("clients", "server", "postgres", "machine_busy", "machine_idle")}
-    per_request = {
-        f"{key}_us": round(value / rate * 1e6, 1) if value is not None and rate else None
-        for key, value in cpu.items()
-        if key in ("clients", "server", "postgres")
-    }
-    return {
-        "rate": rate,
-        "requests": requests,
-        "seconds": round(seconds, 3),
-        "errors": sum(p.errors for p in phases),
-        "first_error": next((p.first_error for p in phases if p.first_error), None),
-        "latency_ms": latency_summary([x for p in phases for x in p.latencies]),
-        "phase_rates": [round(p.rate, 1) for p in phases],
-        "cpu_cores": cpu,
-        "cpu_per_request": per_request,
-    }

@@ -21,7 +21,7 @@ from ops.bench.auth.report import fmt_cores, markdown, results_table, side_title
 from ops.bench.auth.server import AuthServer, banner, server_env, start_server, wait_healthy
 from ops.bench.auth.setup import prepare, seed_plugins
 from ops.bench.common import bench_progress, machine_info, run_loop, warmup_for, write_report
-from ops.bench.postgres import bench_server, fresh_database, migrate_database, postmaster_pid, server_info
+from ops.bench.postgres import bench_server, database_name, fresh_database, migrate_database, postmaster_pid, server_info
 
 
 def run_auth(args: argparse.Namespace) -> int:
@@ -39,7 +39,7 @@ def run_auth(args: argparse.Namespace) -> int:
     rounds = max(1, int(os.environ.get(ROUNDS_ENV) or 2))  # A B A B; more alternations for a noisy machine
     console = Console()
     started_at = datetime.now(timezone.utc)
-    database = f"charter_bench_{uuid.uuid4().hex[:12]}"
+    database = database_name()
     secret, jwt_secret = Fernet.generate_key().decode(), uuid.uuid4().hex + uuid.uuid4().hex
     timings: dict[str, float] = {}
     clock = [time.monotonic()]

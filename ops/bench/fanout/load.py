@@ -98,6 +98,9 @@ def run_fanout_phases(
             run_projectors=True,
             migrate_on_start=False,
         )
+        # Only the writer's commands reach the clients: no checkpoints, no scheduled task runs (every
+        # delivery in the window is then one the writer timed, from its acknowledgement too).
+        writer_settings.audit_seal_interval, writer_settings.run_scheduler = 0.0, False
         writer_settings.run_relay = cfg.relay_in == "writer"
         writer_settings.nats_url = nats_url if cfg.relay_in == "writer" else None
         writer_settings.nats_stream = stream.name

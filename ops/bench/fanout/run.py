@@ -24,7 +24,7 @@ from ops.bench.fanout.load import run_fanout_phases
 from ops.bench.fanout.relay import delete_streams, relay_phases
 from ops.bench.fanout.report import analysis, markdown, results_tables, targets
 from ops.bench.fanout.server import PROFILE_ENV
-from ops.bench.postgres import bench_server, fresh_database, migrate_database, server_info
+from ops.bench.postgres import bench_server, database_name, fresh_database, migrate_database, server_info
 
 
 @contextlib.contextmanager
@@ -86,7 +86,7 @@ def run_fanout(args: argparse.Namespace) -> int:
     configure_logging("warning", json=False)
     started_at = datetime.now(timezone.utc)
     token = uuid.uuid4().hex[:12]
-    database = f"charter_bench_{token}"
+    database = database_name()
     from infrastructure.stream.relay import StreamSettings
 
     stream = StreamSettings(name=f"CHARTER_BENCH_{token.upper()}", prefix=f"charter_bench_{token}.events", max_age_days=1)

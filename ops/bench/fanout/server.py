@@ -242,6 +242,9 @@ def server_env(dsn: str, nats_url: str, stream: Any, port: int, cfg: FanoutConfi
             "CHARTER_RUN_PROJECTORS": "true" if cfg.server_projectors else "false",
             "CHARTER_RUN_RELAY": "true" if cfg.relay_in == "server" else "false",
             "CHARTER_MIGRATE_ON_START": "false",
+            # the events delivered are the writer's only (no checkpoints, no scheduled task runs)
+            "CHARTER_AUDIT_SEAL_INTERVAL": "0",
+            "CHARTER_RUN_SCHEDULER": "false",
             "PYTHONPATH": pythonpath(env),
         }
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import uuid
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +14,7 @@ from rich.console import Console
 
 from infrastructure.settings import Settings
 from ops.bench.common import bench_progress, machine_info, run_loop, warmup_for, write_report
-from ops.bench.postgres import bench_server, connection_budget, fresh_database, migrate_database, server_info
+from ops.bench.postgres import bench_server, connection_budget, database_name, fresh_database, migrate_database, server_info
 from ops.bench.rebuild.fill import fill
 from ops.bench.rebuild.lag import phase_lag
 from ops.bench.rebuild.replay import SCAN_PAGE, Replay, raw_scan, rebuild_phase
@@ -43,15 +42,15 @@ def run_rebuild(args: argparse.Namespace) -> int:
     from projections import PROJECTIONS
 
     configure_logging("warning", json=False)
-    events = max(100, int(getattr(args, "events", 200_000)))
+    events = max(100, int(getattr(args, "events", None) or 200_000))
     clients = max(1, int(getattr(args, "clients", 64)))
     seconds = max(0.5, float(getattr(args, "seconds", 10.0)))
-    rounds = max(1, int(getattr(args, "rounds", 2) or 1))
+    rounds = max(1, int(getattr(args, "rounds", None) or 2))
     chunk = max(1, Settings.from_env().rebuild_chunk)
     folder = Path(getattr(args, "report", None) or "bench-reports")
     console = Console(stderr=True)
     started_at = datetime.now(timezone.utc)
-    database = f"charter_bench_{uuid.uuid4().hex[:12]}"
+    database = database_name()
     replays: dict[str, Replay] = {}
 
     with tempfile.TemporaryDirectory(prefix="charter-bench-") as tmp:

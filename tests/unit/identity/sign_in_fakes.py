@@ -72,6 +72,10 @@ class FakeTokens:
         self.issued.append({"subject": subject, "grants": grants, "name": name, "session": session})
         return f"access-{len(self.issued)}", 900
 
+    def issue_password_change(self, subject: str) -> tuple[str, int]:
+        self.issued.append({"subject": subject, "purpose": "password-change"})
+        return f"password-change-{len(self.issued)}", 300
+
 
 @dataclass
 class Issued:
@@ -86,7 +90,7 @@ class FakeRefreshTokens:
         self.tokens: dict[str, Issued] = {}
         self._numbers = itertools.count(1)
 
-    async def issue(self, user_id: str, family_id: str | None = None) -> str:
+    async def issue(self, user_id: str, family_id: str | None = None, client: Any = None) -> str:
         token = f"refresh-{next(self._numbers)}"
         self.tokens[token] = Issued(user_id, family_id or f"family-{token}")
         return token
@@ -115,10 +119,17 @@ class FakeRefreshTokens:
             if issued.family_id == family_id:
                 issued.revoked = True
 
-    async def revoke_user(self, user_id: str) -> None:
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        ended = set()
         for issued in self.tokens.values():
-            if issued.user_id == user_id:
+            if issued.user_id == user_id and issued.family_id != keep and not issued.revoked:
                 issued.revoked = True
+                ended.add(issued.family_id)
+        return sorted(ended)
+
+    async def owner(self, session_id: str) -> str | None:
+        live = [i for i in self.tokens.values() if i.family_id == session_id and not (i.revoked or i.rotated)]
+        return live[0].user_id if live else None
 
     def live(self, family_id: str) -> list[str]:
         """Tokens of the sign-in that a refresh would still accept."""
@@ -137,6 +148,16 @@ class FakeThrottle:
 
     async def succeeded(self, attempt: Attempt) -> None:
         self.succeeded_with.append(attempt)
+
+
+@dataclass
+class FakeFailures:
+    """The security log: what failed, why."""
+
+    recorded: list[tuple[str, str | None, str]] = field(default_factory=list)
+
+    async def failed(self, account: str, user_id: str | None, client: Any, reason: str) -> None:
+        self.recorded.append((account, user_id, reason))
 
 
 @dataclass

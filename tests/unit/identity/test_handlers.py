@@ -13,10 +13,11 @@ import pytest
 
 from application.context import CommandContext, CommandResult
 from application.errors import PreconditionFailed
+from application.identity.accounts import HANDLERS as ACCOUNT_HANDLERS
+from application.identity.accounts import ChangePassword, EndSessions, RecordSignIn, RecordSignOut, ResetPassword, UpdateProfile
+from application.identity.handlers import HANDLERS as IDENTITY_HANDLERS
 from application.identity.handlers import (
-    HANDLERS,
     ActivateUser,
-    ChangePassword,
     CreateRole,
     DeactivateUser,
     DefinePermission,
@@ -53,6 +54,7 @@ from domain.identity.user import User
 from tests.unit.fakes import FakePasswords, MemoryRepository
 
 SYSTEM = CommandContext()
+HANDLERS = {**IDENTITY_HANDLERS, **ACCOUNT_HANDLERS}
 
 
 @pytest.fixture
@@ -100,10 +102,11 @@ def as_holder(*grants: tuple[str, str | None]) -> CommandContext:
 
 
 def test_every_identity_command_has_a_handler() -> None:
-    assert set(HANDLERS) == {
-        RegisterUser, SignUp, ActivateUser, DeactivateUser, ChangePassword, GrantRole, RevokeRole, CreateRole,
+    assert set(IDENTITY_HANDLERS) == {
+        RegisterUser, SignUp, ActivateUser, DeactivateUser, GrantRole, RevokeRole, CreateRole,
         UpdateRole, DeleteRole, DefinePermission, EnsureBuiltins, EnsureAdmin,
     }
+    assert set(ACCOUNT_HANDLERS) == {ChangePassword, ResetPassword, UpdateProfile, RecordSignIn, RecordSignOut, EndSessions}
 
 
 class TestRegisterUser:
@@ -320,7 +323,16 @@ class TestActivateUser:
 
         await run(services, ActivateUser(user_id=user_id))
 
-        assert repo.new_events() == [(users_stream(user_id), "Activated", {})]
+        assert repo.new_events() == [(users_stream(user_id), "Activated", dict(reason=""))]
+
+    async def test_records_activated_with_the_reason(self, services, repo) -> None:
+        user_id = await register(services, "a@example.com")
+        await run(services, DeactivateUser(user_id=user_id))
+        repo.new_events()
+
+        await run(services, ActivateUser(user_id=user_id, reason="back from leave"))
+
+        assert repo.new_events() == [(users_stream(user_id), "Activated", dict(reason="back from leave"))]
 
     async def test_records_nothing_for_an_active_user(self, services, repo) -> None:
         user_id = await register(services, "a@example.com")
@@ -382,7 +394,9 @@ class TestChangePassword:
 
         await run(services, ChangePassword(user_id=user_id, password="a longer password"))
 
-        assert repo.new_events() == [(users_stream(user_id), "PasswordChanged", dict(password_hash="hashed:a longer password"))]
+        assert repo.new_events() == [(users_stream(user_id), "PasswordChanged", dict(
+            password_hash="hashed:a longer password", kept_session="", client_address="", user_agent="",
+        ))]  # fmt: skip
 
     async def test_rejects_a_short_password(self, services, repo) -> None:
         user_id = await register(services, "a@example.com")
@@ -407,8 +421,16 @@ class TestGrantRole:
 
         await run(services, GrantRole(user_id=user_id, role="auditor", site_id="site-a"))
 
-        assert repo.new_events() == [(users_stream(user_id), "RoleGranted", dict(role="auditor", site_id="site-a"))]
+        assert repo.new_events() == [(users_stream(user_id), "RoleGranted", dict(role="auditor", site_id="site-a", reason=""))]
         assert repo.recorded(users_stream(user_id))[-1].site_id == "site-a"
+
+    async def test_records_role_granted_with_the_reason(self, services, repo) -> None:
+        user_id = await register(services, "a@example.com")
+        repo.new_events()
+
+        await run(services, GrantRole(user_id=user_id, role="auditor", reason="audit of Q3"))
+
+        assert repo.new_events() == [(users_stream(user_id), "RoleGranted", dict(role="auditor", site_id=None, reason="audit of Q3"))]
 
     async def test_grants_a_renamed_role_by_its_new_name_under_its_key(self, services, repo) -> None:
         await run(services, CreateRole(name="editors", permissions=["plugins:read"]))
@@ -418,7 +440,7 @@ class TestGrantRole:
 
         await run(services, GrantRole(user_id=user_id, role="writers"))
 
-        assert repo.new_events()[0][2] == dict(role="editors", site_id=None)
+        assert repo.new_events()[0][2] == dict(role="editors", site_id=None, reason="")
 
     async def test_records_nothing_for_a_grant_already_held(self, services, repo) -> None:
         user_id = await register(services, "a@example.com", ("viewer", None))
@@ -450,7 +472,17 @@ class TestRevokeRole:
 
         await run(services, RevokeRole(user_id=user_id, role="auditor", site_id="site-a"))
 
-        assert repo.new_events() == [(users_stream(user_id), "RoleRevoked", dict(role="auditor", site_id="site-a"))]
+        assert repo.new_events() == [(users_stream(user_id), "RoleRevoked", dict(role="auditor", site_id="site-a", reason=""))]
+
+    async def test_records_role_revoked_with_the_reason(self, services, repo) -> None:
+        user_id = await register(services, "a@example.com", ("auditor", "site-a"))
+        repo.new_events()
+
+        await run(services, RevokeRole(user_id=user_id, role="auditor", site_id="site-a", reason="audit done"))
+
+        assert repo.new_events() == [
+            (users_stream(user_id), "RoleRevoked", dict(role="auditor", site_id="site-a", reason="audit done"))
+        ]
 
     async def test_rejects_a_grant_not_held(self, services, repo) -> None:
         user_id = await register(services, "a@example.com", ("auditor", "site-a"))
@@ -469,7 +501,7 @@ class TestRevokeRole:
 
         await run(services, RevokeRole(user_id=user_id, role="editors"))
 
-        assert repo.new_events() == [(users_stream(user_id), "RoleRevoked", dict(role="editors", site_id=None))]
+        assert repo.new_events() == [(users_stream(user_id), "RoleRevoked", dict(role="editors", site_id=None, reason=""))]
 
 
 class TestCreateRole:
@@ -577,7 +609,19 @@ class TestDeleteRole:
 
         await run(services, DeleteRole(role_id="editors"))
 
-        assert repo.new_events() == [("role:editors", "Deleted", {})]
+        assert repo.new_events() == [("role:editors", "Deleted", dict(reason=""))]
+
+    async def test_records_deleted_with_the_reason_and_frees_the_name(self, services, repo) -> None:
+        await run(services, CreateRole(name="editors"))
+        await run(services, UpdateRole(role_id="editors", name="writers"))
+        repo.new_events()
+
+        await run(services, DeleteRole(role_id="writers", reason="merged into reviewers"))
+
+        assert repo.new_events() == [
+            ("role:editors", "Deleted", dict(reason="merged into reviewers")),
+            ("role-name:writers", "Released", dict(role_key="editors")),
+        ]
 
     async def test_a_deleted_role_is_not_found_again(self, services) -> None:
         await run(services, CreateRole(name="editors"))
@@ -624,3 +668,14 @@ class TestEnsureBuiltins:
         await run(services, EnsureBuiltins())
 
         assert repo.new_events() == []
+
+    async def test_a_second_start_tries_no_append_so_it_takes_no_global_position(self, repo) -> None:
+        services = IdentityServices(repository=repo, passwords=FakePasswords(), email_key=b"k" * 32)
+        permissions = {"plugins:read": "Read the catalog", "sites:read": "Read sites"}
+        await run(services, EnsureBuiltins(permissions=permissions))
+        repo.new_events()
+
+        await run(services, EnsureBuiltins(permissions={**permissions, "tasks:read": "Read tasks"}))
+
+        assert [(s, name) for s, name, _ in repo.new_events()] == [("permission:tasks:read", "Defined")]
+        assert repo.refused == 0

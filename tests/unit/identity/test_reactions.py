@@ -187,6 +187,7 @@ class TestTheRepositoryRunsReactionsOnlyAfterACommit:
 def test_the_identity_table_reacts_to_events_of_users_and_roles() -> None:
     assert {cls.__qualname__ for cls in REACTIONS} == {
         "User.Deactivated", "User.Activated", "User.RoleGranted", "User.RoleRevoked",
+        "User.PasswordChanged", "User.PasswordReset", "User.SessionRevoked", "User.SessionsRevoked",
         "Role.Created", "Role.PermissionAdded", "Role.PermissionRemoved", "Role.Deleted",
     }
     assert all(getattr(User, c.__name__, None) is c or getattr(Role, c.__name__, None) is c for c in REACTIONS)

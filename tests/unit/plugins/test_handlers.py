@@ -538,7 +538,7 @@ class TestUninstallPlugin:
 
         await run(services, UninstallPlugin(plugin_id=PID, force=True))
 
-        assert [e for e in repo.new_events() if e[0] == STREAM] == [(STREAM, "Uninstalled", dict(reason="", forced=True, cleanup_data=False))]
+        assert [e for e in repo.new_events() if e[0] == STREAM] == [(STREAM, "Uninstalled", dict(reason=None, forced=True, cleanup_data=False))]
 
     async def test_an_uninstalled_dependent_does_not_hold_it_back(self, services, repo) -> None:
         await given(repo, installed())

@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (msgspec Structs)."""
+"""Request and response bodies of the HTTP API (msgspec Structs): the shared ones and the plugin catalog's
+here, a feature's own in `schemas/<feature>.py` (`schemas/tasks.py`)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,25 @@ class PluginDeclassify(msgspec.Struct, forbid_unknown_fields=True):
 
     fields: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=500)]], msgspec.Meta(min_length=1, max_length=100)]
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+Filter = Annotated[str, msgspec.Meta(max_length=1024, description="comma-separated values, as the stream's query takes them")]
+
+
+class StreamTicketRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of `POST /api/v1/events/stream-tickets`: the filters the stream will be opened with (the
+    ticket opens that stream only)."""
+
+    site_id: Filter | None = None
+    stream_type: Filter | None = None
+    event_type: Filter | None = None
+
+
+class StreamTicket(msgspec.Struct):
+    """A single-use ticket for the event stream: open `url` (or the stream with `?ticket=` and the same
+    filters) before `expires_at`."""
+
+    ticket: str
+    expires_at: datetime
+    expires_in: float
+    url: str
