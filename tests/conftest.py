@@ -11,12 +11,18 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 from infrastructure.eventlog.migrate import migrate
+
+if TYPE_CHECKING:
+    from litestar.testing import AsyncTestClient
+
+    from tests.e2e.conftest import LiveServer
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -161,3 +167,41 @@ async def jetstream_streams(nats_url: str) -> AsyncIterator[StreamFactory]:
 def stream_settings(jetstream_streams: StreamFactory):
     """A JetStream stream (name and subject prefix) of this test's own."""
     return jetstream_streams.new()
+
+
+# -- the shared apps ------------------------------------------------------------------------------
+# Defined here, once: a session fixture imported into a test module is a second definition, and each
+# copy would keep an app (and its PostgreSQL connections) alive until the run ends.
+
+
+@pytest.fixture(scope="session")
+async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient]:
+    from interfaces.app import create_app
+    from litestar.testing import AsyncTestClient
+    from tests.e2e.conftest import admin_token, make_settings
+
+    app = create_app(make_settings(database_url, tmp_path_factory.mktemp("charter")))
+    async with AsyncTestClient(app=app) as test_client:
+        test_client.headers["Authorization"] = f"Bearer {await admin_token(test_client)}"
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+async def fanout_server(
+    databases, nats_url: str, jetstream_streams, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveServer]:
+    """A real HTTP server (uvicorn) with the relay and the SSE hub, on a database and a JetStream
+    stream of its own: SSE needs a server that streams, not an in-memory test transport."""
+    from tests.e2e.conftest import live_server, make_settings
+
+    stream = jetstream_streams.new("e2e")
+    settings = make_settings(
+        await databases.create("fanout"),
+        tmp_path_factory.mktemp("charter-fanout"),
+        nats_url=nats_url,
+        nats_stream=stream.name,
+        nats_subject_prefix=stream.prefix,
+        sse_heartbeat=1.0,
+    )
+    async with live_server(settings) as live:
+        yield live

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 from litestar import Litestar
 from cryptography.fernet import Fernet
-from litestar.testing import AsyncTestClient
 
 from infrastructure.embedded.servers import find_free_port
 from infrastructure.settings import Settings
@@ -49,14 +47,6 @@ async def admin_token(client) -> str:
     response = await client.post("/api/v1/auth/login", json={"username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
-
-
-@pytest.fixture(scope="session")
-async def client(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AsyncTestClient]:
-    app = create_app(make_settings(database_url, tmp_path_factory.mktemp("charter")))
-    async with AsyncTestClient(app=app) as test_client:
-        test_client.headers["Authorization"] = f"Bearer {await admin_token(test_client)}"
-        yield test_client
 
 
 async def serve_live(app: Litestar) -> tuple[uvicorn.Server, asyncio.Task[None], str]:
@@ -103,22 +93,3 @@ async def live_server(settings: Settings, *, as_admin: bool = True, **app_option
     finally:
         server.should_exit = True
         await task
-
-
-@pytest.fixture(scope="session")
-async def fanout_server(
-    databases, nats_url: str, jetstream_streams, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[LiveServer]:
-    """A real HTTP server (uvicorn) with the relay and the SSE hub, on a database and a JetStream
-    stream of its own: SSE needs a server that streams, not an in-memory test transport."""
-    stream = jetstream_streams.new("e2e")
-    settings = make_settings(
-        await databases.create("fanout"),
-        tmp_path_factory.mktemp("charter-fanout"),
-        nats_url=nats_url,
-        nats_stream=stream.name,
-        nats_subject_prefix=stream.prefix,
-        sse_heartbeat=1.0,
-    )
-    async with live_server(settings) as live:
-        yield live

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.access_kit import send
-from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, client, fanout_server  # noqa: F401
+from tests.e2e.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.plugin_kit import PLUGINS, installed, manifest, unique_id
 
 AUTH = "/api/v1/auth"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.access_kit import AUTH, EVENTS, PASSWORD, ROLES, USERS, create_user, grant, login, send, unique_email, unique_name
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import assert_error
 from interfaces.http.identity.auth import MAX_PASSWORD, MAX_REFRESH_TOKEN
 from domain.limits import MAX_TEXT

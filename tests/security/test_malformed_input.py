@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from application.errors import EventNotStorable
 from application.ports import AppendResult
 from infrastructure.eventlog.eventstore import EventStore, create_pool
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import PLUGINS, archive, assert_error, install, installed, manifest, nothing_written, unique_id
 from tests.integration.test_event_store import new_event, new_stream, request, rows_of
 

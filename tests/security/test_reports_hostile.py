@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import PLUGINS, assert_error, install, manifest, unique_id
 from tests.e2e.report_kit import report_url, told, world  # noqa: F401  (fixtures)
 from tests.compliance_story import Story

@@ -15,7 +15,6 @@ import pytest
 from domain.limits import MAX_ID
 from interfaces.http.wellformed import MAX_JSON_BYTES
 from tests.e2e.access_kit import account_with, send, unique_name
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import assert_error, unique_id
 from tests.e2e.site_kit import ASPECTS, SCHEMA, SITES, created_site, extension, installed_plugin, site, validate
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.access_kit import send
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import PLUGINS, assert_error
 
 TICKETS = "/api/v1/events/stream-tickets"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 
 GOOD = {"name": "x", "schedule": {"kind": "interval", "every": 60}, "action": "projections.rebuild",
         "payload": {"name": "plugins"}}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import client  # noqa: F401  (the e2e app, for this module too)
 from tests.e2e.plugin_kit import PLUGINS, archive, assert_error, installed, manifest, nothing_written, unique_id
 
 
