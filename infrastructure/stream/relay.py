@@ -311,7 +311,10 @@ class Relay:
                 "INSERT INTO checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", RELAY
             )
             while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("leader", RELAY)):
-                await asyncio.sleep(self.poll_interval)  # another process relays; stand by
+                # Another process relays; stand by. The database answered, so an error this process saw
+                # before (the outage that cost it its connection) is over: /ready must not go on showing it.
+                self.state.last_error = None
+                await asyncio.sleep(self.poll_interval)
             self.state.leading = True
             log.info("relay leading", stream=self.stream.name)
             js = await self._connect_nats()

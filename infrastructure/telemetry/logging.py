@@ -72,6 +72,12 @@ def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+def add_process_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`pid`: which process wrote the line (`charter serve --workers N` runs N of them on one output)."""
+    event["pid"] = os.getpid()
+    return event
+
+
 def configure_logging(level: str = "info", json: bool = True, levels: str = "", *, file: TextIO | None = None) -> None:
     default = LEVELS.get(level.lower(), logging.INFO)
     per_logger = parse_levels(levels)
@@ -86,7 +92,7 @@ def configure_logging(level: str = "info", json: bool = True, levels: str = "", 
 
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     processors: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, by_logger,
-                             add_trace_ids, structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.format_exc_info, renderer]
+                             add_process_id, add_trace_ids, structlog.processors.TimeStamper(fmt="iso", utc=True), structlog.processors.format_exc_info, renderer]
     structlog.configure(
         processors=processors,
         # The cheap filter lets through what the most verbose logger wants; `by_logger` does the rest.
