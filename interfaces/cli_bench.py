@@ -56,6 +56,9 @@ def add_bench(command: Callable[..., argparse.ArgumentParser]) -> None:
     bench.add_argument(
         "--client-processes", type=int, default=0, help="fanout: processes the SSE clients are spread over (0: auto)"
     )
+    bench.add_argument(
+        "--server-workers", type=int, default=1, help="fanout: worker processes of the Charter server (`charter serve --workers N`)"
+    )
     bench.add_argument("--relay-events", type=int, default=20_000, help="fanout: events the relay phase publishes")
     bench.add_argument("--relay-rounds", type=int, default=2, help="fanout: rounds of relay and raw publishing (best counts)")
     bench.add_argument("--idle-seconds", type=float, default=None, help="fanout: idle time before server memory is read")

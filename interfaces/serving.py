@@ -140,11 +140,23 @@ def run_workers(app: Any, host: str, port: int, workers: int, **overrides: Any) 
     stops them all on SIGINT/SIGTERM. Background work that must run once (projectors, the relay) is led by
     one process at a time through PostgreSQL advisory locks, exactly as across replicas; each worker has
     its own SSE hub, access cache and read cache."""
+    import os
+    import shutil
+    import tempfile
+
     from uvicorn.supervisors import Multiprocess
+
+    from infrastructure.telemetry.metrics import MULTIPROCESS_DIR
 
     config = server_config(app, host, port, workers=workers, factory=True, **overrides)
     sock = config.bind_socket()
+    # The workers' metrics meet in a directory of this run's own (infrastructure/telemetry/metrics.py):
+    # a scrape answered by any worker counts every worker. Made before they start, removed after.
+    shared = tempfile.mkdtemp(prefix="charter-metrics-")
+    os.environ[MULTIPROCESS_DIR] = shared
     try:
         Multiprocess(config, sockets=[sock]).run()
     finally:
         sock.close()
+        os.environ.pop(MULTIPROCESS_DIR, None)
+        shutil.rmtree(shared, ignore_errors=True)

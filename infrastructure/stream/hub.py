@@ -374,9 +374,12 @@ class EventHub:
         span: Any = None,
     ) -> None:
         started = time.perf_counter()
-        for sub in subscribers[start : start + FLUSH_SLICE]:
+        written = subscribers[start : start + FLUSH_SLICE]
+        metrics.SSE_WRITES.inc(len(written))
+        for sub in written:
             if not sub.offer(batch, joined, wire):
                 self.subscribers.discard(sub)
+                metrics.SSE_CLIENTS.set(len(self.subscribers))
                 if sub.dropped:
                     self.dropped += 1
                     metrics.SSE_DROPPED.inc()
@@ -407,6 +410,7 @@ class EventHub:
         flushed_up_to = self._pending[0].seq - 1 if self._pending else self.last_seq
         sub.last_seq = flushed_up_to if after is None else after
         self.subscribers.add(sub)
+        metrics.SSE_CLIENTS.set(len(self.subscribers))
         if after is None or after >= flushed_up_to:
             return sub, [], None
         oldest = self.recent[0].seq if self.recent else flushed_up_to + 1
@@ -417,6 +421,7 @@ class EventHub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        metrics.SSE_CLIENTS.set(len(self.subscribers))
         sub.close()
 
     async def replay(self, first: int, last: int, filter: Filter | None) -> AsyncIterator[list[Delivered]]:

@@ -1,13 +1,26 @@
 """Prometheus metrics of Charter (exposed at /metrics; README "Observability" says what each means).
 
 Labels take values from small fixed sets only (methods, route templates, command and projection
-names, outcomes, tiers): never an id, an e-mail or a raw path."""
+names, outcomes, tiers): never an id, an e-mail or a raw path.
+
+`charter serve --workers N` runs N processes behind one port, and a scrape reaches one of them: the
+supervisor gives the workers a directory of their own (PROMETHEUS_MULTIPROC_DIR, prometheus_client's
+multi-process mode), each worker writes its values there, and whichever worker answers /metrics
+exposes the sum over all of them (`exposition`). Counters and histograms of a worker that died stay
+counted; gauges say how processes combine: read from the database (lags, holding, a dependency's
+state) -> the most recent value any live worker set; per process (SSE clients) -> the live workers' sum."""
 
 from __future__ import annotations
 
 import functools
+import os
+import re
+from pathlib import Path
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+SHARED = "livemostrecent"  # a value read from the database: any live worker's latest is the truth
 
 HTTP_REQUESTS = Counter("charter_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram("charter_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -25,13 +38,15 @@ APPEND_COMMIT_SECONDS = Histogram(
 APPEND_BATCH = Histogram(
     "charter_append_batch_commands", "Commands per group-commit transaction", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 )
-PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"])
+PROJECTION_LAG = Gauge("charter_projection_lag_events", "Events committed but not yet projected", ["projection"], multiprocess_mode=SHARED)
 PROJECTION_LAG_SECONDS = Gauge(
-    "charter_projection_lag_seconds", "Age of the oldest event committed but not yet projected (0 when caught up)", ["projection"]
+    "charter_projection_lag_seconds", "Age of the oldest event committed but not yet projected (0 when caught up)", ["projection"],
+    multiprocess_mode=SHARED,
 )
-RELAY_LAG = Gauge("charter_relay_lag_events", "Events committed but not yet acknowledged by JetStream")
+RELAY_LAG = Gauge("charter_relay_lag_events", "Events committed but not yet acknowledged by JetStream", multiprocess_mode=SHARED)
 RELAY_LAG_SECONDS = Gauge(
-    "charter_relay_lag_seconds", "Age of the oldest event committed but not yet acknowledged by JetStream (0 when caught up)"
+    "charter_relay_lag_seconds", "Age of the oldest event committed but not yet acknowledged by JetStream (0 when caught up)",
+    multiprocess_mode=SHARED,
 )
 RELAY_ERRORS = Counter("charter_relay_errors_total", "Relay interruptions (NATS or the database failing under it); it resumes by itself")
 RELAY_PUBLISHED = Counter("charter_relay_published_total", "Events published to JetStream and acknowledged")
@@ -39,9 +54,12 @@ RELAY_UNPUBLISHABLE = Counter(
     "charter_relay_unpublishable_events_total", "Events the relay found it cannot publish (too large, refused for good)"
 )
 RELAY_SKIPPED = Counter("charter_relay_skipped_events_total", "Events left out of JetStream (see `charter relay status`)")
-RELAY_HOLDING = Gauge("charter_relay_holding", "1 while the relay waits at an event it cannot publish (see /ready)")
-SSE_CLIENTS = Gauge("charter_sse_clients", "Connected Server-Sent-Events clients")
+RELAY_HOLDING = Gauge(
+    "charter_relay_holding", "1 while the relay waits at an event it cannot publish (see /ready)", multiprocess_mode="livemax"
+)
+SSE_CLIENTS = Gauge("charter_sse_clients", "Connected Server-Sent-Events clients", multiprocess_mode="livesum")
 SSE_DROPPED = Counter("charter_sse_dropped_total", "SSE clients dropped for falling too far behind")
+SSE_WRITES = Counter("charter_sse_writes_total", "Batches of events written to SSE clients (one per client per hub flush)")
 SSE_FLUSH_SECONDS = Histogram(
     "charter_sse_flush_seconds",
     "Event-loop time one hub flush spent writing a batch to every SSE client",
@@ -50,7 +68,9 @@ SSE_FLUSH_SECONDS = Histogram(
 SSE_FLUSH_EVENTS = Histogram(
     "charter_sse_flush_events", "Events per hub flush", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 )
-DEPENDENCY_UP = Gauge("charter_dependency_up", "1 while a dependency answers, 0 during an outage", ["dependency"])
+DEPENDENCY_UP = Gauge(
+    "charter_dependency_up", "1 while a dependency answers, 0 during an outage", ["dependency"], multiprocess_mode=SHARED
+)
 RATE_LIMITED = Counter("charter_rate_limited_total", "Requests refused by the rate limiter (429)", ["tier"])
 SIGNIN_FAILURES = Counter("charter_signin_failures_total", "Failed sign-ins (and wrong current passwords), by reason", ["reason"])
 TASK_RUNS = Counter("charter_task_runs_total", "Task run attempts this process executed, by outcome", ["outcome"])
@@ -97,3 +117,35 @@ def command_done(command: str, outcome: str, seconds: float) -> None:
     counter, latency = _command_series(command, outcome)
     counter.inc()
     latency.observe(seconds)
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+
+
+def exposition() -> bytes:
+    """The text a scrape of /metrics gets: this process's metrics, or, under `--workers`, every worker's."""
+    directory = os.environ.get(MULTIPROCESS_DIR)
+    if not directory:
+        return generate_latest(REGISTRY)
+    _forget_dead_workers(Path(directory))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, directory)
+    return generate_latest(registry)
+
+
+def _forget_dead_workers(directory: Path) -> None:
+    """Live gauges of workers that are gone (one died, the supervisor started another) stop counting."""
+    for entry in directory.iterdir():
+        found = _LIVE_GAUGE_FILE.fullmatch(entry.name)
+        if found and not _alive(int(found.group(1))):
+            multiprocess.mark_process_dead(int(found.group(1)), str(directory))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

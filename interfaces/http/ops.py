@@ -6,9 +6,10 @@ from typing import Any
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from interfaces.http import dependencies as services
+from infrastructure.telemetry import metrics as telemetry
 from interfaces.http.security import OPERATIONS
 from interfaces.readiness import Readiness
 
@@ -38,4 +39,4 @@ class OpsController(Controller):
     @get("/metrics", operation_id="metrics", opt=OPERATIONS, summary="Prometheus metrics", media_type=METRICS_MEDIA_TYPE)
     async def metrics(self, readiness: NamedDependency[Readiness]) -> Response[bytes]:
         await readiness.update_gauges()
-        return Response(generate_latest(), media_type=METRICS_MEDIA_TYPE)
+        return Response(telemetry.exposition(), media_type=METRICS_MEDIA_TYPE)

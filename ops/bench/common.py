@@ -194,6 +194,27 @@ def rss_kib(pid: int) -> dict[str, int]:
     return {}
 
 
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc; none where /proc is not there)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry.name))
+    return found
+
+
+def tree_rss_kib(pid: int) -> dict[str, int]:
+    """`rss_kib` summed over a process and its live children (a server's worker processes)."""
+    out: dict[str, int] = {}
+    for member in (pid, *children_of(pid)):
+        for key, value in rss_kib(member).items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
 # -- progress -------------------------------------------------------------------------------------------
 
 

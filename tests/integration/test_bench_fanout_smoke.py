@@ -24,8 +24,9 @@ async def _stream_names(url: str) -> set[str]:
         await nc.close()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
-    pg_server_dsn: str, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg_server_dsn: str, nats_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
     monkeypatch.setenv("CHARTER_DATABASE_URL", pg_server_dsn)
     monkeypatch.setenv("CHARTER_NATS_URL", nats_url)
@@ -41,6 +42,7 @@ def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
         idle_seconds=1.0,
         relay_events=2000,
         relay_rounds=1,
+        server_workers=workers,
         report=str(tmp_path / "reports"),
     )
 
@@ -54,6 +56,7 @@ def test_bench_fanout_writes_report_with_latency_memory_and_relay_numbers(
     assert markdown.is_file() and "commit-to-client" in markdown.read_text()
     report = json.loads(reports[0].read_text())
     load = report["fanout"]
+    assert report["config"]["server_workers"] == workers and report["server_process"]["workers"] == workers
     assert load["clients"] == 20
     assert load["commands"]["completed"] > 0 and load["commands"]["errors"] == 0
     assert load["events_in_window"] > 0

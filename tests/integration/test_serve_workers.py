@@ -184,3 +184,39 @@ def test_workers_end_when_the_supervisor_is_killed(serve) -> None:  # type: igno
     wait_for(lambda: not any(alive(pid) for pid in workers), 30, "the orphaned workers to end")
     holders = wait_for(lambda: (h := asyncio.run(leader_holders(dsn))) and not any(h.values()) and h, 30, "every lead released")
     assert set(holders.values()) == {0}
+
+
+def scraped(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of metric `name` with `labels` in one scrape of /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    total = 0.0
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_a_scrape_counts_every_worker(serve) -> None:  # type: ignore[no-untyped-def]
+    """A scrape reaches one worker; what it shows is the sum over both, so counters never step back
+    and count every request, whichever worker took it; a worker that dies keeps its counts."""
+    process, url, _, _ = serve
+    wait_for(lambda: ready(url, process), 120, "serve --workers 2 to be ready")
+    wait_for(lambda: len(workers_of(process.pid)) == 2, 30, "two workers")
+    health = {"route": "/health", "status": "200"}
+    sent = 60
+    with httpx.Client(base_url=url, timeout=10) as http:  # keep-alive off: each request may reach either worker
+        for _ in range(sent):
+            assert http.get("/health", headers={"Connection": "close"}).status_code == 200
+    seen = [scraped(url, "charter_http_requests_total", **health) for _ in range(10)]
+    assert all(value >= sent for value in seen), seen
+    assert seen == sorted(seen), seen  # never a worker's own, smaller count
+
+    victim = workers_of(process.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in workers_of(process.pid) and len(workers_of(process.pid)) == 2, 60, "a new worker")
+    wait_for(lambda: ready(url, process), 60, "serve to be ready again")
+    assert scraped(url, "charter_http_requests_total", **health) >= seen[-1]

@@ -26,6 +26,7 @@ class FanoutConfig:
     server_projectors: bool
     relay_in: str  # "server" (as `charter serve` runs it) or "writer" (a worker process beside the API)
     profile: Path | None
+    server_workers: int = 1  # worker processes of the Charter server (`charter serve --workers N`)
 
 
 @dataclass

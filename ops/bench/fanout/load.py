@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 from rich.progress import Progress
 
-from ops.bench.common import Meter, latency_summary, process_cores, cores_with_other, rss_kib
+from ops.bench.common import Meter, latency_summary, process_cores, cores_with_other, rss_kib, tree_rss_kib
 from ops.bench.fanout.clients import Auth, client_entry
 from ops.bench.fanout.config import FanoutConfig, FanoutResult
 from ops.bench.fanout.latency import Acks, hist_summary
@@ -135,6 +135,11 @@ def run_fanout_phases(
             alive()
             time.sleep(0.2)
         result.server["pid"] = server.pid
+        result.server["workers"] = cfg.server_workers
+        # With workers, the server is the supervisor and its worker processes: memory and CPU of all of them.
+        server_rss = tree_rss_kib if cfg.server_workers > 1 else rss_kib
+        server_tree = {"server": server.pid} if cfg.server_workers > 1 else {}
+        server_alone = {} if cfg.server_workers > 1 else {"server": server.pid}
         with contextlib.suppress(Exception):
             result.server["http_impl"] = next(
                 line.strip() for line in server.log.read_text().splitlines() if line.startswith("http=")
@@ -162,7 +167,7 @@ def run_fanout_phases(
             raise RuntimeError("the probe client could not connect")
         progress.update(setup, advance=1, status="idle before clients connect")
         time.sleep(2.0)
-        before = rss_kib(server.pid)
+        before = server_rss(server.pid)
         progress.update(setup, advance=1, status=f"server RSS before clients: {before.get('rss', 0) / 1024:,.1f} MiB")
 
         # (2) idle clients, connected in two steps (half, then all): RSS is read after each, as the
@@ -187,7 +192,7 @@ def run_fanout_phases(
         postgres_pid = asyncio.run(postmaster_pid(dsn))
         started = time.monotonic()
         steps: list[dict[str, Any]] = []
-        idle_cpu = process_cores({"server": server.pid, "writer": writer.pid}, {"postgres": postgres_pid})
+        idle_cpu = process_cores({**server_alone, "writer": writer.pid}, {**server_tree, "postgres": postgres_pid})
         for fraction in (0.5, 1.0):
             allowed.value = fraction
             goal = sum(min(share, math.ceil(share * fraction - 1e-9)) for share in shares)
@@ -204,7 +209,7 @@ def run_fanout_phases(
             time.sleep(cfg.idle_seconds)
             samples = []
             for _ in range(5):
-                samples.append(rss_kib(server.pid).get("rss", 0))
+                samples.append(server_rss(server.pid).get("rss", 0))
                 time.sleep(0.2)
             steps.append({"clients": sum(c.value for c in connected), "rss_kib": sorted(samples)[len(samples) // 2], "samples": samples})
         n_connected = steps[-1]["clients"]
@@ -238,9 +243,9 @@ def run_fanout_phases(
         go_at = time.time() + 0.6
         window[0], window[1] = go_at + cfg.warmup, go_at + cfg.warmup + cfg.seconds
         time.sleep(0.3)  # the client processes pick the window up every 0.1 s
-        pids = {"server": server.pid, "writer": writer.pid, "probe": probe.pid, "nats_server": nats_pid}
+        pids = {**server_alone, "writer": writer.pid, "probe": probe.pid, "nats_server": nats_pid}
         pids.update({f"clients_{i}": c.pid for i, c in enumerate(clients)})
-        cpu = process_cores(pids, {"postgres": postgres_pid})
+        cpu = process_cores(pids, {**server_tree, "postgres": postgres_pid})
         control.put(("go", go_at, window[1]))
         writes = Meter(progress, "(3) commands -> log", "events", cfg.warmup, cfg.seconds)
         deliveries = Meter(progress, "(3) SSE deliveries", "deliveries", cfg.warmup, cfg.seconds)
@@ -294,7 +299,7 @@ def run_fanout_phases(
                 last, quiet_since = total, time.monotonic()
             progress.update(draining, status=f"{total:,} deliveries so far")
             time.sleep(0.1)
-        after_load = rss_kib(server.pid)
+        after_load = server_rss(server.pid)
         result.server["ready_after_load"] = asyncio.run(http_get_json(server.host, server.port, "/ready"))
         result.server["relay_lag_in_window"] = {
             "samples": len(lag_samples), "max": max(lag_samples, default=None), "last": lag_samples[-1] if lag_samples else None,
@@ -305,7 +310,7 @@ def run_fanout_phases(
 
         committed_in_window = asyncio.run(events_recorded_between(dsn, window[0], window[1]))
         result.load = summarize_load(cfg, reports, writer_done, cores, window[0], window[1], committed_in_window)
-        result.load["hub"] = hub_window(hub_before, hub_after, result.load["clients"] + 1)
+        result.load["hub"] = hub_window(hub_before, hub_after, result.load["clients"] + 1, cfg.server_workers)
         result.memory["server_rss_after_load_kib"] = after_load.get("rss")
         result.memory["server_rss_peak_kib"] = after_load.get("hwm")
         progress.update(

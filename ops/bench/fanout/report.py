@@ -101,6 +101,7 @@ def results_tables(report: dict[str, Any]) -> list[Table]:
     main.add_column("value", justify="right")
     cmds = load["commands"]
     main.add_row("commands (RestartPlugin) committed", f"{cmds['rate_achieved']:,.0f}/s of {cmds['rate_requested']:g}/s requested ({cmds['errors']} errors)")
+    main.add_row("server worker processes", str(report["config"].get("server_workers", 1)))
     main.add_row("SSE clients", f"{load['clients']:,} in {load['client_processes']} client process(es) (+1 probe)")
     main.add_row(
         "events committed in the window",
@@ -170,7 +171,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# charter bench fanout — {report['started_at']}",
         "",
-        f"One Charter server process (uvicorn, {report['server_process'].get('http_impl', '?')}), {load['clients']:,} SSE clients in "
+        f"One Charter server ({cfg.get('server_workers', 1)} worker process(es); uvicorn, {report['server_process'].get('http_impl', '?')}), "
+        f"{load['clients']:,} SSE clients in "
         f"{load['client_processes']} client process(es) plus one probe client, RestartPlugin commands from a separate writer "
         f"process at {cfg['rate']:g}/s for {cfg['warmup']:g} s warm-up + {cfg['seconds']:g} s measured; PostgreSQL "
         f"{report['servers']['postgres']['kind']}, NATS {report['servers']['nats']['kind']}.",

@@ -66,7 +66,10 @@ def run_fanout(args: argparse.Namespace) -> int:
     processes = int(getattr(args, "client_processes", 0) or 0) or auto_client_processes(clients)
     processes = max(1, min(processes, clients))
     folder = Path(getattr(args, "report", None) or "bench-reports")
+    workers = max(1, int(getattr(args, "server_workers", 1) or 1))
     profile = getattr(args, "profile_server", None) or os.environ.get(PROFILE_ENV)
+    if profile and workers > 1:
+        raise SystemExit("--profile-server profiles a one-worker server; leave out --server-workers")
     cfg = FanoutConfig(
         clients=clients,
         rate=rate,
@@ -78,6 +81,7 @@ def run_fanout(args: argparse.Namespace) -> int:
         server_projectors=bool(getattr(args, "server_projectors", False)),
         relay_in=str(getattr(args, "relay_in", None) or "server"),
         profile=Path(profile).absolute() if profile else None,
+        server_workers=workers,
     )
     console = Console()
     load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -104,7 +108,7 @@ def run_fanout(args: argparse.Namespace) -> int:
                 nats_info = asyncio.run(_nats_info(nats_url))
                 console.print(
                     f"database {database} on PostgreSQL {pg_info['version']} ({pg.kind}); NATS {nats_info.get('version')} ({nats_kind}), "
-                    f"stream {stream.name}; {clients:,} SSE clients in {processes} process(es), {rate:g} events/s for "
+                    f"stream {stream.name}; server with {workers} worker(s); {clients:,} SSE clients in {processes} process(es), {rate:g} events/s for "
                     f"{cfg.warmup:g}s warm-up + {seconds:g}s; relay phase {relay_events:,} events x {relay_rounds} rounds"
                 )
                 with bench_progress(28) as progress:
@@ -126,6 +130,7 @@ def run_fanout(args: argparse.Namespace) -> int:
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": {
             "sse_clients": clients,
+            "server_workers": workers,
             "client_processes": processes,
             "rate": rate,
             "seconds": seconds,

@@ -22,6 +22,7 @@ from ops.bench.fanout.clients import Auth, Feed, open_sse
 from ops.bench.fanout.config import FanoutConfig
 
 PROFILE_ENV = "CHARTER_BENCH_PROFILE_SERVER"
+WORKERS_ENV = "CHARTER_BENCH_FANOUT_WORKERS"
 
 
 def serve() -> None:
@@ -35,6 +36,12 @@ def serve() -> None:
     from interfaces.app import create_app
 
     settings = Settings.from_env()
+    workers = int(os.environ.get(WORKERS_ENV) or 1)
+    if workers > 1:  # as `charter serve --workers N` runs them (no profile: one worker could be, not the set)
+        from interfaces.serving import APP_FACTORY, run_workers
+
+        run_workers(APP_FACTORY, settings.host, settings.port, workers)
+        return
     app = create_app(settings)
     profile_path = os.environ.get(PROFILE_ENV)
     if profile_path:
@@ -183,6 +190,7 @@ async def hub_flushes(host: str, port: int, timeout: float = 10.0) -> dict[str, 
         "charter_sse_flush_seconds_count": "flushes",
         "charter_sse_flush_seconds_sum": "seconds",
         "charter_sse_flush_events_sum": "events",
+        "charter_sse_writes_total": "writes",
     }
     return {
         wanted[sample.name]: sample.value
@@ -192,8 +200,10 @@ async def hub_flushes(host: str, port: int, timeout: float = 10.0) -> dict[str, 
     }
 
 
-def hub_window(before: dict[str, float], after: dict[str, float], subscribers: int) -> dict[str, Any] | None:
-    """What the hub's flushes cost in the measured window (subscribers: the clients and the probe)."""
+def hub_window(before: dict[str, float], after: dict[str, float], subscribers: int, workers: int = 1) -> dict[str, Any] | None:
+    """What the hub's flushes cost in the measured window (subscribers: the clients and the probe). With
+    `workers`, /metrics sums every worker's hub, each flush writing to that worker's share of the clients:
+    the writes are the server's own count (`charter_sse_writes_total`), else an even share is assumed."""
     if not before or not after:
         return None
     flushes = after.get("flushes", 0) - before.get("flushes", 0)
@@ -205,7 +215,7 @@ def hub_window(before: dict[str, float], after: dict[str, float], subscribers: i
         "flushes": int(flushes),
         "events_per_flush": round(events / flushes, 2),
         "flush_ms_avg": round(seconds / flushes * 1000, 2),
-        "us_per_write": round(seconds / (flushes * subscribers) * 1e6, 2),
+        "us_per_write": round(seconds / (after.get("writes", 0) - before.get("writes", 0) or flushes * subscribers / workers) * 1e6, 2),
     }
 
 
@@ -255,6 +265,7 @@ def server_env(dsn: str, nats_url: str, stream: Any, port: int, cfg: FanoutConfi
     env.pop(PROFILE_ENV, None)
     if cfg.profile is not None:
         env[PROFILE_ENV] = str(cfg.profile)
+    env[WORKERS_ENV] = str(cfg.server_workers)
     return env
 
 
