@@ -329,6 +329,7 @@ class EventStore:
                     continue
                 metrics.APPEND_BATCH.observe(len(pending))
                 metrics.EVENTS_APPENDED.inc(sum(len(r.events) for p in pending for r in p.requests))
+                metrics.count_plugin_events(e for p in pending for r in p.requests for e in r.events)
                 for i, p in enumerate(pending):
                     if not p.future.done():
                         p.future.set_result([res for owner, res in zip(owners, results) if owner == i])

@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -105,6 +107,40 @@ READ_CACHE = Counter(
     "charter_read_cache_total", "Read-model answers served from this process's read cache (hit) or queried (miss)",
     ["projection", "outcome"],
 )
+
+
+PLUGIN_EVENTS = Counter(
+    "charter_plugin_events_total",
+    "Events recorded about each plugin (its lifecycle, its activations, configurations and signoffs at sites), by plugin "
+    "and event type",
+    ["plugin", "event"],
+)
+# Plugin ids are the one id used as a label: the catalog bounds them, and past this many distinct plugins
+# in one process the rest are counted together as `(other)`, so no install spree grows the series.
+PLUGIN_SERIES = 500
+OTHER_PLUGINS = "(other)"
+_plugins_labelled: set[str] = set()
+
+
+def plugin_label(plugin_id: str) -> str:
+    if plugin_id in _plugins_labelled:
+        return plugin_id
+    if len(_plugins_labelled) < PLUGIN_SERIES:
+        _plugins_labelled.add(plugin_id)
+        return plugin_id
+    return OTHER_PLUGINS
+
+
+def count_plugin_events(events: Iterable[Any]) -> None:
+    """Count committed events about a plugin: those of its own stream, and site events naming it."""
+    for event in events:
+        if event.stream_type == "plugin":
+            plugin_id = event.stream_id.partition(":")[2]
+        elif event.stream_type == "site" and isinstance(plugin_id := event.payload.get("plugin_id"), str):
+            pass
+        else:
+            continue
+        PLUGIN_EVENTS.labels(plugin_label(plugin_id), event.event_type).inc()
 
 
 @functools.cache

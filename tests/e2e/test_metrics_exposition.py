@@ -25,15 +25,19 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool is not on PATH (Debian package `prometheus`; CI installs it through ops/test)"
 )
-# Every label Charter's metrics carry: each takes values from a small fixed set, never an id or an e-mail.
+# Every label Charter's metrics carry: each takes values from a small fixed set, never an id or an e-mail
+# (but for `plugin`: installed plugin ids, capped per process, see metrics.PLUGIN_SERIES).
 BOUNDED_LABELS = {
     "method", "route", "status", "command", "outcome", "projection", "dependency", "tier", "reason", "action", "format",
+    "plugin", "event",
 }
+PLUGIN_ID = unique_id("metrics")
 
 
 @pytest.fixture(scope="module")
 async def exposition(client) -> str:
-    await installed(client, manifest(unique_id("metrics")))
+    await installed(client, manifest(PLUGIN_ID))
+    assert (await client.post(f"/api/v1/plugins/{PLUGIN_ID}/restart", json={})).status_code == 200
     assert (await client.get("/api/v1/plugins", params={"consistent": "true"})).status_code == 200
     assert (await client.get("/api/v1/plugins/no-such-plugin")).status_code == 404
     response = await client.get("/metrics")
@@ -75,6 +79,11 @@ def test_labels_are_bounded(exposition: str) -> None:
     assert labels and labels <= BOUNDED_LABELS | {"le"}
     routes = set(re.findall(r'route="([^"]*)"', exposition))
     assert "/api/v1/plugins/{plugin_id}" in routes and not any("no-such-plugin" in r for r in routes)
+
+
+def test_events_about_a_plugin_are_counted_by_plugin_and_event(exposition: str) -> None:
+    for event in ("Plugin.Installed", "Plugin.Restarted"):
+        assert f'charter_plugin_events_total{{event="{event}",plugin="{PLUGIN_ID}"}} 1.0' in exposition, event
 
 
 def test_the_rules_and_the_dashboard_query_only_metrics_that_exist() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +215,12 @@ def test_a_scrape_counts_every_worker(serve) -> None:  # type: ignore[no-untyped
     seen = [scraped(url, "charter_http_requests_total", **health) for _ in range(10)]
     assert all(value >= sent for value in seen), seen
     assert seen == sorted(seen), seen  # never a worker's own, smaller count
+    promtool = shutil.which("promtool")  # the merged exposition lints as a single process's does
+    if promtool:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=httpx.get(f"{url}/metrics", timeout=10).text, capture_output=True, text=True, timeout=60
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
     victim = workers_of(process.pid)[0]
     os.kill(victim, signal.SIGKILL)

@@ -1,5 +1,5 @@
 """Telemetry set-up without I/O: OTEL_* parsing, the traceparent carried by events, batch spans that
-continue or link the traces they serve, and log lines carrying trace ids at per-logger levels."""
+continue or link the traces they serve, log lines carrying trace ids at per-logger levels, and the per-plugin event counter's cap."""
 
 from __future__ import annotations
 
@@ -137,3 +137,32 @@ class TestLogs:
         assert level_of("a.b.c", 20, levels) == 10 and level_of("c", 20, levels) == 40 and level_of("d", 20, levels) == 20
         with pytest.raises(ValueError, match="CHARTER_LOG_LEVELS: 'a=loud'"):
             parse_levels("a=loud")
+
+
+def test_plugin_events_are_counted_per_plugin_up_to_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from infrastructure.telemetry import metrics
+
+    monkeypatch.setattr(metrics, "PLUGIN_SERIES", 2)
+    monkeypatch.setattr(metrics, "_plugins_labelled", set())
+
+    def counted(plugin: str, event: str) -> float:
+        return metrics.REGISTRY.get_sample_value("charter_plugin_events_total", {"plugin": plugin, "event": event}) or 0.0
+
+    def event(stream_type: str, stream_id: str, event_type: str, **payload: object) -> SimpleNamespace:
+        return SimpleNamespace(stream_type=stream_type, stream_id=stream_id, event_type=event_type, payload=payload)
+
+    before = {key: counted(*key) for key in [("cap-a", "Plugin.Installed"), ("cap-b", "Site.ExtensionActivated"), ("(other)", "Plugin.Installed")]}
+    metrics.count_plugin_events([
+        event("plugin", "plugin:cap-a", "Plugin.Installed"),
+        event("site", "site:s1", "Site.ExtensionActivated", plugin_id="cap-b"),
+        event("site", "site:s1", "Site.Renamed", name="no plugin here"),
+        event("user", "user:u1", "User.Created", plugin_id="not-a-plugin-event"),
+        event("plugin", "plugin:cap-c", "Plugin.Installed"),  # a third plugin: past the cap of 2
+        event("plugin", "plugin:cap-a", "Plugin.Installed"),  # a plugin already labelled keeps its series
+    ])
+    assert counted("cap-a", "Plugin.Installed") - before[("cap-a", "Plugin.Installed")] == 2
+    assert counted("cap-b", "Site.ExtensionActivated") - before[("cap-b", "Site.ExtensionActivated")] == 1
+    assert counted("(other)", "Plugin.Installed") - before[("(other)", "Plugin.Installed")] == 1
+    assert counted("cap-c", "Plugin.Installed") == 0
