@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from application.sites.handlers import HANDLERS as SITE_HANDLERS
+from application.sites.ports import ArchivedReport
 from application.sites.proposals import SiteServices
 from application.tasks.handlers import HANDLERS as TASK_HANDLERS
 from application.tasks.handlers import TaskServices
+from application.tasks.ports import RunContext
 from infrastructure.audit.sealer import Sealer
 from infrastructure.audit.service import AuditService
 from infrastructure.audit.signing import Signer
@@ -19,8 +22,10 @@ from infrastructure.eventlog.rebuild import rebuild
 from infrastructure.identity.keys import CONFIGURATION_HASH, server_key
 from infrastructure.identity.reauthentication import SignerReauthentication
 from infrastructure.settings import Settings
+from infrastructure.sites.report_archive import PostgresReportArchive
 from infrastructure.tasks.actions import AllowList, builtin_registry
 from infrastructure.tasks.scheduler import Scheduler, SchedulerSettings
+from interfaces import reporting
 from projections.tasks.queries import Catalog
 
 if TYPE_CHECKING:
@@ -71,9 +76,22 @@ def start_tasks(runtime: Runtime) -> None:
     async def rebuild_one(name: str) -> int:
         return await rebuild(settings.database_url, [runtime.projections[name]], chunk=settings.rebuild_chunk)
 
+    async def verify(from_checkpoint: int, max_events: int | None) -> tuple[Any, Any]:
+        return await runtime.audit.verify(from_checkpoint, max_events)  # the audit service starts after this
+
+    runtime.report_archive = PostgresReportArchive(runtime.pool)
+
+    async def archive_report(site_id: str, fmt: str, run: RunContext) -> ArchivedReport:
+        generated = await reporting.compliance(runtime.history, site_id, None, None, fmt, datetime.now(timezone.utc))
+        report, rendered = generated.report, generated.rendered
+        return await runtime.report_archive.keep(
+            site_id, fmt, report["as_of"], report["position"], rendered.sha256, rendered.document, run.task_id, run.run_id
+        )
+
     actions = builtin_registry(
         AllowList.parse(settings.task_url_allowlist), projections=list(runtime.projections), rebuild=rebuild_one,
         nats=nats if settings.nats_url else None, reserved_subject=settings.nats_subject_prefix,
+        verify=verify, archive_report=archive_report,
     )
     scheduler = Scheduler(
         runtime.repository, Catalog(runtime.pool), actions, replica=f"{socket.gethostname()}:{os.getpid()}",

@@ -43,6 +43,7 @@ from infrastructure.stream.relay import RELAY, Relay, StreamSettings
 from infrastructure.eventlog.aggregate_cache import AggregateCache, CachingRepository
 from infrastructure.eventlog.repository import AggregateRepository
 from infrastructure.eventlog.as_of import StoreHistory
+from infrastructure.sites.report_archive import PostgresReportArchive
 from infrastructure.eventlog.projector import (
     PROJECTED_CHANNEL, Notifier, Projection, ProjectionRunner, has_processed, lag, lag_seconds, last_committed,
 )
@@ -105,6 +106,7 @@ class Runtime:
     scheduler: Scheduler | None = None
     task_nats: Any = None
     history: StoreHistory | None = None  # the log read as of a point (reports, `as_of=`)
+    report_archive: PostgresReportArchive | None = None  # compliance reports kept by task runs (infrastructure/sites/report_archive.py)
     limiter: RateLimiter | None = None
     login_throttle: LoginThrottle | None = None
     sign_in: SignIn | None = None

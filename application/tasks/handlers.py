@@ -53,15 +53,15 @@ async def save(services: TaskServices, loaded: Loaded, ctx: CommandContext, comm
     return CommandResult(r.stream_id, r.version, r.position, r.duplicate)
 
 
-def definition_of(cmd: CreateTask | UpdateTask, services: TaskServices) -> Definition:
-    services.actions.check(cmd.action, cmd.payload)
+def definition_of(cmd: CreateTask | UpdateTask, services: TaskServices, site_id: str | None) -> Definition:
+    services.actions.check(cmd.action, cmd.payload, site_id)
     return Definition(name=cmd.name, schedule=cmd.schedule, action=cmd.action, payload=cmd.payload,
                       catch_up=cmd.catch_up, timeout=cmd.timeout, retry=cmd.retry)
 
 
 async def create_task(cmd: CreateTask, ctx: CommandContext, services: TaskServices) -> CommandResult:
     check_allowed(ctx, WRITE, cmd.site_id, cmd.task_id)
-    task = Task.create(cmd.task_id, cmd.site_id, definition_of(cmd, services), cmd.enabled)
+    task = Task.create(cmd.task_id, cmd.site_id, definition_of(cmd, services, cmd.site_id), cmd.enabled)
     fresh = services.repository.new(STREAM_TYPE, cmd.task_id)
     fresh.aggregate = task
     try:
@@ -72,7 +72,7 @@ async def create_task(cmd: CreateTask, ctx: CommandContext, services: TaskServic
 
 async def update_task(cmd: UpdateTask, ctx: CommandContext, services: TaskServices) -> CommandResult:
     loaded = await load_task(services, cmd.task_id, ctx, WRITE)
-    loaded.aggregate.update(definition_of(cmd, services))
+    loaded.aggregate.update(definition_of(cmd, services, loaded.aggregate.site_id))
     return await save(services, loaded, ctx, "UpdateTask", loaded.aggregate.site_id)
 
 

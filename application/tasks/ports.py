@@ -33,8 +33,9 @@ class ActionRegistry(Protocol):
 
     def names(self) -> list[str]: ...
 
-    def check(self, action: str, payload: dict[str, Any]) -> None:
-        """Raises TaskInvalid naming `action` (unknown) or `payload.<field>` (against the action's schema)."""
+    def check(self, action: str, payload: dict[str, Any], site_id: str | None = None) -> None:
+        """Raises TaskInvalid naming `action` (unknown), `payload.<field>` (against the action's schema) or
+        `site_id` (an action that runs for a site, on a task that has none)."""
         ...
 
     async def run(self, action: str, payload: dict[str, Any], run: RunContext) -> str: ...

@@ -33,9 +33,9 @@ class AuditService:
     def public_key(self) -> PublicKey:
         return PublicKey("ed25519", self.signer.public_pem, self.signer.fingerprint)
 
-    async def verify(self, from_checkpoint: int, max_events: int) -> tuple[Report, Progress]:
+    async def verify(self, from_checkpoint: int, max_events: int | None) -> tuple[Report, Progress]:
         """The log from just after checkpoint `from_checkpoint` (0: the start), at least `max_events` events
-        of it (stopping at a page's end), checked against this server's key."""
+        of it (stopping at a page's end; None: to the end), checked against this server's key."""
         if self._running.locked():
             raise VerificationBusy("a verification is already running in this process")
         async with self._running, self.pool.acquire() as conn:

@@ -48,6 +48,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from infrastructure.processes import pid_alive
+
 __all__ = [
     "EmbeddedNats",
     "EmbeddedPostgres",
@@ -126,7 +128,7 @@ def processes_naming(path: Path) -> list[int]:
     wanted = str(path)
     found = []
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        if entry.name.isdigit() and wanted in (_cmdline(int(entry.name)) or ()) and _pid_alive(int(entry.name)):
+        if entry.name.isdigit() and wanted in (_cmdline(int(entry.name)) or ()) and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return sorted(found)
 
@@ -134,7 +136,7 @@ def processes_naming(path: Path) -> list[int]:
 def _names(pid: int, path: Path, expected_names: set[str]) -> bool | None:
     """Whether live ``pid`` is one of our servers for ``path``: a program named one of
     ``expected_names`` whose command line names ``path``; ``None`` when it cannot tell (no /proc)."""
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return False
     args = _cmdline(pid)
     if args:
@@ -182,22 +184,6 @@ def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     except OSError:
         return f"<no log at {path}>"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    """Return whether ``pid`` is a live (non-zombie) process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    match = re.search(r"^State:\s+(\S)", status, re.MULTILINE)
-    return not (match and match.group(1) in {"Z", "X"})
 
 
 def _process_name(pid: int) -> str | None:
@@ -337,7 +323,7 @@ class EmbeddedPostgres(_Started):
         """Whether the postmaster this instance knows about is alive."""
         if self._process is not None:
             return self._process.poll() is None
-        return self.pid is not None and _pid_alive(self.pid)
+        return self.pid is not None and pid_alive(self.pid)
 
     def start(self) -> str:
         """Initialise the cluster if needed, start or adopt the server, return its DSN."""
@@ -387,7 +373,7 @@ class EmbeddedPostgres(_Started):
             self._forget()
             return
         with _file_lock(self._lock_file):
-            if _pid_alive(self.pid):
+            if pid_alive(self.pid):
                 self._stop_server(self.pid)
         if self._process is not None:
             self._process.wait(timeout=5)
@@ -548,7 +534,7 @@ class EmbeddedPostgres(_Started):
                 status = (self.pgdata / "postmaster.pid").read_text(errors="replace").splitlines()
                 if len(status) >= 8 and status[0].strip() == str(pid) and status[7].strip() == "ready":
                     return True
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return False
             time.sleep(0.05)
         return False
@@ -607,7 +593,7 @@ def _read_postmaster_pid(pgdata: Path) -> tuple[int, int | None, Path | None] | 
 def _wait_for_exit(pid: int, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``pid`` to exit; return whether it did."""
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
+    while pid_alive(pid):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)

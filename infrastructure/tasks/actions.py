@@ -1,6 +1,6 @@
 """The action registry: what a task can target. Built in: rebuild a projection, call an allow-listed
-URL, publish a message to a NATS subject. Open to more (`register`): the plugin runtime will add the
-tools of enabled plugins; tests add their own. (`audit.verify` joins once the audit verifier exists.)"""
+URL, publish a message to a NATS subject, verify the audit log, archive a site's compliance report.
+Open to more (`register`): the plugin runtime will add the tools of enabled plugins; tests add their own."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class BuiltAction:
     schema: dict[str, Any]
     run: Run
     check: Check | None = None  # beyond the schema (an URL's host against the allow-list)
+    for_sites: bool = False  # runs for the task's site: only a task with a site may target it
     validator: Any = field(init=False)
 
     def __post_init__(self) -> None:
@@ -36,8 +37,8 @@ class Registry:
     def __init__(self) -> None:
         self.actions: dict[str, BuiltAction] = {}
 
-    def register(self, name: str, schema: dict[str, Any], run: Run, check: Check | None = None) -> None:
-        self.actions[name] = BuiltAction(name, schema, run, check)
+    def register(self, name: str, schema: dict[str, Any], run: Run, check: Check | None = None, *, for_sites: bool = False) -> None:
+        self.actions[name] = BuiltAction(name, schema, run, check, for_sites)
 
     def names(self) -> list[str]:
         return sorted(self.actions)
@@ -48,8 +49,10 @@ class Registry:
             raise TaskInvalid(f"action {name[:128]!r} is not registered (known: {', '.join(self.names())})", field="action")
         return action
 
-    def check(self, action: str, payload: dict[str, Any]) -> None:
+    def check(self, action: str, payload: dict[str, Any], site_id: str | None = None) -> None:
         found = self._get(action)
+        if found.for_sites and site_id is None:
+            raise TaskInvalid(f"action {action} runs for a site: the task needs a site_id", field="site_id")
         error = next(iter(sorted(found.validator.iter_errors(payload), key=lambda e: list(e.path))), None)
         if error is not None:
             where = ".".join(["payload", *(str(p) for p in error.absolute_path)])
@@ -176,9 +179,64 @@ def rebuild_projection(names: list[str], rebuild: Callable[[str], Awaitable[int]
     return run, check
 
 
+# -- verify the audit log --------------------------------------------------------------------------
+
+AUDIT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "from_checkpoint": {"type": "integer", "minimum": 0, "maximum": 2_147_483_647},
+        "max_events": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+    },
+}
+Verify = Callable[[int, "int | None"], Awaitable[tuple[Any, Any]]]
+
+
+def audit_verify(verify: Verify) -> Run:
+    """Hash chains, checkpoints and signatures from just after `from_checkpoint` (default: the start),
+    over the whole log or at least `max_events` events; findings fail the run (naming the first)."""
+
+    async def run(payload: dict[str, Any], ctx: RunContext) -> str:
+        report, progress = await verify(payload.get("from_checkpoint", 0), payload.get("max_events"))
+        checked = (f"{report.events} events in {report.streams} streams, {report.checkpoints} checkpoints"
+                   f" (sealed to position {report.sealed_to_position}, {report.unsealed} after it)")
+        if not report.ok:
+            first = report.findings[0].line() if report.findings else "see charter audit verify"
+            raise RuntimeError(f"{report.findings_total} findings in {checked}; first: {first}")
+        more = "" if progress.complete else f"; the log goes on after checkpoint {progress.last_checkpoint}"
+        return f"verified {checked}{more}"
+
+    return run
+
+
+# -- archive a compliance report -------------------------------------------------------------------
+
+REPORT_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"format": {"enum": ["json", "csv", "html"]}},
+}
+ArchiveReport = Callable[[str, str, RunContext], Awaitable[Any]]
+
+
+def compliance_report(archive: ArchiveReport) -> Run:
+    """The task's site's compliance report as of the run, rendered and kept in the report archive
+    (`GET /api/v1/site/{site_id}/reports/archive`); the summary names the archived report."""
+
+    async def run(payload: dict[str, Any], ctx: RunContext) -> str:
+        if ctx.site_id is None:  # refused when the task was made; a task from before may still have none
+            raise RuntimeError("reports.compliance runs for a site: the task has no site_id")
+        kept = await archive(ctx.site_id, payload.get("format", "json"), ctx)
+        return (f"archived report {kept.id} of site {ctx.site_id} as of {kept.as_of} (position {kept.position}),"
+                f" {kept.format}, {kept.size} bytes, sha256 {kept.sha256}")
+
+    return run
+
+
 def builtin_registry(
     allow: AllowList, *, projections: list[str] | None = None, rebuild: Callable[[str], Awaitable[int]] | None = None,
     nats: Callable[[], Awaitable[Any]] | None = None, reserved_subject: str = "charter.events",
+    verify: Verify | None = None, archive_report: ArchiveReport | None = None,
 ) -> Registry:
     registry = Registry()
     registry.register("http.request", HTTP_SCHEMA, http_request(allow), allow.check)
@@ -187,4 +245,8 @@ def builtin_registry(
     if rebuild is not None and projections:
         run, check = rebuild_projection(projections, rebuild)
         registry.register("projections.rebuild", REBUILD_SCHEMA, run, check)
+    if verify is not None:
+        registry.register("audit.verify", AUDIT_SCHEMA, audit_verify(verify))
+    if archive_report is not None:
+        registry.register("reports.compliance", REPORT_SCHEMA, compliance_report(archive_report), for_sites=True)
     return registry

@@ -21,6 +21,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from infrastructure.processes import pid_alive
+
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 SHARED = "livemostrecent"  # a value read from the database: any live worker's latest is the truth
 
@@ -173,15 +175,5 @@ def _forget_dead_workers(directory: Path) -> None:
     """Live gauges of workers that are gone (one died, the supervisor started another) stop counting."""
     for entry in directory.iterdir():
         found = _LIVE_GAUGE_FILE.fullmatch(entry.name)
-        if found and not _alive(int(found.group(1))):
+        if found and not pid_alive(int(found.group(1))):
             multiprocess.mark_process_dead(int(found.group(1)), str(directory))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -13,6 +13,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from application.as_of import History
+from application.sites.ports import ReportArchive
 from application.commands import Command
 from application.context import CommandContext, CommandResult
 from application.plugins.disclosure import ConfigDisclosure
@@ -105,6 +106,10 @@ def provide_history(state: State) -> History:
     return _runtime(state).history
 
 
+def provide_report_archive(state: State) -> ReportArchive:
+    return _runtime(state).report_archive
+
+
 def provide_disclosure(state: State) -> ConfigDisclosure:
     return ConfigDisclosure(_runtime(state).cipher)
 
@@ -158,7 +163,7 @@ TASKS = {
     "tasks": _provide(provide_task_queries),
     "authority": _provide(provide_authority),
 }
-REPORTS = {"history": _provide(provide_history)}
+REPORTS = {"history": _provide(provide_history), "report_archive": _provide(provide_report_archive)}
 ARCHIVES = {"archives": _provide(provide_archives)}
 EVENTS = {
     "events": _provide(provide_event_log),

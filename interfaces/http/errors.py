@@ -153,6 +153,8 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
     details = exc.extra if isinstance(exc.extra, dict) else None
     if exc.status_code == 413 and not details:
         details = {"field": "body"}  # the route's body limit (1 MiB for JSON, the archive cap for uploads)
+    if exc.status_code >= 500:  # the framework's own (a dependency that failed its type): logged as ours are
+        log.exception("unhandled error", path=request.url.path, status=exc.status_code)
     # keeps the exception's headers: `Allow` on a 405, `WWW-Authenticate`, `Retry-After`
     return envelope(request, exc.status_code, code, exc.detail, details, exc.headers)
 

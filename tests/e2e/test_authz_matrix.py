@@ -125,6 +125,8 @@ ROUTES: dict[tuple[str, str], Expect] = {
     ("POST", "/api/v1/site/{site_id}/extensions/{plugin_id}/signoffs"): at_site("signoffs:sign"),
     ("GET", "/api/v1/site/{site_id}/extensions/{plugin_id}/audit-trail"): at_site("sites:read"),
     ("GET", "/api/v1/site/{site_id}/reports/compliance"): at_site("reports:read"),
+    ("GET", "/api/v1/site/{site_id}/reports/archive"): at_site("reports:read"),
+    ("GET", "/api/v1/site/{site_id}/reports/archive/{report_id}"): at_site("reports:read"),
     # tasks: global or one site's; the route lets in a holder at any site, the task's own site decides
     # (a task of a site the caller holds nothing at is not found), so every route is any-site here
     ("GET", "/api/v1/tasks"): needs("tasks:read", "any-site"),
@@ -149,6 +151,7 @@ PATH_VALUES = {
     "name": "authz-matrix-no-such-capability",
     "task_id": "authz-matrix-no-such-task",
     "run_id": str(uuid.UUID(int=0x7A5C)),
+    "report_id": str(uuid.UUID(int=0x7A5D)),
     "session_id": "authz-matrix-no-such-session",
 }
 

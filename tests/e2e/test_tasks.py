@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 from tests.e2e.access_kit import account_with
+from tests.e2e.plugin_kit import assert_error
 
 EVERY_HOUR = {"kind": "interval", "every": 3600}
 
@@ -114,3 +115,63 @@ async def test_a_run_is_cancelled_with_a_reason_only_under_its_own_task(client) 
         assert [e["payload"]["reason"] for e in events if e["event_type"] == "TaskRun.Cancelled"] == ["not needed"]
     else:
         assert cancelled.json()["error"]["code"] == "TASK_RUN_FINISHED", cancelled.text
+
+
+async def finished_run(client, task_id: str) -> dict:
+    """Run the task now and wait for the run to end; its history item."""
+    run = await client.post(f"/api/v1/tasks/{task_id}/run")
+    assert run.status_code == 202, run.text
+    for _ in range(200):
+        runs = (await client.get(f"/api/v1/tasks/{task_id}/runs?consistent=true")).json()
+        if runs["items"] and runs["items"][0]["status"] in ("succeeded", "failed", "timed_out"):
+            return runs["items"][0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the run of {task_id} did not end: {runs}")
+
+
+async def test_a_task_verifies_the_audit_log(client) -> None:
+    task_id = new_id("verify")
+    created = await client.post("/api/v1/tasks", json={
+        "id": task_id, "name": "Verify the log", "schedule": EVERY_HOUR, "action": "audit.verify", "payload": {},
+        "enabled": False})
+    assert created.status_code == 201, created.text
+
+    run = await finished_run(client, task_id)
+
+    assert run["status"] == "succeeded", run
+    assert run["output"].startswith("verified ") and " events in " in run["output"]
+
+
+async def test_a_site_task_archives_the_sites_compliance_report(client) -> None:
+    from tests.e2e.site_kit import created_site
+
+    site_id = await created_site(client)
+    task_id = new_id("report")
+    created = await client.post("/api/v1/tasks", json={
+        "id": task_id, "name": "Nightly report", "schedule": EVERY_HOUR, "site_id": site_id,
+        "action": "reports.compliance", "payload": {"format": "json"}, "enabled": False})
+    assert created.status_code == 201, created.text
+
+    run = await finished_run(client, task_id)
+
+    assert run["status"] == "succeeded", run
+    listed = await client.get(f"/api/v1/site/{site_id}/reports/archive")
+    assert listed.status_code == 200, listed.text
+    listed = listed.json()
+    assert listed["total"] == 1 and not listed["has_more"]
+    [kept] = listed["items"]
+    assert kept["site_id"] == site_id and kept["format"] == "json" and kept["task_id"] == task_id
+    assert kept["run_id"] == run["id"] and f"archived report {kept['id']}" in run["output"]
+    document = await client.get(f"/api/v1/site/{site_id}/reports/archive/{kept['id']}")
+    assert document.status_code == 200 and document.headers["content-type"].startswith("application/json")
+    assert document.headers["Charter-Report-SHA256"] == kept["sha256"] and len(document.content) == kept["size"]
+    # The kept report is the one the log gives again as of the same position, byte for byte.
+    again = await client.get(f"/api/v1/site/{site_id}/reports/compliance", params={"as_of": f"position:{kept['position']}"})
+    assert again.status_code == 200 and again.content == document.content
+
+
+async def test_a_report_task_needs_a_site(client) -> None:
+    response = await client.post("/api/v1/tasks", json={
+        "id": new_id("nosite"), "name": "Report of no site", "schedule": EVERY_HOUR,
+        "action": "reports.compliance", "payload": {}})
+    assert_error(response, 400, "VALIDATION_FAILED", field="site_id")

@@ -1,5 +1,6 @@
 """Hostile query parameters of the as-of routes: every bad `as_of`, `since` or `format` is a 400 naming
-the parameter (never a 500, never a report of a point that could still change), and the happy path."""
+the parameter (never a 500, never a report of a point that could still change), and the happy path; the
+report archive's routes: bad ids and pages refused by name, another site's reports never shown."""
 
 from __future__ import annotations
 
@@ -67,3 +68,57 @@ async def test_an_over_long_site_id_is_refused_and_the_happy_path_answers(client
 
     assert_error(long_id, 400, "VALIDATION_FAILED", field="site_id")
     assert happy.status_code == 200 and happy.text.startswith("<!DOCTYPE html>")
+
+
+ARCHIVE = "/api/v1/site/{}/reports/archive"
+
+
+@pytest.mark.parametrize("report_id", ["not-a-uuid", "0" * 65, "%00", "1' OR '1'='1", "x" * 5000])
+async def test_a_malformed_archived_report_id_is_refused_naming_it(client, report_id: str) -> None:
+
+    response = await client.get(ARCHIVE.format("plant-1") + "/" + report_id)
+
+    assert 400 <= response.status_code < 500, response.text
+    if len(report_id) < 1000:  # a path past the server's limit is refused before routing
+        assert_error(response, 400, "VALIDATION_FAILED", field="report_id")
+
+
+@pytest.mark.parametrize(("query", "field"), [({"limit": 0}, "limit"), ({"limit": 100_000}, "limit"), ({"skip": -1}, "skip"),
+                                              ({"limit": "many"}, "limit")])
+async def test_a_bad_archive_page_is_refused_naming_it(client, query: dict, field: str) -> None:
+
+    response = await client.get(ARCHIVE.format("plant-1"), params=query)
+
+    assert_error(response, 400, "VALIDATION_FAILED", field=field)
+
+
+async def test_another_sites_archived_reports_stay_hidden_and_the_happy_path_answers(client) -> None:
+    import asyncio
+
+    from tests.e2e.access_kit import account_with
+    from tests.e2e.site_kit import created_site
+
+    mine, theirs = await created_site(client), await created_site(client)
+    task_id = unique_id("archive")
+    created = await client.post("/api/v1/tasks", json={
+        "id": task_id, "name": "report", "schedule": {"kind": "interval", "every": 3600}, "site_id": theirs,
+        "action": "reports.compliance", "payload": {"format": "csv"}, "enabled": False})
+    assert created.status_code == 201, created.text
+    assert (await client.post(f"/api/v1/tasks/{task_id}/run")).status_code == 202
+    for _ in range(200):
+        kept = (await client.get(ARCHIVE.format(theirs))).json()["items"]
+        if kept:
+            break
+        await asyncio.sleep(0.1)
+    [report] = kept
+    auditor = await account_with(client, ("auditor", mine))
+
+    listed = await client.get(ARCHIVE.format(theirs), headers=auditor.headers)
+    fetched = await client.get(ARCHIVE.format(theirs) + "/" + report["id"], headers=auditor.headers)
+    across = await client.get(ARCHIVE.format(mine) + "/" + report["id"], headers=auditor.headers)
+    happy = await client.get(ARCHIVE.format(theirs) + "/" + report["id"])
+
+    assert listed.status_code == 404 and fetched.status_code == 404  # as for a site that does not exist
+    assert_error(across, 404, "REPORT_NOT_FOUND")  # its own site has no report of that id
+    assert happy.status_code == 200 and happy.headers["content-type"].startswith("text/csv")
+    assert happy.headers["Charter-Report-SHA256"] == report["sha256"]

@@ -31,6 +31,12 @@ GOOD = {"name": "x", "schedule": {"kind": "interval", "every": 60}, "action": "p
         ({**GOOD, "retry": {"max_attempts": 1000}}, "retry.max_attempts"),
         ({**GOOD, "catch_up": "sometimes"}, "catch_up"),
         ({**GOOD, "extra": 1}, "extra"),
+        ({**GOOD, "action": "audit.verify", "payload": {"max_events": 0}}, "payload.max_events"),
+        ({**GOOD, "action": "audit.verify", "payload": {"from_checkpoint": -1}}, "payload.from_checkpoint"),
+        ({**GOOD, "action": "audit.verify", "payload": {"export": "/etc/passwd"}}, "payload"),
+        ({**GOOD, "action": "reports.compliance", "site_id": "plant-1", "payload": {"format": "pdf"}}, "payload.format"),
+        ({**GOOD, "action": "reports.compliance", "site_id": "plant-1", "payload": {"site_id": "another"}}, "payload"),
+        ({**GOOD, "action": "reports.compliance", "payload": {"format": "json"}}, "site_id"),
     ],
 )
 async def test_a_bad_field_is_refused_by_name(client, body, field) -> None:

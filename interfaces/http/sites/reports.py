@@ -1,4 +1,5 @@
-"""Compliance reports: `/api/v1/site/{site_id}/reports`, rebuilt from the log as of a point.
+"""Compliance reports: `/api/v1/site/{site_id}/reports`, rebuilt from the log as of a point, and the
+reports task runs kept (`/archive`).
 
 The point (`as_of`: an ISO 8601 instant with its offset, or `position:N`; none: now, resolved to the last
 settled position and echoed) and the window of changes (`since`, the same forms) are checked before the
@@ -8,22 +9,29 @@ log is read; the report renders to the same bytes for the same point every time
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from dataclasses import asdict
 from typing import Annotated
 
+import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, PathParameter, QueryParameter
 
 from application.as_of import History
+from application.sites.ports import ReportArchive
 from application.sites.report_html import CSP
 from application.sites.report_render import FORMATS, MEDIA_TYPES
 from interfaces import reporting
 from interfaces.http import dependencies as services
+from interfaces.http.common import page_params
 from interfaces.http.errors import ApiError
+from interfaces.http.schemas import Page
 from interfaces.http.sites.common import at_site
+from interfaces.http.sites.schemas import ArchivedReportOut
 
 READ = "reports:read"
 DOWNLOAD = {"csv": "attachment", "json": "inline", "html": "inline"}
+UUID_PATTERN = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 
 
 def report_format(fmt: str) -> str:
@@ -67,3 +75,45 @@ class ReportController(Controller):
         if fmt == "html":
             headers["content-security-policy"] = f"{CSP}; frame-ancestors 'none'"
         return Response(rendered.document, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    @get(
+        "/archive",
+        operation_id="listArchivedReports",
+        opt=at_site(READ),
+        summary="The compliance reports task runs kept for the site (action reports.compliance), newest first",
+    )
+    async def archived(
+        self, report_archive: NamedDependency[ReportArchive], site_id: FromPath[str],
+        skip: FromQuery[int] = 0, limit: FromQuery[int] = 20,
+    ) -> Page[ArchivedReportOut]:
+        page_params(skip, limit, "created_at", "desc", {"created_at": "created_at"})
+        total, kept = await report_archive.page(site_id, skip, limit)
+        items = [msgspec.convert(asdict(k), ArchivedReportOut) for k in kept]
+        return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
+
+    @get(
+        "/archive/{report_id:str}",
+        operation_id="getArchivedReport",
+        opt=at_site(READ),
+        summary="One kept compliance report, as it was generated",
+        media_type="application/octet-stream",
+    )
+    async def archived_document(
+        self, report_archive: NamedDependency[ReportArchive], site_id: FromPath[str],
+        report_id: Annotated[str, PathParameter(pattern=UUID_PATTERN, description="the kept report's id (a UUID)")],
+    ) -> Response[bytes]:
+        found = await report_archive.document(site_id, report_id)
+        if found is None:
+            raise ApiError(404, "REPORT_NOT_FOUND", "the site has no kept report of that id", field="report_id")
+        kept, document = found
+        headers = {
+            "Charter-Position": str(kept.position),
+            "Charter-As-Of": kept.as_of,
+            "Charter-Report-SHA256": kept.sha256,
+            "ETag": f'"{kept.sha256}"',
+            "Content-Disposition": f'{DOWNLOAD[kept.format]}; filename="compliance-{site_id}-{kept.id}.{kept.format}"',
+            "Cache-Control": "private, max-age=0",
+        }
+        if kept.format == "html":
+            headers["content-security-policy"] = f"{CSP}; frame-ancestors 'none'"
+        return Response(document, media_type=MEDIA_TYPES[kept.format], headers=headers)

@@ -302,3 +302,19 @@ class AuditEntry(msgspec.Struct):
     forced: bool | None = None
     dependents: list[str] | None = None
     details: dict[str, Any] = {}
+
+
+class ArchivedReportOut(msgspec.Struct):
+    """A compliance report a task run kept (`reports.compliance`): the point it reflects, and its digest
+    (the report's own sha256, printed in it; the document is at `.../reports/archive/{id}`)."""
+
+    id: str
+    site_id: str
+    format: str
+    as_of: str
+    position: int
+    sha256: str
+    size: int
+    task_id: str | None
+    run_id: str | None
+    created_at: datetime
