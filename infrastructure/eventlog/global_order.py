@@ -6,6 +6,8 @@ a cursor `(transaction_id, position)` they keep in their checkpoint.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from application.ports import StoredEvent
@@ -53,6 +55,9 @@ LIMIT $3
 """
 
 _READ_GLOBAL = f"SELECT {EVENT_COLUMNS} FROM events {NEVER_SKIP}"
+# The same, of some stream types only ($5): a rebuild reads what its projections fold, nothing else.
+_OF_TYPES = "  AND events.stream_type = ANY($5::text[])\nORDER BY"
+_READ_GLOBAL_OF = "SELECT " + EVENT_COLUMNS + " FROM events " + NEVER_SKIP.replace("ORDER BY", _OF_TYPES)
 
 
 def record(row: asyncpg.Record) -> StoredEvent:
@@ -60,9 +65,15 @@ def record(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(*row)  # EVENT_COLUMNS are StoredEvent's fields, in order (no dict per event)
 
 
-async def read_global(conn: asyncpg.Connection, after: tuple[int, int], limit: int) -> list[StoredEvent]:
+async def read_global(
+    conn: asyncpg.Connection, after: tuple[int, int], limit: int, stream_types: Sequence[str] | None = None
+) -> list[StoredEvent]:
     """Events committed after the cursor `(transaction_id, position)`, in the never-skip global order, each
-    at the current schema version of its type (infrastructure/eventlog/upcasting.py)."""
+    at the current schema version of its type (infrastructure/eventlog/upcasting.py); of `stream_types`
+    only when given (the others are passed over: a cursor at the last event read is past them too)."""
     horizon = await conn.fetchval(HORIZON)
-    rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit, horizon)
+    if stream_types is None:
+        rows = await conn.fetch(_READ_GLOBAL, str(after[0]), after[1], limit, horizon)
+    else:
+        rows = await conn.fetch(_READ_GLOBAL_OF, str(after[0]), after[1], limit, horizon, list(stream_types))
     return [current(record(r)) for r in rows]

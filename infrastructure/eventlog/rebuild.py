@@ -4,7 +4,8 @@ Each chunk of `chunk` events is one transaction that writes the build tables and
 cursor (checkpoint `<name>__build`), so a rebuild that is interrupted (the process killed, the server
 restarted) resumes where its last chunk committed, and no transaction stays open for the whole log.
 Several projections rebuild in one pass over the log: each chunk is read once and handed to each of
-them (a projection resumed further ahead skips what it already has). Once a read comes back short of a
+them (a projection resumed further ahead skips what it already has). Only the events of the stream
+types the projections fold are read (all of them when a projection does not declare its types). Once a read comes back short of a
 full chunk the builds are caught up: one last transaction takes every projection's batch lock (live
 runners wait), replays the tail, drops the live schemas, renames the build schemas in their place and
 sets the live cursors to the builds'. Until that commit the live read models are untouched; a rebuild
@@ -142,6 +143,15 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+def _folded_types(projections: Sequence[Projection]) -> list[str] | None:
+    """The stream types the projections fold, when each says (`stream_types`): the rebuild reads only
+    those events. None (every event) when one of them does not say."""
+    declared = [getattr(p, "stream_types", None) for p in projections]
+    if any(types is None for types in declared):
+        return None
+    return sorted(set().union(*declared))
+
+
 async def _rebuild(
     dsn: str, projections: Sequence[Projection], progress: Progress | None, chunk: int, fresh: bool
 ) -> int:
@@ -153,9 +163,12 @@ async def _rebuild(
                 raise RebuildBusy("another process is rebuilding " + ", ".join(p.name for p in projections))
         builds = [await _start(conn, p, fresh) for p in projections]
         cursor = min(b.cursor for b in builds)
+        types = _folded_types(projections)
         total = await conn.fetchval(
-            "SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)", str(cursor[0]), cursor[1]
-        )
+            "SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)"
+            " AND ($3::text[] IS NULL OR stream_type = ANY($3::text[]))",
+            str(cursor[0]), cursor[1], types,
+        )  # fmt: skip
         done, started = 0, time.monotonic()
 
         async def replay(events: list[StoredEvent]) -> None:
@@ -170,11 +183,13 @@ async def _rebuild(
         # connection while this one is written, so the server's work on both overlaps.
         reader = await connect(dsn)
         try:
-            ahead = asyncio.create_task(read_global(reader, cursor, chunk))
+            ahead = asyncio.create_task(read_global(reader, cursor, chunk, types))
             while True:
                 events = await ahead
                 if len(events) == chunk:
-                    ahead = asyncio.create_task(read_global(reader, (events[-1].transaction_id, events[-1].position), chunk))
+                    ahead = asyncio.create_task(
+                        read_global(reader, (events[-1].transaction_id, events[-1].position), chunk, types)
+                    )
                 if events:
                     async with conn.transaction():
                         await conn.execute(RELAXED_COMMIT)
@@ -188,7 +203,7 @@ async def _rebuild(
         async with conn.transaction(isolation=READ_GLOBAL_ISOLATION):  # the tail and the swap, atomically
             for key in sorted({lock_key("batch", p.name) for p in projections}):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
-            while events := await read_global(conn, cursor, chunk):
+            while events := await read_global(conn, cursor, chunk, types):
                 await replay(events)
             for build in builds:
                 build.cursor = max(build.cursor, cursor)

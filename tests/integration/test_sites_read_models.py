@@ -291,7 +291,10 @@ async def test_a_rebuild_from_the_log_gives_the_same_rows(runtime: Runtime, stor
 
     replayed = await rebuild(dsn, [SitesProjection()], chunk=3, fresh=True)
 
-    assert replayed == await runtime.pool.fetchval("SELECT count(*) FROM events")
+    # the events of the stream types the projection folds: a rebuild reads only those
+    assert replayed == await runtime.pool.fetchval(
+        "SELECT count(*) FROM events WHERE stream_type = ANY($1)", sorted(SitesProjection.stream_types)
+    )
     assert await read_model(runtime.pool) == live
     assert len(live["audit_trail"]) == 9 and live["site_extensions"][0]["plugin_id"] == story.base
 

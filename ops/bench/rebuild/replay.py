@@ -52,8 +52,11 @@ async def raw_scan(dsn: str, page: int, tick: Callable[[int], None]) -> Replay:
 
 
 async def rebuild_phase(
-    dsn: str, projections: Sequence[Any], chunk: int, tick: Callable[[int], None], key: str | None = None
+    dsn: str, projections: Sequence[Any], chunk: int, tick: Callable[[int], None], key: str | None = None,
+    log_events: int = 0,
 ) -> Replay:
+    """One rebuild, timed; its rate is of the log it brings the read models up to (`log_events`), as the
+    raw scan's is, though it reads only the events of the stream types its projections fold."""
     names = ", ".join(p.name for p in projections)
     started = time.perf_counter()
     done = await rebuild(dsn, projections, lambda done, total: tick(done), chunk=chunk, fresh=True)
@@ -61,7 +64,8 @@ async def rebuild_phase(
     return Replay(
         key or f"rebuild_{projections[0].name}",
         f"rebuild {names}",
-        f"charter projections rebuild {' '.join(p.name for p in projections)}: chunks of {chunk}, swap at the end",
-        done,
+        f"charter projections rebuild {' '.join(p.name for p in projections)}: chunks of {chunk}, swap at the end"
+        f" ({done:,} events of its stream types read)",
+        max(done, log_events),
         seconds,
     )

@@ -66,10 +66,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
                 for key, title, coroutine in (
                     ("raw_scan", "(a) raw scan (floor)", lambda t: raw_scan(dsn, SCAN_PAGE, t)),
                     *(
-                        (f"rebuild_{p.name}", f"(b) rebuild {p.name}", lambda t, p=p: rebuild_phase(dsn, [p], chunk, t))
+                        (f"rebuild_{p.name}", f"(b) rebuild {p.name}", lambda t, p=p: rebuild_phase(dsn, [p], chunk, t, log_events=in_log))
                         for p in PROJECTIONS
                     ),
-                    ("rebuild_all", "(c) rebuild all in one pass", lambda t: rebuild_phase(dsn, PROJECTIONS, chunk, t, "rebuild_all")),
+                    ("rebuild_all", "(c) rebuild all in one pass", lambda t: rebuild_phase(dsn, PROJECTIONS, chunk, t, "rebuild_all", in_log)),
                 ):
                     for round_ in range(1, rounds + 1):  # the best round counts: others' load only slows one down
                         tick, finish = _counter(progress, f"{title} [{round_}/{rounds}]", in_log)
