@@ -118,6 +118,7 @@ def serve_workers(settings: Any, workers: int) -> None:
     import asyncpg
 
     from infrastructure.eventlog.migrate import migrate
+    from infrastructure.audit.signing import Signer
     from infrastructure.plugins.secrets import load_or_create_key
 
     async def migrated() -> None:
@@ -129,7 +130,8 @@ def serve_workers(settings: Any, workers: int) -> None:
 
     if settings.migrate_on_start:
         asyncio.run(migrated())
-    load_or_create_key(settings.secret_key, settings.data_dir)  # not raced by the workers
+    load_or_create_key(settings.secret_key, settings.data_dir)  # made once here, not by each worker
+    Signer.load_or_create(settings.audit_key_file())  # likewise the audit log's signing key
     hand_on(settings)
     run_workers(APP_FACTORY, settings.host, settings.port, workers)
 

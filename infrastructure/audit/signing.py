@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from infrastructure.files import create_once
 
 KEY_FILE = "audit-ed25519.pem"
 
@@ -67,19 +68,13 @@ class Signer:
 
     @classmethod
     def load_or_create(cls, path: Path) -> "Signer":
-        """The key in `path`, made there (0600, created exclusively: two starting replicas agree) when absent."""
+        """The key in `path`, made there (0600) when absent: created whole or not at all, so two starting
+        workers or replicas agree on one key and neither reads the other's half-written file."""
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
             pem = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(pem)
+            create_once(path, pem)
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise SystemExit(f"{path} holds no Ed25519 private key (CHARTER_AUDIT_KEY_PATH)")

@@ -70,6 +70,7 @@ class Outage:
     last_error: str | None = None
     last_summary: float = 0.0
     changed_at: float = field(default_factory=time.monotonic)
+    last_failure: float = 0.0
 
     @property
     def down(self) -> bool:
@@ -82,6 +83,7 @@ class Outage:
         if since is not None and self.down_since is None and since < self.changed_at:
             return
         self.failures += 1
+        self.last_failure = now
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
         if self.down_since is None:
             self.down_since = self.changed_at = self.last_summary = now
@@ -98,9 +100,9 @@ class Outage:
 
     def succeeded(self, since: float | None = None) -> None:
         """`since`: when the successful operation began (monotonic); one that was already under way when
-        the outage was noticed (a statement finishing on a connection the server had not closed yet)
-        proves nothing about recovery and does not end the outage."""
-        if self.down_since is None or (since is not None and since < self.down_since):
+        the latest failure was seen (a statement finishing on a connection a stopping server had not
+        closed yet) proves nothing about recovery and does not end the outage."""
+        if self.down_since is None or (since is not None and since < self.last_failure):
             return
         now = time.monotonic()
         log.warning(f"{self.name} available again", seconds=round(now - self.down_since, 1), failures=self.failures)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from domain.plugins.configuration import SEALED
+from infrastructure.files import create_once
 
 
 class FernetCipher:
@@ -42,11 +42,6 @@ def load_or_create_key(configured: str | None, data_dir: Path) -> str:
     if configured:
         return configured
     path = data_dir / "secret.key"
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key().decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return key
+    if not path.exists():
+        create_once(path, Fernet.generate_key())  # whole or not at all: racing processes agree on one key
+    return path.read_text().strip()

@@ -162,11 +162,18 @@ async def test_requests_answer_503_during_an_outage_and_recover_by_themselves(
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     text = log_path.read_text()
     assert "Traceback" not in text
-    # Each serving process (`--workers`, one per core by default) sees the outage once and its end once.
-    processes = {line["pid"] for line in lines}
-    went = [line for line in lines if line.get("event") == "database unavailable"]
-    came_back = [line for line in lines if line.get("event") == "database available again"]
-    assert went and sorted(line["pid"] for line in went) == sorted({line["pid"] for line in went}), went
-    assert sorted(line["pid"] for line in came_back) == sorted(line["pid"] for line in went), came_back
+    # Each serving process (`--workers`, one per core by default) logs a line per change of the state it
+    # sees: down, then up again, alternating (a server that stops slowly under load may answer a
+    # process once more in between), ending up; never a line per failed request.
+    changes = {"database unavailable": "down", "database available again": "up"}
+    states: dict[int, list[str]] = {}
+    for line in lines:
+        if line.get("event") in changes:
+            states.setdefault(line["pid"], []).append(changes[line["event"]])
+    assert states, "no process logged the outage"
+    for pid, seen in states.items():
+        assert seen == ["down", "up"] * (len(seen) // 2) and seen, (pid, seen)
+    changed = sum(len(seen) for seen in states.values())
     errors = [line for line in lines if line.get("level") in ("error", "critical")]
-    assert len(errors) <= 3 * len(processes), errors  # one per state change, not one per failed request
+    assert len(errors) <= changed + 2 * len(states), errors  # one per state change, not one per failed request
+    assert changed < len(unavailable), (changed, len(unavailable))

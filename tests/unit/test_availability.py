@@ -84,3 +84,16 @@ def test_a_failure_that_began_before_the_recovery_does_not_reopen_the_outage() -
     assert not outage.down and outage.failures == 0
     outage.failed(ConnectionResetError(), "fresh", time.monotonic())
     assert outage.down
+
+
+def test_a_success_begun_before_the_latest_failure_does_not_end_the_outage() -> None:
+    outage = Outage("database")
+    outage.failed(ConnectionRefusedError(), "request")
+    time.sleep(0.001)
+    began = time.monotonic()  # after the outage was noticed...
+    time.sleep(0.001)
+    outage.failed(ConnectionRefusedError(), "projection")  # ...but before this failure: the server is still going away
+    outage.succeeded(began)  # a statement that was under way on a connection not yet closed
+    assert outage.down
+    outage.succeeded(time.monotonic())  # begun after every failure seen: the server answers again
+    assert not outage.down
