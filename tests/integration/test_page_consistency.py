@@ -110,7 +110,7 @@ class TestPagesUnderConcurrentWrites:
             keep_reading(plugins_page("asc"), done, INSTALLS),
             keep_reading(plugins_page("desc"), done, INSTALLS),
             keep_reading(lambda skip: event_log.list_events(runtime.pool, events, skip, LIMIT), done, INSTALLS),
-            keep_reading(lambda skip: event_log.list_events(runtime.pool, events, skip, LIMIT, descending=True), done),
+            keep_reading(lambda skip: event_log.list_events(runtime.pool, events, skip, LIMIT, descending=True), done, INSTALLS),
         )
 
         for totals in seen:
