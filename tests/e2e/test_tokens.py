@@ -38,6 +38,7 @@ from tests.e2e.access_kit import (
     me,
     send,
     sign,
+    sign_in,
     tampered,
     unb64json,
     unsigned,
@@ -484,6 +485,9 @@ class TestDeactivatedUser:
         refused(await me(tc, account.access_token), "USER_INACTIVE")
 
         assert (await send(tc, "POST", f"{USERS}/{account.id}/activate")).status_code == 200
+        # Deactivation ended the user's sessions (its after-commit reaction): the user signs in again, and
+        # the new session is accepted at once.
+        account = await sign_in(account, tc)
         response = await me(tc, account.access_token)
 
         assert response.status_code == 200, response.text
