@@ -42,8 +42,17 @@ UNVERIFIED_FINGERPRINT = "unverified"
 NOTIFY_CHANNEL = "charter_events"
 MAX_EVENT_BYTES = 256 * 1024  # the default of CHARTER_EVENT_MAX_BYTES
 # What PostgreSQL rewrites in JSON it stores: a number with an exponent (printed in full) and -0.0 (as
-# 0.0). May match inside a string too: that only costs a round trip for the exact size and stored form.
+# 0.0). The quick test may match inside a string (a traceparent's or a hash's hex digits often do); the
+# exact one reads strings as strings, so only a number sends the event for its stored form.
 _REWRITTEN = re.compile(rb"[0-9][eE][-+]?[0-9]|-0\.0")
+_REWRITTEN_OUTSIDE_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"|([0-9][eE][-+]?[0-9]|-0\.0)')
+
+
+def may_be_rewritten(document: bytes) -> bool:
+    """Whether PostgreSQL may store this JSON `document` in another form than it was sent (see above)."""
+    return _REWRITTEN.search(document) is not None and any(
+        m.group(1) is not None for m in _REWRITTEN_OUTSIDE_STRINGS.finditer(document)
+    )
 # An event's size as PostgreSQL stores it, its largest payload field, and the payload and metadata as
 # stored (what the hash covers, so that it verifies against the rows as read back).
 _STORED_SIZE = """
@@ -260,7 +269,7 @@ class EventStore:
         covers); EventTooLarge when together they exceed the limit."""
         payload, metadata = msgspec.json.encode(event.payload), msgspec.json.encode(event.metadata)
         size, field, as_stored = len(payload) + len(metadata), None, (payload, metadata)
-        if size <= self.max_event_bytes and (_REWRITTEN.search(payload) or _REWRITTEN.search(metadata)):
+        if size <= self.max_event_bytes and (may_be_rewritten(payload) or may_be_rewritten(metadata)):
             size, field, stored_payload, stored_metadata = await self.pool.fetchrow(
                 _STORED_SIZE, payload.decode(), metadata.decode()
             )

@@ -61,6 +61,12 @@ def test_bench_append_with_telemetry_reports_on_against_off(
     on = report["results"]["charter_telemetry"]
     assert on["rate"] > 0 and on["errors"] == 0
     assert on["extra"]["otlp_sink"]["exports"] > 0 and on["extra"]["otlp_sink"]["bytes"] > 0  # spans really went out
+    assert on["extra"]["otlp_sink"]["by_name"]["command InstallPlugin"] > 0
+    floor = on["extra"]["floor"]  # (e): the SDK's own cost per span, and where Charter stands against it
+    assert floor["sdk_us_per_span"] > 0 and floor["spans_per_command"] > 1
+    assert floor["cpu_us_per_command_off"] > 0 and floor["cpu_us_per_command_on"] > 0
+    assert 0 < floor["floor_ratio_charter_spans"] < floor["best_ratio_one_span"] < 1
+    assert "SDK floor" in next((tmp_path / "reports").glob("append-*.md")).read_text()
     ratio = report["ratios"]["telemetry_on_vs_off"]
     assert ratio["target"] == 0.9 and ratio["value"] > 0
     assert report["config"]["telemetry"] is True

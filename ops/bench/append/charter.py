@@ -50,6 +50,12 @@ def charter_settings(dsn: str, data_dir: Path, budget: int) -> Any:
     return settings
 
 
+def cpu_per_command(cpu_seconds: float, commands: int) -> float | None:
+    """Microseconds of CPU the Charter process(es) spent per command in the measured window (all threads:
+    the batch span processor's export included)."""
+    return cpu_seconds / commands * 1e6 if commands > 0 and cpu_seconds > 0 else None
+
+
 def phase_charter(
     dsn: str, clients: int, warmup: float, seconds: float, data_dir: Path, budget: int, progress: Progress, processes: int = 1,
     telemetry: bool = False,
@@ -152,6 +158,7 @@ async def charter_phase(settings: Any, clients: int, warmup: float, seconds: flo
             "transactions": overall["transactions"],
             "events_in_log": overall["events"],
             "commands_completed": completed,
+            "cpu_us_per_command": cpu_per_command(meter.cpu.get("process_cores", 0.0) * elapsed, operations),
         },
     )
     meter.done(result)
@@ -203,14 +210,20 @@ async def _charter_replica(
                 latencies.append(time.perf_counter() - started)
 
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
+    window: list[tuple[float, int]] = []  # (process CPU, commands) as the measured window opens and closes
     while not stop.is_set():
         await asyncio.sleep(0.05)
+        if len(window) == 0 and measuring.is_set() or len(window) == 1 and not measuring.is_set():
+            window.append((time.process_time(), counter.value))
     running = False
+    if len(window) == 1:
+        window.append((time.process_time(), counter.value))
     await asyncio.gather(*tasks, return_exceptions=True)
     await stop_runtime(runtime)
     if traced is not None:
         stop_tracing(traced)
-    out.put(("done", {"latencies": latencies, "errors": len(errors), "first_error": errors[0] if errors else None}))
+    cpu = {"seconds": window[1][0] - window[0][0], "commands": window[1][1] - window[0][1]} if len(window) == 2 else None
+    out.put(("done", {"latencies": latencies, "errors": len(errors), "first_error": errors[0] if errors else None, "cpu": cpu}))
 
 
 def _charter_processes(
@@ -271,6 +284,7 @@ def _charter_processes(
             await conn.close()
 
     overall = asyncio.run(batching())
+    windows = [r["cpu"] for r in reports if r.get("cpu")]
     latencies = [x for r in reports for x in r["latencies"]]
     errors = sum(r["errors"] for r in reports)
     first_error = next((r["first_error"] for r in reports if r["first_error"]), None)
@@ -295,6 +309,7 @@ def _charter_processes(
             "transactions": overall["transactions"],
             "events_in_log": overall["events"],
             "commands_completed": overall["events"],
+            "cpu_us_per_command": cpu_per_command(sum(w["seconds"] for w in windows), sum(w["commands"] for w in windows)),
         },
     )
     meter.done(result)

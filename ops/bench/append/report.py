@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from ops.bench.append.phase import PhaseResult
-from ops.bench.append.telemetry import telemetry_ratio
+from ops.bench.append.telemetry import describe_floor, telemetry_ratio
 
 CEILING_TARGET = 1.0  # Charter events/s over one-row INSERT transactions/s
 STOCK_TARGET = 10.0  # Charter events/s over eventsourcing's stock recorder events/s
@@ -124,6 +124,11 @@ def markdown(report: dict[str, Any]) -> str:
     names = RATIO_NAMES
     for key, item in report["ratios"].items():
         lines.append(f"| {names[key]} | {fmt_ratio(item['value'])} | ≥ {item['target']:g}x | {'met' if item['met'] else 'NOT met'} |")
+    floor = res.get("charter_telemetry", {}).get("extra", {}).get("floor")
+    if floor:
+        spans = res["charter_telemetry"]["extra"]["otlp_sink"].get("by_name", {})
+        lines += ["", "## Telemetry against the SDK's floor", "", describe_floor(floor), "",
+                  "Spans received: " + ", ".join(f"{name} {n:,}" for name, n in spans.items())]
     errors = [f"- {item['title']}: {item['errors']} errors, first: `{item['first_error']}`" for item in res.values() if item["first_error"]]
     if errors:
         lines += ["", "## Errors", "", *errors]

@@ -16,7 +16,7 @@ from ops.bench.append.ceiling import find_pgbench, phase_ceiling
 from ops.bench.append.charter import phase_charter
 from ops.bench.append.phase import PhaseResult
 from ops.bench.append.report import fmt_ratio, markdown, ratios, ratios_table, results_table
-from ops.bench.append.telemetry import telemetry_on
+from ops.bench.append.telemetry import describe_floor, floor_analysis, sdk_floor, telemetry_on
 from ops.bench.append.stock import phase_eventsourcing
 from ops.bench.common import bench_progress, machine_info, warmup_for, write_report
 from ops.bench.postgres import bench_server, connection_budget, database_name, fresh_database, server_info
@@ -61,7 +61,12 @@ def run_append(args: argparse.Namespace) -> int:
                         results["charter_telemetry"] = phase_charter(
                             dsn, clients, warmup, seconds, workdir / "charter-telemetry", budget, progress, processes, telemetry=True
                         )
-                    results["charter_telemetry"].extra["otlp_sink"] = {"exports": sink.requests, "bytes": sink.bytes}
+                        received = sink.received()
+                        floor_task = progress.add_task("(e) SDK floor", total=None, status="one span at a time, exported")
+                        floor_us = sdk_floor()
+                        progress.update(floor_task, total=1, completed=1, status=f"[bold]{floor_us:.1f} µs/span[/bold]")
+                    results["charter_telemetry"].extra["otlp_sink"] = received
+                    results["charter_telemetry"].extra["floor"] = floor_analysis(results, floor_us, received)
 
     found = ratios(results)
     report = {
@@ -102,8 +107,9 @@ def run_append(args: argparse.Namespace) -> int:
         console.print(
             f"telemetry on / off: {fmt_ratio(found['telemetry_on_vs_off']['value'])} "
             f"({results['charter_telemetry'].rate:,.0f} vs {results['charter'].rate:,.0f} events/s; "
-            f"{sink['exports']} OTLP exports, {sink['bytes']:,} bytes received by the sink)"
+            f"{sink['exports']} OTLP exports, {sink['bytes']:,} bytes, {sink['spans']:,} spans received by the sink)"
         )
+        console.print(describe_floor(results["charter_telemetry"].extra["floor"]))
     console.print(ratios_table(found))
     console.print(f"report: {json_path}  {md_path}")
     return 0

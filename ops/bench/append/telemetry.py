@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,16 +22,26 @@ ON = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_TRACES_SAMPLER": "always_on", "OTEL_
 
 
 class _Sink(BaseHTTPRequestHandler):
-    """Accepts OTLP/HTTP exports and keeps only their count and size (what a collector would receive)."""
+    """Accepts OTLP/HTTP exports and keeps their count, size and spans by name (what a collector would
+    receive)."""
 
     server: "OtlpSink"
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
         size = int(self.headers.get("Content-Length", "0"))
-        self.rfile.read(size)
+        body = self.rfile.read(size)
+        names = Counter(
+            span.name
+            for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        )
         with self.server.lock:
             self.server.requests += 1
             self.server.bytes += size
+            self.server.spans.update(names)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -47,6 +59,16 @@ class OtlpSink(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
+        self.spans: Counter[str] = Counter()
+
+    def received(self) -> dict[str, Any]:
+        """What the sink received: exports, bytes, spans in all and per command span."""
+        with self.lock:
+            spans, commands = sum(self.spans.values()), sum(n for name, n in self.spans.items() if name.startswith("command "))
+            return {
+                "exports": self.requests, "bytes": self.bytes, "spans": spans,
+                "spans_per_command": spans / commands if commands else None, "by_name": dict(self.spans.most_common()),
+            }  # fmt: skip
 
     @property
     def endpoint(self) -> str:
@@ -99,3 +121,79 @@ def telemetry_ratio(results: dict[str, Any]) -> dict[str, Any] | None:
     off, on = results["charter"].rate, results["charter_telemetry"].rate
     value = on / off if off > 0 else None
     return {"value": value, "target": TARGET, "met": value is not None and value >= TARGET}
+
+
+# -- the SDK's own floor -------------------------------------------------------------------------------
+
+FLOOR_SPANS = 20_000
+# A span shaped like Charter's command span: its name and the attributes Runtime sets on it.
+_FLOOR_ATTRIBUTES = {"charter.command": "InstallPlugin", "charter.outcome": "ok", "charter.stream_id": "plugin:bench-floor",
+                     "charter.stream_type": "plugin", "charter.version": 1}  # fmt: skip
+
+
+def _floor_child(spans: int, out: Any) -> None:
+    from infrastructure.telemetry import tracing
+
+    current = tracing.configure_tracing()  # as the replicas: the OTEL_* variables telemetry_on set
+    assert current.provider is not None
+    tracer, batch = current.tracer, 512  # the batch processor's export size; flushed per batch, none dropped
+    started = time.process_time()
+    for made in range(0, spans, batch):
+        for _ in range(min(batch, spans - made)):
+            with tracer.start_as_current_span("floor InstallPlugin", attributes=_FLOOR_ATTRIBUTES):
+                pass
+        current.flush()
+    out.put((time.process_time() - started) / spans * 1e6)
+    current.shutdown()
+
+
+def sdk_floor(spans: int = FLOOR_SPANS) -> float:
+    """(e) Microseconds of CPU the OpenTelemetry SDK takes to make one span and export it over OTLP/HTTP,
+    with nothing else to do: in a process of its own (the sink's decoding is not counted), configured as
+    the replicas are. No command can be traced for less than this per span."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    out = mp.Queue()
+    child = mp.Process(target=_floor_child, args=(spans, out), daemon=True)
+    child.start()
+    try:
+        return float(out.get(timeout=300))
+    finally:
+        child.join(timeout=30)
+
+
+def floor_analysis(results: dict[str, Any], floor_us: float, received: dict[str, Any]) -> dict[str, Any]:
+    """How far (d) is from what the SDK allows, all from this run: c and d are the Charter processes' CPU per
+    command without and with telemetry, s the SDK's CPU per span, k the spans per traced command. When the
+    Charter processes are what limits throughput, tracing one span per command can at best reach
+    c / (c + s); with Charter's k spans, c / (c + k·s). What (d) spends beyond k·s is Charter's own."""
+    c = results["charter"].extra.get("cpu_us_per_command")
+    d = results["charter_telemetry"].extra.get("cpu_us_per_command")
+    k = received.get("spans_per_command")
+    out: dict[str, Any] = {"sdk_us_per_span": floor_us, "spans_per_command": k, "cpu_us_per_command_off": c, "cpu_us_per_command_on": d}
+    if c and d:
+        out["cpu_ratio_off_vs_on"] = c / d
+        out["best_ratio_one_span"] = c / (c + floor_us)
+        if k:
+            out["floor_ratio_charter_spans"] = c / (c + k * floor_us)
+            out["charter_own_us_per_command"] = d - c - k * floor_us
+    return out
+
+
+def describe_floor(floor: dict[str, Any]) -> str:
+    """One paragraph for the console and the Markdown report."""
+    def us(key: str) -> str:
+        return "n/a" if floor.get(key) is None else f"{floor[key]:,.0f} µs"
+
+    def x(key: str) -> str:
+        return "n/a" if floor.get(key) is None else f"{floor[key]:.2f}x"
+
+    k = floor.get("spans_per_command")
+    return (
+        f"(e) SDK floor: one span made and exported over OTLP costs {floor['sdk_us_per_span']:.1f} µs of CPU; "
+        f"Charter's processes spend {us('cpu_us_per_command_off')} per command untraced, {us('cpu_us_per_command_on')} traced "
+        f"(CPU ratio {x('cpu_ratio_off_vs_on')}); {'n/a' if k is None else f'{k:.1f}'} spans per traced command. "
+        f"Best reachable with one span per command: {x('best_ratio_one_span')}; with Charter's spans at the SDK's cost alone: "
+        f"{x('floor_ratio_charter_spans')}; Charter's own cost beyond the SDK's: {us('charter_own_us_per_command')} per command."
+    )
