@@ -66,7 +66,7 @@ class Settings(msgspec.Struct, kw_only=True):
     run_relay: bool = True
     # The largest event the store accepts: its payload and metadata as JSON, in bytes (a larger one is
     # refused with 413 EVENT_TOO_LARGE and nothing of its command is written). The embedded nats-server's
-    # max_payload is sized from it (infrastructure.embedded.servers.nats_max_payload).
+    # max_payload is sized from it (infrastructure.embedded.nats.nats_max_payload).
     event_max_bytes: int = 256 * 1024
     # What the relay does with an event JetStream can never take (larger than the server's max_payload,
     # refused for good): False (default) holds at it until an operator runs `charter relay skip

@@ -27,7 +27,7 @@ PREFERRED_NATS_PORT = 4229
 
 
 def _embedded_postgres(settings: Settings, **options: Any) -> Any:
-    from infrastructure.embedded.servers import EmbeddedPostgres
+    from infrastructure.embedded.postgres import EmbeddedPostgres
 
     return EmbeddedPostgres(
         settings.data_dir.absolute() / "postgres",
@@ -68,7 +68,7 @@ def embedded_servers(settings: Settings) -> Iterator[Any]:
     if settings.database_url and settings.nats_url:
         yield None
         return
-    from infrastructure.embedded.servers import EmbeddedNats, nats_max_payload
+    from infrastructure.embedded.nats import EmbeddedNats, nats_max_payload
     from infrastructure.embedded.supervision import Watchdog, data_dir_lock
 
     data_dir = settings.data_dir.absolute()

@@ -36,7 +36,7 @@ def pg_server_dsn() -> Iterator[str]:
     if given:
         yield given
         return
-    from infrastructure.embedded.servers import EmbeddedPostgres
+    from infrastructure.embedded.postgres import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="charter-test-pg-") as tmp:
         server = EmbeddedPostgres(Path(tmp))
@@ -108,7 +108,7 @@ def nats_url() -> Iterator[str]:
     if given:
         yield given
         return
-    from infrastructure.embedded.servers import EmbeddedNats
+    from infrastructure.embedded.nats import EmbeddedNats
 
     with tempfile.TemporaryDirectory(prefix="charter-test-nats-") as tmp:
         server = EmbeddedNats(Path(tmp))

@@ -1,7 +1,7 @@
 """What keeps `charter serve`'s embedded servers tied to it: a lock on the data directory, and a
 watchdog that restarts an embedded server that dies and stops them all at the end.
 
-Together with the parent-death signal of the children (see `infrastructure.embedded.servers`), no embedded
+Together with the parent-death signal of the children (see `infrastructure.embedded.process`), no embedded
 PostgreSQL or nats-server outlives the `charter serve` that started it, and two never share one data
 directory.
 """
@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from infrastructure.embedded.servers import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError
+from infrastructure.embedded.nats import EmbeddedNats
+from infrastructure.embedded.postgres import EmbeddedPostgres
+from infrastructure.embedded.process import EmbeddedServerError
 
 __all__ = ["DataDirBusy", "Watchdog", "data_dir_lock"]
 

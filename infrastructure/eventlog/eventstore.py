@@ -6,7 +6,7 @@ one event too large writes none of its events and costs the other commands of th
 keeps numbers as `numeric` and prints them in full (`1e300` comes back as 301 digits), so an event whose
 JSON has an exponent is also measured as PostgreSQL will store and publish it. The size is that of
 compact JSON; the stored text (jsonb adds a space after `,` and `:`) is at most 1.5 times as long, which
-the embedded nats-server's max_payload allows for (`infrastructure.embedded.servers.nats_max_payload`).
+the embedded nats-server's max_payload allows for (`infrastructure.embedded.nats.nats_max_payload`).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def bench_server(workdir: Path, console: Console) -> Iterator[Server]:
     if given:
         yield Server(given, "external")
         return
-    from infrastructure.embedded.servers import EmbeddedPostgres
+    from infrastructure.embedded.postgres import EmbeddedPostgres
 
     server = EmbeddedPostgres(workdir / "postgres")
     console.print(f"starting embedded PostgreSQL under {server.pgdata} ...")

@@ -13,7 +13,7 @@ import uvicorn
 from litestar import Litestar
 from cryptography.fernet import Fernet
 
-from infrastructure.embedded.servers import find_free_port
+from infrastructure.embedded.process import find_free_port
 from infrastructure.settings import Settings
 from interfaces.app import create_app
 from interfaces.serving import server_config

@@ -22,7 +22,7 @@ from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from litestar.testing import AsyncTestClient
 
 from domain.identity.access import BUILTIN_ROLES
-from infrastructure.embedded.servers import find_free_port
+from infrastructure.embedded.process import find_free_port
 from interfaces.app import create_app
 from tests.e2e.access_kit import (
     AUTH,

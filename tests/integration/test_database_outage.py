@@ -19,7 +19,8 @@ import asyncpg
 import httpx
 import pytest
 
-from infrastructure.embedded.servers import EmbeddedPostgres, find_free_port
+from infrastructure.embedded.postgres import EmbeddedPostgres
+from infrastructure.embedded.process import find_free_port
 from tests.e2e.plugin_kit import PLUGINS, install, manifest, unique_id
 
 ADMIN = ("outage-admin@charter.test", "outage-admin-password")

@@ -14,7 +14,11 @@ import asyncpg
 import nats
 import pytest
 
-from infrastructure.embedded.servers import EmbeddedNats, EmbeddedPostgres, find_free_port
+from infrastructure.embedded.nats import EmbeddedNats
+
+from infrastructure.embedded.postgres import EmbeddedPostgres
+
+from infrastructure.embedded.process import find_free_port
 
 
 def _pid_alive(pid: int) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from infrastructure.embedded.servers import EmbeddedNats, find_free_port
+from infrastructure.embedded.nats import EmbeddedNats
+from infrastructure.embedded.process import find_free_port
 from interfaces.app import create_app
 from tests.e2e.conftest import admin_token, make_settings
 from tests.e2e.plugin_kit import install, manifest, unique_id

@@ -31,7 +31,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageT
 from nats.js.errors import NotFoundError
 
 from application.ports import AppendRequest, NewEvent
-from infrastructure.embedded.servers import EmbeddedNats, find_free_port
+from infrastructure.embedded.nats import EmbeddedNats
+from infrastructure.embedded.process import find_free_port
 from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from infrastructure.eventlog.projector import lag
 from infrastructure.stream.relay import RELAY, Relay, StreamSettings

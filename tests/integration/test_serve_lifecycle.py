@@ -21,7 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infrastructure.embedded.servers import EmbeddedNats, EmbeddedPostgres, find_free_port
+from infrastructure.embedded.nats import EmbeddedNats
+from infrastructure.embedded.postgres import EmbeddedPostgres
+from infrastructure.embedded.process import find_free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's")
 

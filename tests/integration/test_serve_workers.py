@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
-from infrastructure.embedded.servers import find_free_port
+from infrastructure.embedded.process import find_free_port
 from infrastructure.eventlog.projector import lock_key
 from infrastructure.stream.relay import RELAY
 from projections import PROJECTIONS

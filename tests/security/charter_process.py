@@ -24,7 +24,7 @@ import httpx
 import nats
 from cryptography.fernet import Fernet
 
-from infrastructure.embedded.servers import find_free_port
+from infrastructure.embedded.process import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_EMAIL = "admin@charter.test"

@@ -29,7 +29,7 @@ from litestar.testing import AsyncTestClient
 from domain.plugins.errors import ManifestInvalid
 from infrastructure.plugins import archives
 from infrastructure.plugins.archives import ArchiveLimits
-from infrastructure.embedded.servers import find_free_port
+from infrastructure.embedded.process import find_free_port
 from infrastructure.plugins.sources import manifest_from_archive
 from infrastructure.settings import Settings
 from interfaces.app import create_app

@@ -15,7 +15,7 @@ from litestar.testing import AsyncTestClient
 
 from application.errors import EventTooLarge
 from application.ports import AppendRequest, NewEvent
-from infrastructure.embedded.servers import NATS_DEFAULT_MAX_PAYLOAD, nats_max_payload
+from infrastructure.embedded.nats import NATS_DEFAULT_MAX_PAYLOAD, nats_max_payload
 from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from interfaces.app import create_app
 from tests.e2e.conftest import admin_token, make_settings

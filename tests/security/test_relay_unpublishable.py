@@ -25,7 +25,8 @@ from litestar.testing import AsyncTestClient
 
 from application.ports import AppendRequest, NewEvent
 from infrastructure.telemetry import metrics
-from infrastructure.embedded.servers import EmbeddedNats, find_free_port
+from infrastructure.embedded.nats import EmbeddedNats
+from infrastructure.embedded.process import find_free_port
 from infrastructure.eventlog.eventstore import GENESIS, EventStore, create_pool
 from infrastructure.stream.relay import Relay, StreamSettings
 from interfaces.app import create_app

@@ -46,9 +46,9 @@ def find_pgbench(bin_dir: Path | None) -> Path | None:
         candidates.append(Path(on_path))
     candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True))
     with contextlib.suppress(Exception):
-        from infrastructure.embedded.servers import _wheel_bin_dir
+        from infrastructure.embedded.postgres_install import wheel_bin_dir
 
-        wheel = _wheel_bin_dir()
+        wheel = wheel_bin_dir()
         if wheel is not None:
             candidates.append(wheel / "pgbench")
     for candidate in candidates:

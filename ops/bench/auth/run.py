@@ -27,7 +27,7 @@ from ops.bench.postgres import bench_server, database_name, fresh_database, migr
 def run_auth(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
-    from infrastructure.embedded.servers import find_free_port
+    from infrastructure.embedded.process import find_free_port
     from infrastructure.telemetry.logging import configure_logging
 
     configure_logging("warning", json=False)

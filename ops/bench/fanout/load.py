@@ -64,7 +64,7 @@ def run_fanout_phases(
 
     from cryptography.fernet import Fernet
 
-    from infrastructure.embedded.servers import find_free_port
+    from infrastructure.embedded.process import find_free_port
     from infrastructure.settings import Settings
 
     result = FanoutResult()

@@ -34,7 +34,7 @@ def bench_nats(workdir: Path, console: Console) -> Iterator[tuple[str, str, int 
     if given:
         yield given, "external", None
         return
-    from infrastructure.embedded.servers import EmbeddedNats
+    from infrastructure.embedded.nats import EmbeddedNats
 
     server = EmbeddedNats(workdir / "nats")
     console.print(f"starting embedded NATS (JetStream) under {server.store_dir} ...")

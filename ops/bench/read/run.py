@@ -97,7 +97,7 @@ async def run_load(
 def run_read(args: argparse.Namespace) -> int:
     from cryptography.fernet import Fernet
 
-    from infrastructure.embedded.servers import find_free_port
+    from infrastructure.embedded.process import find_free_port
     from infrastructure.telemetry.logging import configure_logging
 
     configure_logging("warning", json=False)
