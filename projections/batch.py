@@ -11,8 +11,9 @@ folding its events one at a time gives (tests/property/test_batch_folding.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,18 @@ class Rows:
         by_group = self._rows[table]
         return {group: by_group.get(group, {}) for group in self._known[table]}
 
+    def members(self, table: str, group: Any) -> dict[Key, Row]:
+        """The rows of `group` this batch holds now (whether or not it knows the whole group)."""
+        return self._rows[table].get(group, {})
+
+    def dirty(self, table: str) -> Iterable[Key]:
+        """The keys this batch put, updated or deleted."""
+        return self._dirty[table].keys()
+
+    def cleared(self, table: str) -> Iterable[Any]:
+        """The groups this batch cleared."""
+        return self._cleared[table].keys()
+
     def blind_changes(self, table: str) -> Iterator[tuple[Key, Row | None]]:
         """Rows this batch put (the row) or deleted (None) in groups it did not load."""
         known, by_group = self._known[table], self._rows[table]
@@ -174,28 +187,35 @@ class Rows:
         return out
 
 
+ROW_CACHE_LIMIT = 200_000  # rows a rebuild keeps per projection between chunks
+
+
 class RowCache:
     """Whole groups of rows kept between the batches of a rebuild (the only writer of its build schema),
     so a chunk does not load again what the chunks before it wrote. At most `limit` rows; the groups
-    used least recently go first."""
+    used least recently go first. A cache `fresh` from the start of its build (its tables empty when it
+    began) also remembers every group it ever changed: a group it never changed has no rows to load, so
+    folding a chunk then needs the database only for groups it evicted."""
 
-    def __init__(self, tables: Sequence[Table], limit: int = 200_000) -> None:
-        self.limit = limit
+    def __init__(self, tables: Sequence[Table], limit: int | None = None) -> None:
+        self.limit = ROW_CACHE_LIMIT if limit is None else limit
         self._groups: dict[str, OrderedDict[Any, dict[Key, Row]]] = {t.name: OrderedDict() for t in tables}
         self._size = 0
+        self.fresh = False
+        self._written: dict[str, set[Any]] = {t.name: set() for t in tables}
 
     def take(self, needs: Needs) -> tuple[dict[str, list[Row]], Needs]:
         """The cached rows of the needed groups, and the groups still to load."""
         cached: dict[str, list[Row]] = {}
         missing: Needs = {}
         for name, groups in needs.items():
-            known = self._groups[name]
+            known, written = self._groups[name], self._written[name]
             rows = cached.setdefault(name, [])
             for group in groups:
                 if group in known:
                     known.move_to_end(group)
                     rows.extend(known[group].values())
-                else:
+                elif not self.fresh or group in written:
                     missing.setdefault(name, set()).add(group)
         return cached, missing
 
@@ -203,7 +223,13 @@ class RowCache:
         """After the batch is written: its complete groups as they are now, and its puts and deletes
         applied to the cached groups it changed without loading them (a new plugin version)."""
         for name, groups in self._groups.items():
-            known = rows.known(name)
+            known, written = rows.known(name), self._written[name]
+            if self.fresh:
+                # A group first written by this batch without loading it was empty: it is whole here.
+                first = {key[0] for key in rows.dirty(name) if key[0] not in written and key[0] not in known}
+                known.update((group, rows.members(name, group)) for group in first)
+                written.update(key[0] for key in rows.dirty(name))
+                written.update(rows.cleared(name))
             for key, row in rows.blind_changes(name):
                 members = groups.get(key[0])
                 if members is None:
@@ -252,6 +278,9 @@ def select(state: Mapping[str, Mapping[Key, Row]], needs: Needs) -> dict[str, li
     }
 
 
+FOLD_SLICE = 256  # events folded between two turns of the event loop (see BatchProjection.folded)
+
+
 class BatchProjection:
     """Base of a read model written in sets. Subclasses set `name`, `schema`, `version`, `ddl`, `tables`
     and `stream_types`, and implement `needs` and `apply`."""
@@ -286,17 +315,34 @@ class BatchProjection:
         (inside the caller's transaction)."""
         from projections.batch_store import load, write
 
+        changes = await self.folded(events, cache, lambda missing: load(conn, self.tables, missing))
+        if changes:
+            await write(conn, self.tables, changes)
+
+    async def folded(
+        self, events: list[StoredEvent], cache: RowCache | None, load: Callable[[Needs], Awaitable[dict[str, list[Row]]]]
+    ) -> Changes | None:
+        """The batch folded: what it reads taken from `cache` (when given) or from `load`, then the net
+        changes to write (None when no event concerns this projection). `cache` is brought up to the
+        state after those changes at once: a rebuild folds its next chunk while this one is written."""
         relevant = self.relevant(events)
         if not relevant:
-            return
+            return None
         needs = self.needs(relevant)
         loaded, missing = cache.take(needs) if cache is not None else ({}, needs)
-        for name, found in (await load(conn, self.tables, missing)).items():
-            loaded.setdefault(name, []).extend(found)
+        if any(missing.values()):
+            for name, found in (await load(missing)).items():
+                loaded.setdefault(name, []).extend(found)
         rows = Rows(self.tables, loaded, needs)
-        await write(conn, self.tables, self.fold(rows, relevant))
+        for start in range(0, len(relevant), FOLD_SLICE):
+            if start:
+                await asyncio.sleep(0)  # the write in flight and the read ahead go on between slices
+            for event in relevant[start : start + FOLD_SLICE]:
+                self.apply(rows, event)
+        changes = rows.changes()
         if cache is not None:
             cache.keep(rows)
+        return changes
 
     def cache(self) -> RowCache:
         """A row cache for one rebuild of this projection."""

@@ -102,11 +102,16 @@ class Log:
         self.record("permission", key, Permission.define(name, f"may {name}"))
 
 
-def fold_in_batches(projection: BatchProjection, events: Sequence[StoredEvent], size: int, cache: bool = False) -> State:
+def fold_in_batches(
+    projection: BatchProjection, events: Sequence[StoredEvent], size: int, cache: bool = False, fresh: bool = False
+) -> State:
     """The tables after writing `events` in batches of `size` the way the database does: each batch
-    loads only the groups its projection needs (or takes them from a rebuild's row cache)."""
+    loads only the groups its projection needs (or takes them from a rebuild's row cache; `fresh`: one
+    that began with the tables empty, so it loads only groups it wrote and let go)."""
     state: State = {}
     row_cache = RowCache(projection.tables, limit=7) if cache else None
+    if row_cache is not None:
+        row_cache.fresh = fresh
     for start in range(0, len(events), size):
         batch = projection.relevant(events[start : start + size])
         if not batch:

@@ -12,7 +12,6 @@ the embedded nats-server's max_payload allows for (`infrastructure.embedded.nats
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from domain.identity.user import WITHHELD_FIELDS
 from infrastructure.audit import chain
 from infrastructure.telemetry import metrics, tracing
 from infrastructure.eventlog.availability import DATABASE, is_unavailable
+from infrastructure.eventlog.stored_form import may_be_rewritten
 from infrastructure.eventlog.upcasting import current
 # The global order lives in global_order.py; its names are still importable from here.
 from infrastructure.eventlog.global_order import (  # noqa: F401
@@ -41,21 +41,6 @@ GENESIS = chain.GENESIS
 UNVERIFIED_FINGERPRINT = "unverified"
 NOTIFY_CHANNEL = "charter_events"
 MAX_EVENT_BYTES = 256 * 1024  # the default of CHARTER_EVENT_MAX_BYTES
-# What PostgreSQL rewrites in JSON it stores: a number with an exponent (printed in full) and -0.0 (as
-# 0.0). The quick test looks for such a number where compact JSON starts a value (after ':', ',' or '[');
-# it may still match inside a string, so the exact one then reads strings as strings: only a number sends
-# the event for its stored form (a traceparent's hex digits did, for every traced command).
-_REWRITTEN = re.compile(rb"[:,\[]-?[0-9]+(?:\.[0-9]+)?[eE]|[:,\[]-0\.0")
-_REWRITTEN_OUTSIDE_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|([0-9][eE][-+]?[0-9]|-0\.0)')
-
-
-def may_be_rewritten(document: bytes) -> bool:
-    """Whether PostgreSQL may store this compact JSON object in another form than it was sent (see above)."""
-    return _REWRITTEN.search(document) is not None and any(
-        m.group(1) is not None for m in _REWRITTEN_OUTSIDE_STRINGS.finditer(document)
-    )
-
-
 # An event's size as PostgreSQL stores it, its largest payload field, and the payload and metadata as
 # stored (what the hash covers, so that it verifies against the rows as read back).
 _STORED_SIZE = """

@@ -79,6 +79,8 @@ async def _start(conn: asyncpg.Connection, projection: Projection, fresh: bool) 
         build.cursor = (row["tx"], row["position"])
         log.info("resuming rebuild", projection=projection.name, cursor=build.cursor)
         return build
+    if build.cache is not None:
+        build.cache.fresh = True  # its tables are created empty below: what it never wrote is not there
     async with conn.transaction():
         await conn.execute(f'DROP SCHEMA IF EXISTS "{build.schema}" CASCADE')
         await conn.execute(f'CREATE SCHEMA "{build.schema}"')
@@ -102,6 +104,83 @@ async def _apply(conn: asyncpg.Connection, builds: Sequence[Build], events: list
             await build.projection.handle(conn, todo)
         await _set_cursor(conn, build.name, last, build.projection.version)
         build.cursor = last
+
+
+@dataclass
+class _Folded:
+    """One build's share of a chunk: the changes folded ahead of the write (projections that fold apart
+    from writing, BatchProjection), or the events to hand to `handle` inside the write."""
+
+    build: Build
+    changes: Any = None
+    events: list[StoredEvent] | None = None
+
+
+class _Pipeline:
+    """Chunks folded in this process while PostgreSQL writes the chunk before: the fold of chunk n+1
+    (Python) overlaps the write and commit of chunk n (the server). Chunks commit in order, each in its
+    own transaction with the build cursors; a fold that must load rows a build wrote earlier waits for
+    the write in flight first, so it reads them as committed."""
+
+    def __init__(self, conn: asyncpg.Connection, builds: Sequence[Build]) -> None:
+        self.conn, self.builds = conn, builds
+        self.writing: asyncio.Task[None] | None = None
+
+    async def settle(self) -> None:
+        """Wait for the chunk being written (its failure is raised here)."""
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            await writing
+
+    async def cancel(self) -> None:
+        if self.writing is not None:
+            self.writing.cancel()
+            await asyncio.gather(self.writing, return_exceptions=True)
+            self.writing = None
+
+    async def fold(self, events: list[StoredEvent]) -> list[_Folded]:
+        folded = []
+        for build in self.builds:
+            todo = [e for e in events if (e.transaction_id, e.position) > build.cursor]
+            if not todo:
+                continue
+            folds = getattr(build.projection, "folded", None)
+            if build.cache is None or folds is None:
+                folded.append(_Folded(build, events=todo))
+            else:
+                folded.append(_Folded(build, changes=await folds(todo, build.cache, self._loader(build))))
+            build.cursor = (events[-1].transaction_id, events[-1].position)
+        return folded
+
+    def _loader(self, build: Build) -> Callable[[Any], Any]:
+        async def load(missing: Any) -> Any:
+            from projections.batch_store import load as load_rows
+
+            await self.settle()
+            async with self.conn.transaction():
+                await self.conn.execute(f'SET LOCAL search_path TO "{build.schema}", public')
+                return await load_rows(self.conn, build.projection.tables, missing)  # type: ignore[attr-defined]
+
+        return load
+
+    async def write(self, folded: list[_Folded], last: Cursor) -> None:
+        """Start writing a folded chunk once the one before it is committed."""
+        await self.settle()
+        self.writing = asyncio.create_task(self._commit(folded, last))
+
+    async def _commit(self, folded: list[_Folded], last: Cursor) -> None:
+        from projections.batch_store import write
+
+        async with self.conn.transaction():
+            await self.conn.execute(RELAXED_COMMIT)
+            for item in folded:
+                build = item.build
+                await self.conn.execute(f'SET LOCAL search_path TO "{build.schema}", public')
+                if item.events is not None:
+                    await build.projection.handle(self.conn, item.events)
+                elif item.changes:
+                    await write(self.conn, build.projection.tables, item.changes)  # type: ignore[attr-defined]
+                await _set_cursor(self.conn, build.name, last, build.projection.version)
 
 
 async def _swap(conn: asyncpg.Connection, build: Build) -> None:
@@ -180,8 +259,9 @@ async def _rebuild(
                 progress(done, max(total, done))
 
         # Chunk by chunk, each committed with the build cursors; the next chunk is read on a second
-        # connection while this one is written, so the server's work on both overlaps.
+        # connection and folded while this one is written, so the server's work and ours overlap.
         reader = await connect(dsn)
+        pipeline = _Pipeline(conn, builds)
         try:
             ahead = asyncio.create_task(read_global(reader, cursor, chunk, types))
             while True:
@@ -191,12 +271,17 @@ async def _rebuild(
                         read_global(reader, (events[-1].transaction_id, events[-1].position), chunk, types)
                     )
                 if events:
-                    async with conn.transaction():
-                        await conn.execute(RELAXED_COMMIT)
-                        await replay(events)
+                    last = (events[-1].transaction_id, events[-1].position)
+                    await pipeline.write(await pipeline.fold(events), last)
+                    cursor = last
+                    done += len(events)
+                    if progress:  # what is committed or being written
+                        progress(done, max(total, done))
                 if len(events) < chunk:
                     break
+            await pipeline.settle()
         finally:
+            await pipeline.cancel()
             ahead.cancel()
             await asyncio.gather(ahead, return_exceptions=True)
             await reader.close()

@@ -118,6 +118,7 @@ def test_any_batch_size_folds_to_the_rows_of_one_event_at_a_time(operations: lis
         one_at_a_time = tables(fold_in_batches(projection, events, 1))
         assert tables(fold_in_batches(projection, events, size)) == one_at_a_time, projection.name
         assert tables(fold_in_batches(projection, events, size, cache=True)) == one_at_a_time, projection.name
+        assert tables(fold_in_batches(projection, events, size, cache=True, fresh=True)) == one_at_a_time, projection.name
         assert tables(fold_whole(projection, events)) == one_at_a_time, projection.name
 
 

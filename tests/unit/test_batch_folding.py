@@ -81,6 +81,42 @@ class TestRowCache:
 
         assert missing == {"items": {"a"}}
 
+    def test_a_fresh_cache_loads_only_groups_it_wrote_and_let_go(self) -> None:
+        cache = RowCache([ITEMS], limit=2)
+        cache.fresh = True  # its build began with empty tables
+        first = Rows([ITEMS], {}, {})
+        first.put("items", {"group_id": "a", "item": 1})  # written without reading: "a" was empty
+        cache.keep(first)
+        for group in ("b", "c"):  # "a" goes past the limit
+            cache.keep(Rows([ITEMS], {"items": [{"group_id": group, "item": 1}]}, {"items": {group}}))
+
+        cached, missing = cache.take({"items": {"a", "c", "never-written"}})
+
+        assert missing == {"items": {"a"}}  # written and let go: in the database only
+        assert [r["group_id"] for r in cached["items"]] == ["c"]
+
+    def test_a_group_a_fresh_cache_first_wrote_blind_is_kept_whole(self) -> None:
+        cache = RowCache([ITEMS])
+        cache.fresh = True
+        blind = Rows([ITEMS], {}, {})
+        blind.put("items", {"group_id": "g", "item": 1})
+        blind.put("items", {"group_id": "g", "item": 2})
+        cache.keep(blind)
+
+        cached, missing = cache.take({"items": {"g"}})
+
+        assert missing == {} and sorted(r["item"] for r in cached["items"]) == [1, 2]
+
+    def test_a_cache_not_fresh_loads_every_group_it_does_not_hold(self) -> None:
+        cache = RowCache([ITEMS])  # a resumed build: rows written by an earlier run are unknown to it
+        blind = Rows([ITEMS], {}, {})
+        blind.put("items", {"group_id": "g", "item": 1})
+        cache.keep(blind)
+
+        _, missing = cache.take({"items": {"g", "h"}})
+
+        assert missing == {"items": {"g", "h"}}
+
 
 class TestPluginsFold:
     def test_an_install_upserts_the_plugin_its_first_version_and_its_dependencies(self) -> None:

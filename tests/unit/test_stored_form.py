@@ -8,7 +8,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infrastructure.eventlog.eventstore import may_be_rewritten
+from infrastructure.eventlog.stored_form import may_be_rewritten
 
 QUICK = (b"e", b"E")
 
