@@ -16,7 +16,6 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from infrastructure.stream import unpublishable
-from infrastructure.telemetry import metrics
 from infrastructure.eventlog.availability import DATABASE
 from infrastructure.eventlog.projector import checkpoint
 from infrastructure.stream.relay import RELAY
@@ -163,12 +162,12 @@ class Readiness:
         )
 
     async def update_gauges(self) -> None:
-        """Bring the lag and client gauges up to date (before a Prometheus scrape)."""
+        """Bring the lag gauges up to date (before a Prometheus scrape); the SSE hub keeps its client
+        gauge itself, as clients come and go."""
         runtime = self.runtime
         await runtime.projection_lag()
         if runtime.settings.nats_url:
             await runtime.relay_lag()
-            metrics.SSE_CLIENTS.set(len(runtime.hub.subscribers) if runtime.hub else 0)
 
     def health(self) -> dict[str, Any]:
         now = time.time()
