@@ -26,10 +26,13 @@ Needs = dict[str, set[Any]]
 
 @dataclass(frozen=True)
 class Table:
-    """A read-model table: its name and primary key; `key[0]` groups rows loaded or cleared together."""
+    """A read-model table: its name and primary key; `key[0]` groups rows loaded or cleared together.
+    `whole_rows`: its rows are small, so a changed row is sent whole (one upsert per batch) rather than
+    by the columns it changed (one UPDATE per set of columns: a rebuild's chunk sent dozens)."""
 
     name: str
     key: tuple[str, ...]
+    whole_rows: bool = False
 
     @property
     def group(self) -> str:
@@ -171,11 +174,11 @@ class Rows:
     def changes(self) -> Changes:
         out: Changes = {}
         for name, dirty in self._dirty.items():
-            by_group = self._rows[name]
+            by_group, whole = self._rows[name], self.tables[name].whole_rows
             change = TableChanges(cleared=list(self._cleared[name]))
             for key, columns in dirty.items():
                 row = by_group.get(key[0], {}).get(key)
-                if row is not None and columns is not None:
+                if row is not None and columns is not None and not whole:
                     names = (*self.tables[name].key, *sorted(columns))
                     change.updated.setdefault(names, []).append({c: row[c] for c in names})
                 elif row is not None:

@@ -1,5 +1,9 @@
 """Read model `plugins`: which plugins are installed, at which version, who depends on whom.
 
+A manifest is kept once, in `plugin_versions` (one row per install or update); a plugin's row names
+the version row whose manifest it runs (`manifest_seq`), so the events that change a plugin's state
+(enable, restart, configure, ...) rewrite a small row, not a copy of its manifest (version 2).
+
 Written in sets (projections/batch.py): `apply` folds one event into the rows, pure; the batch's rows
 are then upserted table by table."""
 
@@ -16,7 +20,7 @@ from projections.batch import BatchProjection, Needs, Row, Rows, Table
 
 NAME = "plugins"
 SCHEMA = "rm_plugins"
-VERSION = 1
+VERSION = 2
 
 DDL = """
 CREATE TABLE plugins (
@@ -32,7 +36,7 @@ CREATE TABLE plugins (
     status          text NOT NULL,
     enabled         boolean NOT NULL,
     disabled_reason text,
-    manifest        jsonb NOT NULL,
+    manifest_seq    integer NOT NULL,
     config          jsonb NOT NULL DEFAULT '{}',
     source          jsonb NOT NULL DEFAULT '{}',
     restarts        integer NOT NULL DEFAULT 0,
@@ -78,7 +82,7 @@ def version_key(version: str) -> list[int]:
     return list(_version_key(version))
 
 
-PLUGINS = Table("plugins", ("plugin_id",))
+PLUGINS = Table("plugins", ("plugin_id",), whole_rows=True)  # no manifest in it: a few hundred bytes
 VERSIONS = Table("plugin_versions", ("plugin_id", "seq"))
 DEPENDENCIES = Table("plugin_dependencies", ("plugin_id", "depends_on"))
 MANIFEST_CHANGES = frozenset({"Plugin.Installed", "Plugin.Reinstalled", "Plugin.Updated", "Plugin.RolledBack"})
@@ -91,8 +95,8 @@ def _plugin_id(event: StoredEvent) -> str:
 PREFIX = len("plugin:")
 
 
-def _described(m: dict[str, Any]) -> Row:
-    """The columns a manifest decides."""
+def _described(m: dict[str, Any], seq: int) -> Row:
+    """The columns a manifest decides; `seq`: its row in plugin_versions."""
     return {
         "name": m["name"],
         "version": m["version"],
@@ -102,7 +106,7 @@ def _described(m: dict[str, Any]) -> Row:
         "category": m.get("category", "general"),
         "tags": list(m.get("tags", [])),
         "capabilities": list(m.get("capabilities", [])),
-        "manifest": m,
+        "manifest_seq": seq,
     }
 
 
@@ -127,7 +131,7 @@ class PluginsProjection(BatchProjection):
         match e.event_type:
             case "Plugin.Installed" | "Plugin.Reinstalled":
                 rows.put("plugins", {
-                    "plugin_id": pid, **_described(p["manifest"]),
+                    "plugin_id": pid, **_described(p["manifest"], e.stream_version),
                     "status": "enabled" if p["enabled"] else "installed", "enabled": p["enabled"],
                     "disabled_reason": None, "config": p["config"], "source": p["source"], "restarts": 0, "reloads": 0,
                     "installed_at": e.recorded_at, **touched,
@@ -135,12 +139,13 @@ class PluginsProjection(BatchProjection):
                 _set_dependencies(rows, pid, p["manifest"])
                 _record_version(rows, pid, e, p["manifest"], p["source"])
             case "Plugin.Updated":
-                _set_manifest(rows, pid, touched, p["manifest"], p["source"], p["config"])
+                _set_manifest(rows, pid, touched, p["manifest"], e.stream_version, p["source"], p["config"])
                 _record_version(rows, pid, e, p["manifest"], p["source"])
             case "Plugin.RolledBack":
                 found = [v for v in rows.group("plugin_versions", pid) if v["version"] == p["to_version"]]
                 if found:  # the latest recording of that version
-                    _set_manifest(rows, pid, touched, found[-1]["manifest"], found[-1]["source"], p["config"])
+                    version = found[-1]
+                    _set_manifest(rows, pid, touched, version["manifest"], version["seq"], version["source"], p["config"])
             case "Plugin.Enabled":
                 rows.update("plugins", pid, status="enabled", enabled=True, disabled_reason=None, **touched)
             case "Plugin.Disabled":
@@ -159,8 +164,8 @@ class PluginsProjection(BatchProjection):
                 rows.clear("plugin_dependencies", pid)
 
 
-def _set_manifest(rows: Rows, pid: str, touched: Row, m: dict[str, Any], source: dict, config: dict) -> None:
-    if rows.update("plugins", pid, **_described(m), source=source, config=config, **touched) is not None:
+def _set_manifest(rows: Rows, pid: str, touched: Row, m: dict[str, Any], seq: int, source: dict, config: dict) -> None:
+    if rows.update("plugins", pid, **_described(m, seq), source=source, config=config, **touched) is not None:
         _set_dependencies(rows, pid, m)
 
 

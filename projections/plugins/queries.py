@@ -75,7 +75,11 @@ async def list_plugins(pool: asyncpg.Pool, f: PluginFilter, page: Page) -> tuple
 
 async def get_plugin(pool: asyncpg.Pool, plugin_id: str) -> dict[str, Any] | None:
     async with pool.acquire() as conn:
-        row = await conn.fetchrow(f"SELECT * FROM {SCHEMA}.plugins WHERE plugin_id = $1", plugin_id)
+        row = await conn.fetchrow(
+            f"SELECT p.*, v.manifest FROM {SCHEMA}.plugins p"
+            f" JOIN {SCHEMA}.plugin_versions v ON v.plugin_id = p.plugin_id AND v.seq = p.manifest_seq WHERE p.plugin_id = $1",
+            plugin_id,
+        )
         if row is None:
             return None
         versions = await conn.fetch(

@@ -129,11 +129,12 @@ class TestPluginsFold:
         assert (plugin["plugin_id"], plugin["version"], plugin["status"], plugin["enabled"]) == ("web", "1.2.0", "enabled", True)
         assert plugin["version_key"][:3] == [1, 2, 0] and (plugin["restarts"], plugin["reloads"]) == (0, 0)
         assert [(v["plugin_id"], v["seq"], v["version"]) for v in changes["plugin_versions"].upserted] == [("web", 1, "1.2.0")]
+        assert plugin["manifest_seq"] == 1 and "manifest" not in plugin  # the manifest is kept once, with its version
         deps = changes["plugin_dependencies"]
         assert deps.cleared == ["web"]
         assert deps.upserted == [{"plugin_id": "web", "depends_on": "base", "requirement": ">=1.0"}]
 
-    def test_many_restarts_in_one_batch_are_one_update_of_the_counter(self) -> None:
+    def test_many_restarts_in_one_batch_are_one_write_of_the_whole_small_row(self) -> None:
         log = Log()
         log.install("web")
         for _ in range(5):
@@ -142,9 +143,17 @@ class TestPluginsFold:
         changes = changes_of(PluginsProjection(), log, start=1)
 
         assert set(changes) == {"plugins"}
-        ((columns, rows),) = changes["plugins"].updated.items()
-        assert columns == ("plugin_id", "last_position", "restarts", "stream_version", "updated_at")
-        assert rows[0]["restarts"] == 5 and rows[0]["stream_version"] == 6
+        assert changes["plugins"].updated == {}  # plugin rows are sent whole (their manifests are elsewhere)
+        (row,) = changes["plugins"].upserted
+        assert row["restarts"] == 5 and row["stream_version"] == 6 and row["version"] == "1.0.0"
+
+    def test_a_table_of_large_rows_sends_only_the_columns_a_batch_changed(self) -> None:
+        big = Table("big", ("id",))
+        rows = Rows([big], {"big": [{"id": 1, "blob": "x" * 1000, "n": 0}]}, {"big": {1}})
+        rows.update("big", 1, n=1)
+
+        assert rows.changes()["big"].updated == {("id", "n"): [{"id": 1, "n": 1}]}
+        assert Rows([Table("big", ("id",), whole_rows=True)], {"big": [{"id": 1, "n": 0}]}, {"big": {1}}).changes() == {}
 
     def test_a_rollback_restores_the_earlier_manifest_and_its_dependencies(self) -> None:
         log = Log()
@@ -158,6 +167,8 @@ class TestPluginsFold:
         assert (plugin["version"], plugin["config"], plugin["source"]) == ("1.0.0", {"level": 7}, {"kind": "t"})
         assert [d["depends_on"] for d in state["plugin_dependencies"]] == ["base"]
         assert [v["version"] for v in state["plugin_versions"]] == ["1.0.0", "2.0.0"]
+        current = next(v for v in state["plugin_versions"] if v["seq"] == plugin["manifest_seq"])
+        assert current["version"] == "1.0.0" and current["manifest"]["dependencies"] == {"base": ">=1.0"}
 
     def test_an_uninstall_keeps_the_row_and_drops_the_dependencies(self) -> None:
         log = Log()
