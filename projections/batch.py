@@ -223,7 +223,7 @@ class RowCache:
         return cached, missing
 
     def keep(self, rows: Rows) -> None:
-        """After the batch is written: its complete groups as they are now, and its puts and deletes
+        """After the batch is folded: its complete groups as they are now, and its puts and deletes
         applied to the cached groups it changed without loading them (a new plugin version)."""
         for name, groups in self._groups.items():
             known, written = rows.known(name), self._written[name]
