@@ -79,8 +79,10 @@ async def _start(conn: asyncpg.Connection, projection: Projection, fresh: bool) 
         build.cursor = (row["tx"], row["position"])
         log.info("resuming rebuild", projection=projection.name, cursor=build.cursor)
         return build
-    if build.cache is not None:
-        build.cache.fresh = True  # its tables are created empty below: what it never wrote is not there
+    if build.cache is not None and hasattr(projection, "folded"):
+        # Its tables are created empty below: what it never wrote is not there (the pipeline keeps
+        # the cache of a projection that folds apart from writing; see _Pipeline.fold).
+        build.cache.fresh = True
     async with conn.transaction():
         await conn.execute(f'DROP SCHEMA IF EXISTS "{build.schema}" CASCADE')
         await conn.execute(f'CREATE SCHEMA "{build.schema}"')

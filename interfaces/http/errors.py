@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
@@ -165,9 +166,26 @@ def on_undecodable(request: Request, exc: UnicodeDecodeError) -> Response:
 
 
 RETRY_AFTER_UNAVAILABLE = "2"
+# A read model is not in the shape this code reads (its projection is being created, or rebuilt after an
+# upgrade changed its version): 503 until the rebuild swaps it in, each distinct cause logged once.
+_NOT_READY = (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError)
+_NOT_READY_LOGGED: set[str] = set()
+_NOT_READY_LOG_LIMIT = 64
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, _NOT_READY):
+        cause = str(exc)[:200]
+        if cause not in _NOT_READY_LOGGED and len(_NOT_READY_LOGGED) < _NOT_READY_LOG_LIMIT:
+            _NOT_READY_LOGGED.add(cause)
+            log.warning("read model not ready", path=request.url.path, cause=cause)
+        return envelope(
+            request,
+            503,
+            "READ_MODEL_NOT_READY",
+            "a read model is being built or rebuilt (after an upgrade); retry shortly",
+            headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+        )
     if is_unavailable(exc):  # logged once per outage by DATABASE, not once per request
         DATABASE.failed(exc, "request")
         return envelope(

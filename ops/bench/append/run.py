@@ -64,7 +64,8 @@ def run_append(args: argparse.Namespace) -> int:
                         received = sink.received()
                         floor_task = progress.add_task("(e) SDK floor", total=None, status="one span at a time, exported")
                         floor_us = sdk_floor()
-                        progress.update(floor_task, total=1, completed=1, status=f"[bold]{floor_us:.1f} µs/span[/bold]")
+                        shown = "the floor process failed" if floor_us is None else f"[bold]{floor_us:.1f} µs/span[/bold]"
+                        progress.update(floor_task, total=1, completed=1, status=shown)
                     results["charter_telemetry"].extra["otlp_sink"] = received
                     results["charter_telemetry"].extra["floor"] = floor_analysis(results, floor_us, received)
 

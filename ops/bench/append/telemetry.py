@@ -28,20 +28,12 @@ class _Sink(BaseHTTPRequestHandler):
     server: "OtlpSink"
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
         size = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(size)
-        names = Counter(
-            span.name
-            for resource in ExportTraceServiceRequest.FromString(body).resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-        )
-        with self.server.lock:
+        with self.server.lock:  # decoded after the phase: with one process, this thread shares its CPU
             self.server.requests += 1
             self.server.bytes += size
-            self.server.spans.update(names)
+            self.server.bodies.append(body)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.send_header("Content-Length", "0")
@@ -59,15 +51,26 @@ class OtlpSink(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.requests = 0
         self.bytes = 0
-        self.spans: Counter[str] = Counter()
+        self.bodies: list[bytes] = []
 
     def received(self) -> dict[str, Any]:
         """What the sink received: exports, bytes, spans in all and per command span."""
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
         with self.lock:
-            spans, commands = sum(self.spans.values()), sum(n for name, n in self.spans.items() if name.startswith("command "))
+            bodies = list(self.bodies)
+        names = Counter(
+            span.name
+            for body in bodies
+            for resource in ExportTraceServiceRequest.FromString(body).resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+        )
+        with self.lock:
+            spans, commands = sum(names.values()), sum(n for name, n in names.items() if name.startswith("command "))
             return {
                 "exports": self.requests, "bytes": self.bytes, "spans": spans,
-                "spans_per_command": spans / commands if commands else None, "by_name": dict(self.spans.most_common()),
+                "spans_per_command": spans / commands if commands else None, "by_name": dict(names.most_common()),
             }  # fmt: skip
 
     @property
@@ -147,11 +150,12 @@ def _floor_child(spans: int, out: Any) -> None:
     current.shutdown()
 
 
-def sdk_floor(spans: int = FLOOR_SPANS) -> float:
+def sdk_floor(spans: int = FLOOR_SPANS) -> float | None:
     """(e) Microseconds of CPU the OpenTelemetry SDK takes to make one span and export it over OTLP/HTTP,
     with nothing else to do: in a process of its own (the sink's decoding is not counted), configured as
     the replicas are. No command can be traced for less than this per span."""
     import multiprocessing
+    import queue as queues
 
     mp = multiprocessing.get_context("spawn")
     out = mp.Queue()
@@ -159,11 +163,15 @@ def sdk_floor(spans: int = FLOOR_SPANS) -> float:
     child.start()
     try:
         return float(out.get(timeout=300))
+    except queues.Empty:  # the child died or hung: the report goes out without the floor
+        return None
     finally:
         child.join(timeout=30)
+        if child.is_alive():
+            child.terminate()
 
 
-def floor_analysis(results: dict[str, Any], floor_us: float, received: dict[str, Any]) -> dict[str, Any]:
+def floor_analysis(results: dict[str, Any], floor_us: float | None, received: dict[str, Any]) -> dict[str, Any]:
     """How far (d) is from what the SDK allows, all from this run: c and d are the Charter processes' CPU per
     command without and with telemetry, s the SDK's CPU per span, k the spans per traced command. When the
     Charter processes are what limits throughput, tracing one span per command can at best reach
@@ -174,6 +182,7 @@ def floor_analysis(results: dict[str, Any], floor_us: float, received: dict[str,
     out: dict[str, Any] = {"sdk_us_per_span": floor_us, "spans_per_command": k, "cpu_us_per_command_off": c, "cpu_us_per_command_on": d}
     if c and d:
         out["cpu_ratio_off_vs_on"] = c / d
+    if c and d and floor_us:
         out["best_ratio_one_span"] = c / (c + floor_us)
         if k:
             out["floor_ratio_charter_spans"] = c / (c + k * floor_us)
@@ -190,8 +199,9 @@ def describe_floor(floor: dict[str, Any]) -> str:
         return "n/a" if floor.get(key) is None else f"{floor[key]:.2f}x"
 
     k = floor.get("spans_per_command")
+    per_span = "n/a (the floor process failed)" if floor.get("sdk_us_per_span") is None else f"{floor['sdk_us_per_span']:.1f} µs"
     return (
-        f"(e) SDK floor: one span made and exported over OTLP costs {floor['sdk_us_per_span']:.1f} µs of CPU; "
+        f"(e) SDK floor: one span made and exported over OTLP costs {per_span} of CPU; "
         f"Charter's processes spend {us('cpu_us_per_command_off')} per command untraced, {us('cpu_us_per_command_on')} traced "
         f"(CPU ratio {x('cpu_ratio_off_vs_on')}); {'n/a' if k is None else f'{k:.1f}'} spans per traced command. "
         f"Best reachable with one span per command: {x('best_ratio_one_span')}; with Charter's spans at the SDK's cost alone: "
