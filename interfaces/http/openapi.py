@@ -50,7 +50,7 @@ MEANING = {
     422: "The Idempotency-Key was used for a different request (IDEMPOTENCY_KEY_REUSED), or a site's policies refused"
     " an activation (VALIDATION_FAILED, every problem in details.problems)",
     429: "Too many requests (RATE_LIMITED); see Retry-After",
-    503: "Not available yet (PROJECTION_BEHIND, FANOUT_UNAVAILABLE); see Retry-After",
+    503: "Not available yet (PROJECTION_BEHIND, FANOUT_UNAVAILABLE, READ_MODEL_NOT_READY, DATABASE_UNAVAILABLE); see Retry-After",
 }
 METHODS = ("get", "put", "post", "delete", "patch")
 LOGIN_PATH = "/api/v1/auth/login"
