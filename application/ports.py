@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from uuid import UUID
 
+import msgspec
+
 
 @dataclass(frozen=True)
 class NewEvent:
@@ -25,9 +27,9 @@ class NewEvent:
     schema_version: int = 1
 
 
-@dataclass(frozen=True)
-class StoredEvent:
-    """An event as read back from the log."""
+class StoredEvent(msgspec.Struct, frozen=True):
+    """An event as read back from the log (a Struct: made once per event read, by every projector, the
+    relay, rebuilds, reports and audits, it costs a twentieth of a frozen dataclass)."""
 
     position: int
     transaction_id: int

@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
+import msgspec
 import pytest
 from cryptography.fernet import Fernet
 
@@ -376,7 +377,7 @@ class TestHashChain:
         await self.append_three(store, stream)
         stored = await store.read_stream(stream)
 
-        forged = dataclasses.replace(stored[1], **tamper)
+        forged = msgspec.structs.replace(stored[1], **tamper)
 
         assert event_hash(stored[0].hash, forged) != stored[1].hash
 
