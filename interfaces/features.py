@@ -22,7 +22,6 @@ from infrastructure.eventlog.rebuild import rebuild
 from infrastructure.identity.keys import CONFIGURATION_HASH, server_key
 from infrastructure.identity.reauthentication import SignerReauthentication
 from infrastructure.settings import Settings
-from infrastructure.sites.report_archive import PostgresReportArchive
 from infrastructure.tasks.actions import AllowList, builtin_registry
 from infrastructure.tasks.scheduler import Scheduler, SchedulerSettings
 from interfaces import reporting
@@ -79,12 +78,12 @@ def start_tasks(runtime: Runtime) -> None:
     async def verify(from_checkpoint: int, max_events: int | None) -> tuple[Any, Any]:
         return await runtime.audit.verify(from_checkpoint, max_events)  # the audit service starts after this
 
-    runtime.report_archive = PostgresReportArchive(runtime.pool)
+    archive = runtime.report_archive  # made with the runtime, before its features start
 
     async def archive_report(site_id: str, fmt: str, run: RunContext) -> ArchivedReport:
         generated = await reporting.compliance(runtime.history, site_id, None, None, fmt, datetime.now(timezone.utc))
         report, rendered = generated.report, generated.rendered
-        return await runtime.report_archive.keep(
+        return await archive.keep(
             site_id, fmt, report["as_of"], report["position"], rendered.sha256, rendered.document, run.task_id, run.run_id
         )
 

@@ -239,6 +239,7 @@ async def start_runtime(settings: Settings) -> Runtime:
     cache = AggregateCache(settings.aggregate_cache_size)
     runtime.repository = ReactingRepository(CachingRepository(store, cache), runtime.reactions)
     runtime.history = StoreHistory(pool, settings.report_snapshot_every)
+    runtime.report_archive = PostgresReportArchive(pool)
     runtime.sandbox = ProcessSandbox(
         settings.schema_workers, settings.schema_validation_timeout, settings.schema_worker_memory_mb
     )

@@ -92,22 +92,6 @@ async def _start(conn: asyncpg.Connection, projection: Projection, fresh: bool) 
     return build
 
 
-async def _apply(conn: asyncpg.Connection, builds: Sequence[Build], events: list[StoredEvent]) -> None:
-    """Hand `events` to every build (what each has not had yet) and move its cursor; in the caller's transaction."""
-    last = (events[-1].transaction_id, events[-1].position)
-    for build in builds:
-        todo = [e for e in events if (e.transaction_id, e.position) > build.cursor]
-        if not todo:
-            continue
-        await conn.execute(f'SET LOCAL search_path TO "{build.schema}", public')
-        if build.cache is not None:
-            await build.projection.handle(conn, todo, build.cache)  # type: ignore[call-arg]
-        else:
-            await build.projection.handle(conn, todo)
-        await _set_cursor(conn, build.name, last, build.projection.version)
-        build.cursor = last
-
-
 @dataclass
 class _Folded:
     """One build's share of a chunk: the changes folded ahead of the write (projections that fold apart
@@ -171,18 +155,22 @@ class _Pipeline:
         self.writing = asyncio.create_task(self._commit(folded, last))
 
     async def _commit(self, folded: list[_Folded], last: Cursor) -> None:
-        from projections.batch_store import write
-
         async with self.conn.transaction():
             await self.conn.execute(RELAXED_COMMIT)
-            for item in folded:
-                build = item.build
-                await self.conn.execute(f'SET LOCAL search_path TO "{build.schema}", public')
-                if item.events is not None:
-                    await build.projection.handle(self.conn, item.events)
-                elif item.changes:
-                    await write(self.conn, build.projection.tables, item.changes)  # type: ignore[attr-defined]
-                await _set_cursor(self.conn, build.name, last, build.projection.version)
+            await self.apply(folded, last)
+
+    async def apply(self, folded: list[_Folded], last: Cursor) -> None:
+        """Write a folded chunk and move the build cursors to `last`, in the caller's transaction."""
+        from projections.batch_store import write
+
+        for item in folded:
+            build = item.build
+            await self.conn.execute(f'SET LOCAL search_path TO "{build.schema}", public')
+            if item.events is not None:
+                await build.projection.handle(self.conn, item.events)
+            elif item.changes:
+                await write(self.conn, build.projection.tables, item.changes)  # type: ignore[attr-defined]
+            await _set_cursor(self.conn, build.name, last, build.projection.version)
 
 
 async def _swap(conn: asyncpg.Connection, build: Build) -> None:
@@ -252,13 +240,14 @@ async def _rebuild(
         )  # fmt: skip
         done, started = 0, time.monotonic()
 
-        async def replay(events: list[StoredEvent]) -> None:
+        def advanced(events: list[StoredEvent]) -> Cursor:
+            """The cursor after `events`, counted and shown as done (committed, or being written)."""
             nonlocal cursor, done
-            await _apply(conn, builds, events)
             cursor = (events[-1].transaction_id, events[-1].position)
             done += len(events)
             if progress:
                 progress(done, max(total, done))
+            return cursor
 
         # Chunk by chunk, each committed with the build cursors; the next chunk is read on a second
         # connection and folded while this one is written, so the server's work and ours overlap.
@@ -273,12 +262,8 @@ async def _rebuild(
                         read_global(reader, (events[-1].transaction_id, events[-1].position), chunk, types)
                     )
                 if events:
-                    last = (events[-1].transaction_id, events[-1].position)
-                    await pipeline.write(await pipeline.fold(events), last)
-                    cursor = last
-                    done += len(events)
-                    if progress:  # what is committed or being written
-                        progress(done, max(total, done))
+                    folded = await pipeline.fold(events)
+                    await pipeline.write(folded, advanced(events))
                 if len(events) < chunk:
                     break
             await pipeline.settle()
@@ -291,7 +276,8 @@ async def _rebuild(
             for key in sorted({lock_key("batch", p.name) for p in projections}):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
             while events := await read_global(conn, cursor, chunk, types):
-                await replay(events)
+                folded = await pipeline.fold(events)
+                await pipeline.apply(folded, advanced(events))
             for build in builds:
                 build.cursor = max(build.cursor, cursor)
                 await _swap(conn, build)

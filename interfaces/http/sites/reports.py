@@ -9,7 +9,6 @@ log is read; the report renders to the same bytes for the same point every time
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from dataclasses import asdict
 from typing import Annotated
 
 import msgspec
@@ -40,6 +39,25 @@ def report_format(fmt: str) -> str:
     return fmt
 
 
+def report_document(
+    document: bytes, fmt: str, filename: str, position: int, as_of: str, sha256: str, *, etag: bool = False
+) -> Response[bytes]:
+    """A rendered report as a download: what it reflects and its digest in headers, an HTML page confined
+    by its own CSP; `etag`: the digest names the bytes for good (a kept report never changes)."""
+    headers = {
+        "Charter-Position": str(position),
+        "Charter-As-Of": as_of,
+        "Charter-Report-SHA256": sha256,
+        "Content-Disposition": f'{DOWNLOAD[fmt]}; filename="{filename}"',
+        "Cache-Control": "private, max-age=0",
+    }
+    if etag:
+        headers["ETag"] = f'"{sha256}"'
+    if fmt == "html":
+        headers["content-security-policy"] = f"{CSP}; frame-ancestors 'none'"
+    return Response(document, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
 class ReportController(Controller):
     path = "/api/v1/site/{site_id:str}/reports"
     tags = ["reports"]
@@ -65,16 +83,7 @@ class ReportController(Controller):
         generated = await reporting.compliance(history, site_id, as_of, since, fmt, datetime.now(timezone.utc))
         report, rendered = generated.report, generated.rendered
         name = f"compliance-{site_id}-{generated.as_of.text().replace(':', '')}.{fmt}"
-        headers = {
-            "Charter-Position": str(report["position"]),
-            "Charter-As-Of": report["as_of"],
-            "Charter-Report-SHA256": rendered.sha256,
-            "Content-Disposition": f'{DOWNLOAD[fmt]}; filename="{name}"',
-            "Cache-Control": "private, max-age=0",
-        }
-        if fmt == "html":
-            headers["content-security-policy"] = f"{CSP}; frame-ancestors 'none'"
-        return Response(rendered.document, media_type=MEDIA_TYPES[fmt], headers=headers)
+        return report_document(rendered.document, fmt, name, report["position"], report["as_of"], rendered.sha256)
 
     @get(
         "/archive",
@@ -88,7 +97,7 @@ class ReportController(Controller):
     ) -> Page[ArchivedReportOut]:
         page_params(skip, limit, "created_at", "desc", {"created_at": "created_at"})
         total, kept = await report_archive.page(site_id, skip, limit)
-        items = [msgspec.convert(asdict(k), ArchivedReportOut) for k in kept]
+        items = [msgspec.convert(k, ArchivedReportOut, from_attributes=True) for k in kept]
         return Page(total=total, skip=skip, limit=limit, items=items, has_more=skip + len(items) < total)
 
     @get(
@@ -106,14 +115,5 @@ class ReportController(Controller):
         if found is None:
             raise ApiError(404, "REPORT_NOT_FOUND", "the site has no kept report of that id", field="report_id")
         kept, document = found
-        headers = {
-            "Charter-Position": str(kept.position),
-            "Charter-As-Of": kept.as_of,
-            "Charter-Report-SHA256": kept.sha256,
-            "ETag": f'"{kept.sha256}"',
-            "Content-Disposition": f'{DOWNLOAD[kept.format]}; filename="compliance-{site_id}-{kept.id}.{kept.format}"',
-            "Cache-Control": "private, max-age=0",
-        }
-        if kept.format == "html":
-            headers["content-security-policy"] = f"{CSP}; frame-ancestors 'none'"
-        return Response(document, media_type=MEDIA_TYPES[kept.format], headers=headers)
+        name = f"compliance-{site_id}-{kept.id}.{kept.format}"
+        return report_document(document, kept.format, name, kept.position, kept.as_of, kept.sha256, etag=True)
